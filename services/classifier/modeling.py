@@ -1,0 +1,100 @@
+"""The intent classifier: a Hugging Face encoder, a pooling step and a linear head.
+
+Written as a small `nn.Module` rather than `AutoModelForSequenceClassification` because
+(a) sentence-embedding encoders such as all-MiniLM-L6-v2 were trained with mean pooling, and
+their BERT pooler is not meaningful; (b) the out-of-scope scores need the pooled features next
+to the logits, from the same forward pass, in torch and in the ONNX export alike.
+
+On disk (`save_pretrained`): the encoder in Hugging Face format (`config.json`,
+`model.safetensors`), the tokenizer, `head.safetensors` and `classifier_config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel
+from transformers.utils import ModelOutput
+
+HEAD_FILE = "head.safetensors"
+CONFIG_FILE = "classifier_config.json"
+
+
+@dataclass
+class ClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+
+
+@dataclass
+class HeadConfig:
+    num_labels: int
+    pooling: str = "mean"  # "mean" over non-padding tokens, or "cls"
+    dropout: float = 0.1
+    label_smoothing: float = 0.0
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+class IntentClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, head: HeadConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.head_config = head
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(head.dropout)
+        self.classifier = nn.Linear(hidden, head.num_labels)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=head.label_smoothing)
+
+    @property
+    def config(self):  # Trainer and PEFT look for `model.config`
+        return self.encoder.config
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, labels=None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        features = pool(hidden, attention_mask, self.head_config.pooling)
+        logits = self.classifier(self.dropout(features))
+        loss = self.loss_fn(logits, labels) if labels is not None else None
+        return ClassifierOutput(loss=loss, logits=logits, features=features)
+
+    # -- persistence ---------------------------------------------------------------------
+    def save_head(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.classifier.state_dict().items()}
+        save_file(state, str(directory / HEAD_FILE))
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.head_config), indent=2))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Encoder + head; the encoder must be a plain (merged) Hugging Face model."""
+        self.encoder.save_pretrained(str(directory))
+        self.save_head(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **encoder_kwargs) -> IntentClassifier:
+        directory = Path(directory)
+        head = HeadConfig(**json.loads((directory / CONFIG_FILE).read_text()))
+        encoder = AutoModel.from_pretrained(str(directory), add_pooling_layer=False,
+                                            **encoder_kwargs)
+        model = cls(encoder, head)
+        model.classifier.load_state_dict(load_file(str(directory / HEAD_FILE)))
+        return model.eval()
+
+
+def build_encoder(name_or_path: str, **kwargs) -> nn.Module:
+    """A Hugging Face encoder without its pooler (the head pools itself)."""
+    return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)

@@ -1,0 +1,54 @@
+"""Temperature fitting and threshold rules, on data whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.classifier.scoring import softmax
+from training.calibration import decision_curve, fit_temperature, pick_threshold
+
+
+def test_temperature_recovers_the_generating_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 3, size=(4000, 5))
+    labels = np.array([rng.choice(5, p=p) for p in softmax(true_logits)])
+    # A model that is overconfident by a factor 2.5: fitting should find T ~ 2.5.
+    t = fit_temperature(true_logits * 2.5, labels)
+    assert t == pytest.approx(2.5, rel=0.1)
+
+
+def test_decision_curve_counts():
+    # labels: 0,1 in scope; 2 is oos.
+    y = np.array([0, 1, 0, 2, 2])
+    argmax = np.array([0, 1, 1, 0, 2])   # third is wrong; last oos caught by argmax
+    score = np.array([0.9, 0.5, 0.8, 0.6, 0.1])
+    cand, acc, rec = decision_curve(score, argmax, y, 2)
+    assert list(cand) == [0.1, 0.5, 0.6, 0.8, 0.9]
+    # threshold 0.1 rejects nothing: in-scope correct 2/3, oos recall 1/2 (argmax caught one)
+    assert acc[0] == pytest.approx(2 / 3) and rec[0] == pytest.approx(0.5)
+    # threshold 0.6 rejects 0.1 and 0.5: the in-scope #1 (correct) lost -> 1/3
+    assert acc[2] == pytest.approx(1 / 3) and rec[2] == pytest.approx(0.5)
+    # threshold 0.8 also rejects the oos at 0.6 -> recall 1
+    assert rec[3] == pytest.approx(1.0)
+
+
+def test_rules_pick_the_expected_thresholds():
+    rng = np.random.default_rng(1)
+    n_in, n_oos = 1000, 200
+    y = np.concatenate([rng.integers(0, 5, n_in), np.full(n_oos, 5)])
+    argmax = np.where(np.arange(len(y)) < n_in, y, rng.integers(0, 5, len(y)))
+    score = np.concatenate([rng.normal(2, 1, n_in), rng.normal(-1, 1, n_oos)])
+    r = pick_threshold(score, argmax, y, 5, rule="inscope_accuracy", target=0.95)
+    assert r["val_inscope_accuracy"] >= 0.95
+    kept = (score[:n_in] >= r["threshold"]).mean()
+    assert kept == pytest.approx(r["val_inscope_accuracy"])
+    # the highest such threshold: one step further would break the target
+    assert np.quantile(score[:n_in], 0.05) == pytest.approx(r["threshold"], abs=0.05)
+    r2 = pick_threshold(score, argmax, y, 5, rule="oos_recall", target=0.9)
+    assert r2["val_oos_recall"] >= 0.9
+    assert (score[n_in:] < r2["threshold"]).mean() == pytest.approx(r2["val_oos_recall"])
+    r3 = pick_threshold(score, argmax, y, 5, rule="balanced")
+    assert -1 < r3["threshold"] < 2
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        pick_threshold(score, argmax, y, 5, rule="magic")

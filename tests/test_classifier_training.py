@@ -1,0 +1,77 @@
+"""End to end: train the cpu preset on a CLINC150 subset, reload the artifact, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from services.classifier.artifact import ArtifactError, ClassifierArtifact
+from services.classifier.backends import forward_batched, load_backend
+from tests.conftest import SMALL_INTENTS
+from training.data import load_from_dir
+
+pytestmark = pytest.mark.slow
+
+
+def test_manifest_follows_the_contract(small_artifact):
+    m = json.loads((small_artifact / "manifest.json").read_text())
+    for key in ("kind", "base_model", "preset", "created_at", "git_commit", "data", "metrics",
+                "labels", "oos_threshold", "temperature"):
+        assert key in m, key
+    assert m["kind"] == "classifier" and m["preset"] == "cpu"
+    assert m["labels"] == sorted(SMALL_INTENTS) + ["oos"]
+    assert m["data"]["checksum"].startswith("sha256:")
+    assert m["temperature"] > 0
+    assert {"torch", "onnx", "onnx-int8"} <= set(m["backends"])
+    for f in ("model/head.safetensors", "model/config.json", "onnx/model.onnx",
+              "onnx/model.int8.onnx", "ood_stats.npz", "eval/report.json",
+              "eval/reliability.png", "eval/confusion_worst.png"):
+        assert (small_artifact / f).is_file(), f
+
+
+def test_beats_chance_by_a_wide_margin(small_artifact):
+    m = json.loads((small_artifact / "manifest.json").read_text())
+    # 8 intents + oos: chance is ~11 %. A model that learnt nothing could not pass this.
+    assert m["metrics"]["argmax_inscope_accuracy"] >= 0.8
+    assert m["metrics"]["oos_auroc"] >= 0.8
+
+
+def test_torch_and_onnx_give_identical_predictions(small_artifact, clinc_path):
+    art = ClassifierArtifact.load(small_artifact)
+    data = load_from_dir(clinc_path, "full").restrict(SMALL_INTENTS)
+    texts = data.test.texts[:200] + data.test.texts[-100:]
+    scorer = art.scorer()
+    preds = {}
+    outputs = {}
+    for kind in ("torch", "onnx"):
+        logits, feats = forward_batched(load_backend(art, kind), texts, batch_size=32)
+        outputs[kind] = logits
+        preds[kind] = scorer.predict(logits, feats)["pred"]
+    assert np.array_equal(preds["torch"], preds["onnx"])
+    assert np.allclose(outputs["torch"], outputs["onnx"], atol=1e-3)
+
+
+def test_int8_stays_close(small_artifact):
+    m = json.loads((small_artifact / "manifest.json").read_text())
+    assert m["backends"]["onnx-int8"]["agreement_with_torch"] >= 0.9
+
+
+def test_evaluate_cli_reproduces_the_manifest(small_artifact, clinc_path, tmp_path):
+    from training import evaluate
+
+    report = evaluate.main(["--artifact", str(small_artifact), "--data-dir", str(clinc_path),
+                            "--report-dir", str(tmp_path)])
+    m = json.loads((small_artifact / "manifest.json").read_text())
+    assert report["test"]["inscope_accuracy"] == pytest.approx(m["metrics"]["inscope_accuracy"])
+    assert report["test"]["oos_recall"] == pytest.approx(m["metrics"]["oos_recall"])
+    assert (tmp_path / "report.json").is_file()
+
+
+def test_not_an_artifact(tmp_path):
+    with pytest.raises(ArtifactError, match="not a classifier artifact"):
+        ClassifierArtifact.load(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"kind": "generator"}')
+    with pytest.raises(ArtifactError, match="not 'classifier'"):
+        ClassifierArtifact.load(tmp_path)

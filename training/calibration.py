@@ -1,0 +1,80 @@
+"""Fitting what the decision rule needs on the validation split: temperature and threshold.
+
+Nothing here ever sees the test split.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from services.classifier.scoring import softmax
+
+THRESHOLD_RULES = ("inscope_accuracy", "oos_recall", "balanced")
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature minimising the negative log-likelihood (Guo et al., 2017)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    idx = np.arange(len(labels))
+
+    def nll(log_t: float) -> float:
+        p = softmax(logits, float(np.exp(log_t)))[idx, labels]
+        return float(-np.log(np.clip(p, 1e-12, None)).mean())
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def decision_curve(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oos_index: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every candidate threshold t (the distinct scores): in-scope accuracy and oos recall
+    when `score < t` is rejected as out of scope. Computed in O(n log n) by sorting."""
+    inscope = y_true != oos_index
+    # A query is in-scope-correct at threshold t iff argmax is right and score >= t.
+    correct_in = inscope & (argmax == y_true)
+    oos_caught_anyway = (~inscope) & (argmax == oos_index)
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    candidates = np.unique(s)
+    # number of items with score < t, for each candidate t
+    below = np.searchsorted(s, candidates, side="left")
+    cum_correct_in = np.concatenate([[0], np.cumsum(correct_in[order])])
+    cum_oos_not_caught = np.concatenate([[0], np.cumsum(((~inscope) & ~oos_caught_anyway)[order])])
+    n_in = max(int(inscope.sum()), 1)
+    n_oos = max(int((~inscope).sum()), 1)
+    acc_in = (correct_in.sum() - cum_correct_in[below]) / n_in
+    recall = (oos_caught_anyway.sum() + cum_oos_not_caught[below]) / n_oos
+    return candidates, acc_in, recall
+
+
+def pick_threshold(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oos_index: int,
+                   rule: str = "inscope_accuracy", target: float = 0.96) -> dict:
+    """Choose the out-of-scope threshold on validation data.
+
+    Rules:
+      * ``inscope_accuracy`` (default): the highest threshold (so the most out-of-scope
+        queries caught) that keeps validation in-scope accuracy >= `target`. It leans on the
+        in-scope queries only, whose validation and test distributions match, so the in-scope
+        cost carries over; validation oos queries are easier than test ones, so rules that
+        aim at a validation oos recall overshoot on test.
+      * ``oos_recall``: the lowest threshold whose validation oos recall >= `target`.
+      * ``balanced``: maximise the mean of in-scope accuracy and oos recall (`target` unused).
+    """
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; choose from {THRESHOLD_RULES}")
+    cand, acc_in, recall = decision_curve(np.asarray(score, np.float64), np.asarray(argmax),
+                                          np.asarray(y_true), oos_index)
+    # Thresholds are placed midway between neighbouring scores: robust to float round-off
+    # between the torch, ONNX fp32 and int8 backends.
+    mids = np.concatenate([[cand[0] - 1e-6], (cand[1:] + cand[:-1]) / 2])
+    if rule == "inscope_accuracy":
+        ok = np.flatnonzero(acc_in >= target)
+        i = int(ok.max()) if len(ok) else 0
+    elif rule == "oos_recall":
+        ok = np.flatnonzero(recall >= target)
+        i = int(ok.min()) if len(ok) else len(cand) - 1
+    else:
+        i = int(np.argmax((acc_in + recall) / 2))
+    return {"threshold": float(mids[i]), "rule": rule, "target": target,
+            "val_inscope_accuracy": float(acc_in[i]), "val_oos_recall": float(recall[i])}

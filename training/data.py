@@ -1,0 +1,224 @@
+"""CLINC150 loading: the original oos-eval JSON layout on disk, or the hub dataset `clinc_oos`.
+
+Both sources produce the same `ClincData`: three splits of (text, intent-name) pairs with the
+out-of-scope queries labelled ``oos`` and kept in the same split as the in-scope ones, and one
+label list (150 intents sorted by name, then ``oos`` last). Labels are names, never the hub's
+integer ids, so a model trained from either source has the same ``labels`` in its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OOS = "oos"
+
+# Variant name -> file in the oos-eval layout.
+VARIANT_FILES = {
+    "full": "data_full.json",
+    "small": "data_small.json",
+    "imbalanced": "data_imbalanced.json",
+    "plus": "data_oos_plus.json",
+}
+# The hub dataset has no `full` config: its `plus` is the full data with 250 oos training
+# examples. `full` keeps only 100 of them and cannot be rebuilt exactly from the hub.
+HUB_CONFIGS = ("plus", "small", "imbalanced")
+HUB_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """The data set could not be found or does not look like CLINC150."""
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    intents: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def n_oos(self) -> int:
+        return sum(1 for i in self.intents if i == OOS)
+
+    def subset(self, keep: set[str]) -> Split:
+        pairs = [(t, i) for t, i in zip(self.texts, self.intents, strict=True) if i in keep]
+        return Split([t for t, _ in pairs], [i for _, i in pairs])
+
+
+@dataclass
+class ClincData:
+    train: Split
+    val: Split
+    test: Split
+    labels: list[str]  # 150 intents sorted by name, then "oos" last
+    source: str  # "dir:/path/data_full.json" or "hub:clinc_oos/plus"
+    checksum: str  # sha256 over the loaded examples; identical data -> identical checksum
+    domains: dict[str, list[str]] = field(default_factory=dict)  # domain -> intents
+
+    def split(self, name: str) -> Split:
+        return getattr(self, name)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.labels)}
+
+    def with_train(self, train: Split) -> ClincData:
+        """The same data with another training split (checksum recomputed)."""
+        splits = {"train": train, "val": self.val, "test": self.test}
+        return ClincData(**splits, labels=self.labels, source=self.source,
+                         checksum=_checksum(splits), domains=self.domains)
+
+    def restrict(self, intents: list[str], max_per_intent: int | None = None) -> ClincData:
+        """A smaller copy for tests and smoke runs: only `intents` (plus oos), optionally capped."""
+        keep = set(intents) | {OOS}
+        unknown = keep - set(self.labels)
+        if unknown:
+            raise DataError(f"unknown intents: {sorted(unknown)}")
+
+        def cap(split: Split) -> Split:
+            sub = split.subset(keep)
+            if max_per_intent is None:
+                return sub
+            seen: dict[str, int] = {}
+            texts, labels = [], []
+            for t, i in zip(sub.texts, sub.intents, strict=True):
+                if seen.get(i, 0) < max_per_intent:
+                    seen[i] = seen.get(i, 0) + 1
+                    texts.append(t)
+                    labels.append(i)
+            return Split(texts, labels)
+
+        labels = sorted(keep - {OOS}) + [OOS]
+        splits = {name: cap(self.split(name)) for name in SPLITS}
+        return ClincData(
+            **splits,
+            labels=labels,
+            source=self.source + f"#subset:{len(labels) - 1}",
+            checksum=_checksum(splits),
+            domains={d: [i for i in v if i in keep] for d, v in self.domains.items()},
+        )
+
+
+def _checksum(splits: dict[str, Split]) -> str:
+    h = hashlib.sha256()
+    for name in SPLITS:
+        for text, intent in zip(splits[name].texts, splits[name].intents, strict=True):
+            h.update(f"{name}\t{intent}\t{text}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _finish(splits: dict[str, Split], source: str, domains: dict[str, list[str]]) -> ClincData:
+    for name in SPLITS:
+        if len(splits[name]) == 0:
+            raise DataError(f"{source}: split {name!r} is empty")
+    if splits["train"].n_oos == 0:
+        raise DataError(f"{source}: no out-of-scope ('oos') training examples")
+    intents = {i for s in splits.values() for i in s.intents} - {OOS}
+    labels = sorted(intents) + [OOS]
+    for name in ("val", "test"):
+        extra = set(splits[name].intents) - set(splits["train"].intents)
+        if extra:
+            raise DataError(f"{source}: {name} has intents never seen in train: {sorted(extra)[:5]}")
+    return ClincData(**splits, labels=labels, source=source, checksum=_checksum(splits),
+                     domains=domains)
+
+
+def _read_pairs(obj: dict, key: str, path: Path) -> Split:
+    rows = obj.get(key)
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: key {key!r} missing or not a list")
+    texts, intents = [], []
+    for n, row in enumerate(rows):
+        if (not isinstance(row, list | tuple) or len(row) != 2
+                or not all(isinstance(x, str) for x in row)):
+            raise DataError(f"{path}: {key}[{n}] is not a [text, intent] pair of strings: {row!r}")
+        texts.append(row[0])
+        intents.append(row[1])
+    return Split(texts, intents)
+
+
+def load_domains(data_dir: Path, filename: str = "domains.json") -> dict[str, list[str]]:
+    path = Path(data_dir) / filename
+    if not path.is_file():
+        return {}
+    try:
+        domains = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(domains, dict):
+        raise DataError(f"{path}: expected an object of domain -> [intents]")
+    return {str(k): list(v) for k, v in domains.items()}
+
+
+def load_from_dir(data_dir: str | os.PathLike, variant: str = "full") -> ClincData:
+    """Load the oos-eval JSON layout (`data_full.json`, ...) from `data_dir`."""
+    if variant not in VARIANT_FILES:
+        raise DataError(f"unknown variant {variant!r}; choose one of {sorted(VARIANT_FILES)}")
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(f"data directory not found: {data_dir}")
+    path = data_dir / VARIANT_FILES[variant]
+    if not path.is_file():
+        raise DataError(f"{path} not found (variant {variant!r} of the oos-eval layout)")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid UTF-8 JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object with train/val/test keys")
+    splits = {}
+    for name in SPLITS:
+        inscope = _read_pairs(obj, name, path)
+        oos = _read_pairs(obj, f"oos_{name}", path)
+        if any(i != OOS for i in oos.intents):
+            raise DataError(f"{path}: oos_{name} holds labels other than 'oos'")
+        splits[name] = Split(inscope.texts + oos.texts, inscope.intents + oos.intents)
+    return _finish(splits, f"dir:{path.resolve()}", load_domains(data_dir))
+
+
+def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> ClincData:
+    """Load the hub dataset (or a local copy in its layout: `name` may be a directory)."""
+    if variant not in HUB_CONFIGS:
+        raise DataError(
+            f"the hub dataset has configs {list(HUB_CONFIGS)}, not {variant!r}"
+            + (" (use 'plus', or --data-dir for the original 'full')" if variant == "full" else "")
+        )
+    try:
+        import datasets  # training extra; imported lazily so serving code never needs it
+    except ImportError as e:  # pragma: no cover - environment problem
+        raise DataError("loading from the hub needs the `datasets` package") from e
+    try:
+        ds = datasets.load_dataset(name, variant, **kwargs)
+    except Exception as e:  # network errors, missing dataset: surface one clear message
+        raise DataError(
+            f"could not load hub dataset {name!r} config {variant!r}: {e}. Offline? "
+            "Pass --data-dir or set CLINC150_DIR to the oos-eval JSON directory."
+        ) from e
+    splits = {}
+    for ours, theirs in HUB_SPLITS.items():
+        if theirs not in ds:
+            raise DataError(f"hub dataset {name!r} has no {theirs!r} split")
+        part = ds[theirs]
+        feature = part.features.get("intent")
+        names = getattr(feature, "names", None)
+        if names is None or "text" not in part.column_names:
+            raise DataError(f"hub dataset {name!r}: expected columns text + intent (ClassLabel)")
+        splits[ours] = Split(list(part["text"]), [names[i] for i in part["intent"]])
+    # The hub carries no domain map; use the copy of the upstream domains.json shipped here.
+    packaged = Path(__file__).parent / "resources"
+    return _finish(splits, f"hub:{name}/{variant}", load_domains(packaged, "clinc150_domains.json"))
+
+
+def load_clinc(data_dir: str | os.PathLike | None = None, variant: str = "full",
+               hub_name: str = "clinc_oos") -> ClincData:
+    """`data_dir`, else `$CLINC150_DIR`, else the hub dataset."""
+    data_dir = data_dir or os.environ.get("CLINC150_DIR") or None
+    if data_dir:
+        return load_from_dir(data_dir, variant)
+    return load_from_hub(variant, hub_name)

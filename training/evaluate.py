@@ -1,0 +1,95 @@
+"""Evaluate a classifier artifact on CLINC150 exactly as the service runs it.
+
+    python -m training.evaluate --artifact OUT [--data-dir DIR] [--backend onnx|onnx-int8|torch]
+
+Loads the artifact through the service's own backend and decision rule (`services.classifier`),
+so the figures are those of the served model. Writes `OUT/eval/` (or `--report-dir`): a JSON
+report with every metric for val and test, the reliability diagram and the confusion matrix of
+the worst intents as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from services.classifier.artifact import EVAL_DIR, ClassifierArtifact
+from services.classifier.backends import forward_batched, load_backend
+from training.data import ClincData, load_clinc
+from training.metrics import classification_report, reliability_bins
+
+logger = logging.getLogger("training.evaluate")
+
+
+def evaluate_artifact(artifact_dir: str | Path, data: ClincData, backend: str = "onnx",
+                      splits: tuple[str, ...] = ("val", "test")) -> dict:
+    art = ClassifierArtifact.load(artifact_dir)
+    if data.labels != art.labels:
+        raise ValueError("the data's label set differs from the artifact's labels")
+    scorer = art.scorer()
+    be = load_backend(art, backend)
+    out: dict = {"backend": be.name, "ood": art.manifest["ood"]["score"],
+                 "threshold": art.manifest["oos_threshold"]}
+    for name in splits:
+        split = data.split(name)
+        y = np.array([data.label2id[i] for i in split.intents])
+        logits, feats = forward_batched(be, split.texts)
+        p = scorer.predict(logits, feats)
+        report = classification_report(y, p["pred"], p["argmax"], p["confidence"], p["score"],
+                                       data.labels, data.domains)
+        report["reliability"] = reliability_bins(p["confidence"], p["argmax"] == y)
+        out[name] = report
+        if name == "test":
+            out["_pred"], out["_y"] = p["pred"], y
+    return out
+
+
+def write_report(out_dir: str | Path, report: dict, labels: list[str],
+                 report_dir: str | Path | None = None) -> Path:
+    report_dir = Path(report_dir) if report_dir else Path(out_dir) / EVAL_DIR
+    report_dir.mkdir(parents=True, exist_ok=True)
+    public = {k: v for k, v in report.items() if not k.startswith("_")}
+    (report_dir / "report.json").write_text(json.dumps(public, indent=2))
+    if "_pred" in report:
+        from training.plots import plot_confusion_worst, plot_reliability
+
+        plot_reliability(report["test"]["reliability"], report_dir / "reliability.png",
+                         ece=report["test"]["ece"])
+        plot_confusion_worst(report["_y"], report["_pred"], labels,
+                             report_dir / "confusion_worst.png")
+    return report_dir
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifact", required=True, help="classifier artifact directory")
+    parser.add_argument("--data-dir", default=None,
+                        help="oos-eval JSON directory (default $CLINC150_DIR, else the hub)")
+    parser.add_argument("--variant", default=None, help="default: the one the model saw")
+    parser.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"])
+    parser.add_argument("--report-dir", default=None, help="default: ARTIFACT/eval")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
+    art = ClassifierArtifact.load(args.artifact)
+    variant = args.variant or art.manifest.get("data", {}).get("variant", "full")
+    data = load_clinc(args.data_dir, variant)
+    if data.labels != art.labels:
+        # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
+        keep = [x for x in art.labels if x != "oos"]
+        data = data.restrict(keep)
+    report = evaluate_artifact(args.artifact, data, args.backend)
+    path = write_report(args.artifact, report, data.labels, args.report_dir)
+    summary = {k: v for k, v in report["test"].items() if not isinstance(v, dict | list)}
+    logger.info("test (%s): %s", report["backend"], json.dumps(summary, indent=2))
+    logger.info("report written to %s", path)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""ONNX export of the merged classifier, and dynamic int8 quantisation.
+
+`torch.onnx.export` + `onnxruntime.quantization` directly: `optimum[onnxruntime]` would pin
+transformers back to 4.x, and this graph (encoder + pooling + linear head, two outputs) is
+simple enough not to need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+class _OnnxWrapper(nn.Module):
+    """Positional inputs and a tuple output, which is what the exporter wants."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        return out.logits, out.features
+
+
+def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    # eval() on the wrapper too: the exporter restores the *wrapper's* mode afterwards, and a
+    # fresh wrapper is in training mode, which would switch dropout back on in `model`.
+    wrapper = _OnnxWrapper(model.float().cpu()).eval()
+    ids = torch.ones(2, 8, dtype=torch.long)
+    # Trace with real padding in the mask: with an all-ones mask the attention code takes
+    # a "no padding" shortcut and the exported graph would ignore the mask.
+    mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.long)
+    # The TorchScript exporter: mature for BERT-style graphs and exports dynamic batch and
+    # sequence axes without tracing guards.
+    torch.onnx.export(
+        wrapper, (ids, mask), str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits", "features"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                      "attention_mask": {0: "batch", 1: "sequence"},
+                      "logits": {0: "batch"}, "features": {0: "batch"}},
+        opset_version=opset,
+        dynamo=False,
+    )
+    model.train(was_training)
+    return path
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantiser logs every tensor at INFO on the root logger; keep the training log readable.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return Path(dst)
