@@ -40,7 +40,7 @@ from services.classifier import artifact as layout
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
-from training.data import OOS, HUB_CONFIGS, VARIANT_FILES, ClincData, load_clinc
+from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_clinc
 from training.evaluate import evaluate_artifact, write_report
 
 logger = logging.getLogger("training.classifier")
@@ -85,7 +85,8 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class ModelArguments:
-    preset: str = field(default="cpu", metadata={"help": f"defaults to start from: {list(PRESETS)}"})
+    preset: str = field(default="cpu",
+                        metadata={"help": f"defaults to start from: {list(PRESETS)}"})
     model_name_or_path: str = field(
         default=OFFLINE_MINILM,
         metadata={"help": "hub id or local path of the encoder; 'offline:all-MiniLM-L6-v2' is "

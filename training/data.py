@@ -124,7 +124,8 @@ def _finish(splits: dict[str, Split], source: str, domains: dict[str, list[str]]
     for name in ("val", "test"):
         extra = set(splits[name].intents) - set(splits["train"].intents)
         if extra:
-            raise DataError(f"{source}: {name} has intents never seen in train: {sorted(extra)[:5]}")
+            raise DataError(
+                f"{source}: {name} has intents never seen in train: {sorted(extra)[:5]}")
     return ClincData(**splits, labels=labels, source=source, checksum=_checksum(splits),
                      domains=domains)
 

@@ -26,7 +26,8 @@ def format_report(artifact_dir: str | Path) -> str:
         f"(rule {ood.get('rule')} @ {ood.get('target')}), temperature {m['temperature']:.3f}",
         "",
         "Test split (Larson et al. 2019 metrics, threshold chosen on val only):",
-        f"  in-scope accuracy   {t['inscope_accuracy']:.2%}   (argmax {t['argmax_inscope_accuracy']:.2%})",
+        f"  in-scope accuracy   {t['inscope_accuracy']:.2%}   "
+        f"(argmax {t['argmax_inscope_accuracy']:.2%})",
         f"  OOS recall          {t['oos_recall']:.2%}   (argmax {t['argmax_oos_recall']:.2%})",
         f"  OOS precision       {t['oos_precision']:.2%}",
         f"  OOS AUROC           {t['oos_auroc']:.4f}",
