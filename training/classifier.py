@@ -101,6 +101,10 @@ class ModelArguments:
     pooling: str = field(default="mean", metadata={"help": "'mean' or 'cls' pooling"})
     head_dropout: float = field(default=0.1, metadata={"help": "dropout before the head"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy smoothing"})
+    head: str = field(default="linear", metadata={"help": "'linear' or 'cosine' head"})
+    cosine_scale: float = field(default=30.0, metadata={"help": "cosine head: logit scale"})
+    cosine_margin: float = field(default=0.0,
+                                 metadata={"help": "cosine head: additive margin (CosFace)"})
     max_seq_length: int = field(default=64, metadata={"help": "tokens per query (truncation)"})
 
     def __post_init__(self):
@@ -110,6 +114,8 @@ class ModelArguments:
             raise ValueError("--method must be 'full' or 'lora'")
         if self.pooling not in ("mean", "cls"):
             raise ValueError("--pooling must be 'mean' or 'cls'")
+        if self.head not in ("linear", "cosine"):
+            raise ValueError("--head must be 'linear' or 'cosine'")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError("--label_smoothing must be in [0, 1)")
 
@@ -234,7 +240,8 @@ def build_model(margs: ModelArguments, num_labels: int, model_path: str) -> Inte
         encoder = get_peft_model(encoder, lora)
         encoder.print_trainable_parameters()
     head = HeadConfig(num_labels=num_labels, pooling=margs.pooling, dropout=margs.head_dropout,
-                      label_smoothing=margs.label_smoothing)
+                      label_smoothing=margs.label_smoothing, head=margs.head,
+                      scale=margs.cosine_scale, margin=margs.cosine_margin)
     return IntentClassifier(encoder, head)
 
 

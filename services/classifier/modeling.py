@@ -38,6 +38,9 @@ class HeadConfig:
     pooling: str = "mean"  # "mean" over non-padding tokens, or "cls"
     dropout: float = 0.1
     label_smoothing: float = 0.0
+    head: str = "linear"  # "linear", or "cosine": scaled cosine to class weight vectors
+    scale: float = 30.0  # cosine head: logit scale s
+    margin: float = 0.0  # cosine head: additive margin on the true class, training only
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -47,6 +50,20 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> to
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+class CosineHead(nn.Module):
+    """logits = scale * cos(feature, class weight)."""
+
+    def __init__(self, hidden: int, num_labels: int, scale: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_labels, hidden))
+        nn.init.normal_(self.weight, std=0.02)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * nn.functional.linear(nn.functional.normalize(x, dim=-1),
+                                                 nn.functional.normalize(self.weight, dim=-1))
+
+
 class IntentClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, head: HeadConfig):
         super().__init__()
@@ -54,7 +71,10 @@ class IntentClassifier(nn.Module):
         self.head_config = head
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(head.dropout)
-        self.classifier = nn.Linear(hidden, head.num_labels)
+        if head.head == "cosine":
+            self.classifier = CosineHead(hidden, head.num_labels, head.scale)
+        else:
+            self.classifier = nn.Linear(hidden, head.num_labels)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=head.label_smoothing)
 
     @property
@@ -68,7 +88,15 @@ class IntentClassifier(nn.Module):
         hidden = self.encoder(**kwargs).last_hidden_state
         features = pool(hidden, attention_mask, self.head_config.pooling)
         logits = self.classifier(self.dropout(features))
-        loss = self.loss_fn(logits, labels) if labels is not None else None
+        loss = None
+        if labels is not None:
+            train_logits = logits
+            if self.head_config.head == "cosine" and self.head_config.margin:
+                # Large-margin cosine loss (CosFace; Lin & Xu 2019 for unknown intents): the
+                # true class must win by a margin, which tightens classes in feature space.
+                train_logits = logits - self.head_config.scale * self.head_config.margin * \
+                    nn.functional.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+            loss = self.loss_fn(train_logits, labels)
         return ClassifierOutput(loss=loss, logits=logits, features=features)
 
     # -- persistence ---------------------------------------------------------------------
