@@ -49,7 +49,7 @@ def decision_curve(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oo
 
 
 def pick_threshold(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oos_index: int,
-                   rule: str = "inscope_accuracy", target: float = 0.96) -> dict:
+                   rule: str = "inscope_accuracy", target: float = 0.955) -> dict:
     """Choose the out-of-scope threshold on validation data.
 
     Rules:

@@ -148,7 +148,8 @@ class OODArguments:
         default="inscope_accuracy",
         metadata={"help": f"how the threshold is chosen on val: {calibration.THRESHOLD_RULES}"})
     threshold_target: float = field(
-        default=0.96, metadata={"help": "the rule's target (val in-scope accuracy or recall)"})
+        default=0.955,
+        metadata={"help": "the rule's target (val in-scope accuracy or recall); see docs/ood.md"})
     export_onnx: bool = field(default=True, metadata={"help": "write ONNX fp32 and int8"})
     keep_checkpoints: bool = field(default=False,
                                    metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"})
