@@ -52,3 +52,25 @@ def test_rules_pick_the_expected_thresholds():
     assert -1 < r3["threshold"] < 2
     with pytest.raises(ValueError, match="unknown threshold rule"):
         pick_threshold(score, argmax, y, 5, rule="magic")
+
+
+def test_oos_share_weights():
+    from training.calibration import oos_share_weights
+
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 2])  # 1 oos of 10
+    w = oos_share_weights(y, 2, 0.5)
+    assert w[y == 2].sum() == pytest.approx(w[y != 2].sum())
+    assert np.all(oos_share_weights(y, 2, None) == 1)
+    with pytest.raises(ValueError):
+        oos_share_weights(y, 2, 1.5)
+
+
+def test_weighted_temperature_differs_when_oos_is_overconfident():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 1, size=(500, 3))
+    y = np.where(np.arange(500) < 450, logits[:, :2].argmax(1), 2)
+    logits[np.arange(450), y[:450]] += 3      # in-scope: right and confident
+    logits[450:, 0] += 6                       # oos: confidently wrong
+    t_plain = fit_temperature(logits, y)
+    t_heavy = fit_temperature(logits, y, np.where(y == 2, 10.0, 1.0))
+    assert t_heavy > t_plain  # more weight on confident mistakes -> softer probabilities

@@ -150,6 +150,11 @@ class OODArguments:
     threshold_target: float = field(
         default=0.955,
         metadata={"help": "the rule's target (val in-scope accuracy or recall); see docs/ood.md"})
+    calibration_oos_share: float = field(
+        default=0.18,
+        metadata={"help": "share of out-of-scope traffic to calibrate the temperature for "
+                          "(val queries reweighted; CLINC150's test mix is 18 %%); 0: val's "
+                          "own 3 %%"})
     export_onnx: bool = field(default=True, metadata={"help": "write ONNX fp32 and int8"})
     keep_checkpoints: bool = field(default=False,
                                    metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"})
@@ -285,7 +290,9 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
     y_val = np.array([data.label2id[i] for i in data.val.intents])
     oos_index = labels.index(OOS)
     val_logits, val_feats = val_out
-    temperature = calibration.fit_temperature(val_logits, y_val)
+    temperature = calibration.fit_temperature(
+        val_logits, y_val,
+        calibration.oos_share_weights(y_val, oos_index, oargs.calibration_oos_share or None))
     stats = FeatureStats.fit(train_out[1], y_train, n_inscope=oos_index)
     scorer = Scorer(labels=labels, temperature=temperature, stats=stats)
     scorer.fit_combo(val_logits, val_feats, y_val != oos_index)

@@ -114,6 +114,9 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, y_argmax: np.n
         "inscope_accuracy"]
     report["argmax_oos_recall"] = oos_metrics(y_true, y_argmax, oos_index)["oos_recall"]
     report["ece"] = expected_calibration_error(confidence, y_argmax == y_true)
+    inscope = y_true != oos_index
+    report["ece_inscope"] = expected_calibration_error(confidence[inscope],
+                                                       (y_argmax == y_true)[inscope])
     report["oos_auroc"] = auroc(inscope_score, y_true != oos_index)
     report["n_inscope"] = int((y_true != oos_index).sum())
     report["n_oos"] = int((y_true == oos_index).sum())
