@@ -1,0 +1,62 @@
+"""Thin routes: parse, delegate to `service`, shape the response."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from services.classifier import service
+from services.classifier.config import ClassifierSettings
+from services.classifier.model import ClassifierModel
+from services.classifier.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ClassPrediction,
+    ModelRef,
+    ScoredIntent,
+)
+from services.common.batcher import Batcher
+from services.common.errors import NotReady
+
+router = APIRouter(tags=["classifier"])
+
+
+def _ready_state(request: Request) -> tuple[ClassifierModel, Batcher]:
+    state = request.app.state
+    if not state.ready:
+        raise NotReady("model is not loaded yet")
+    return state.model, state.batcher
+
+
+def _settings(request: Request) -> ClassifierSettings:
+    return request.app.state.settings
+
+
+Ready = Annotated[tuple[ClassifierModel, Batcher], Depends(_ready_state)]
+Settings = Annotated[ClassifierSettings, Depends(_settings)]
+
+
+@router.post("/v1/classify", response_model=ClassifyResponse,
+             summary="Classify texts into intents, with out-of-scope detection")
+async def classify(body: ClassifyRequest, ready: Ready, settings: Settings) -> ClassifyResponse:
+    model, batcher = ready
+    preds = await service.classify(body, settings, batcher)
+    return ClassifyResponse(
+        predictions=[ClassPrediction(intent=p.intent, confidence=p.confidence, oos=p.oos,
+                                     oos_score=p.oos_score,
+                                     top_k=[ScoredIntent(intent=i, score=s) for i, s in p.top_k])
+                     for p in preds],
+        model=ModelRef(version=model.version, backend=model.backend.name))
+
+
+@router.post("/invocations", response_model=ClassifyResponse, include_in_schema=False)
+async def invocations(body: ClassifyRequest, ready: Ready, settings: Settings
+                      ) -> ClassifyResponse:
+    """SageMaker: the same body and answer as /v1/classify."""
+    return await classify(body, ready, settings)
+
+
+@router.get("/v1/model", summary="What is being served: manifest summary and backend")
+async def model_info(ready: Ready) -> dict:
+    return ready[0].info()

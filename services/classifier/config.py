@@ -1,0 +1,32 @@
+"""Classifier service settings (env prefix CLASSIFIER_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class ClassifierSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="CLASSIFIER_", extra="ignore")
+
+    port: int = Field(8001, ge=1, le=65535)
+    artifact: str = Field(..., description="classifier artifact directory")
+    # "onnx" (fp32), "onnx-int8" (used only if its recorded accuracy is within
+    # `int8_max_drop` of fp32, else fp32 with a warning), or "torch" (CUDA when present).
+    backend: str = Field("onnx", pattern="^(onnx|onnx-int8|torch)$")
+    int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
+    max_batch_size: int = Field(32, ge=1, le=1024)
+    max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    max_queue: int = Field(512, ge=1)
+    max_texts: int = Field(64, ge=1, description="texts per request")
+    max_text_chars: int = Field(1000, ge=1)
+    max_top_k: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _queue_fits_a_request(self):
+        if self.max_queue < self.max_texts:
+            raise ValueError("max_queue must be >= max_texts, or no full request could fit")
+        return self

@@ -1,0 +1,83 @@
+"""The served classifier: artifact + backend + decision rule. No FastAPI in here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from services.classifier.artifact import ClassifierArtifact
+from services.classifier.backends import Backend, load_backend
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    intent: str
+    confidence: float
+    oos: bool
+    oos_score: float
+    top_k: list[tuple[str, float]]
+
+
+def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: float) -> str:
+    """int8 only when its recorded test accuracy is within `int8_max_drop` of fp32."""
+    if wanted != "onnx-int8":
+        return wanted
+    recorded = artifact.manifest.get("backends", {})
+    fp32 = recorded.get("onnx", {}).get("inscope_accuracy")
+    int8 = recorded.get("onnx-int8", {}).get("inscope_accuracy")
+    if fp32 is None or int8 is None:
+        logger.warning("artifact records no int8 accuracy; serving ONNX fp32")
+        return "onnx"
+    if fp32 - int8 > int8_max_drop:
+        logger.warning("int8 loses %.2f points of in-scope accuracy (limit %.2f); serving fp32",
+                       100 * (fp32 - int8), 100 * int8_max_drop)
+        return "onnx"
+    return "onnx-int8"
+
+
+class ClassifierModel:
+    def __init__(self, artifact_dir: str, backend: str = "onnx", int8_max_drop: float = 0.003,
+                 threads: int | None = None):
+        self.artifact = ClassifierArtifact.load(artifact_dir)
+        self.scorer = self.artifact.scorer()
+        self.labels = self.artifact.labels
+        kind = choose_backend(self.artifact, backend, int8_max_drop)
+        self.backend: Backend = load_backend(self.artifact, kind, threads=threads)
+        self.version = self.artifact.version
+
+    def warmup(self, rounds: int = 3) -> float:
+        started = time.perf_counter()
+        for n in (1, 8, 32)[:rounds]:
+            self.predict_batch([(f"warm up query number {i}", 1) for i in range(n)])
+        return time.perf_counter() - started
+
+    def predict_batch(self, items: list[tuple[str, int]]) -> list[Prediction]:
+        """`items`: (text, top_k) pairs, run as one batch; one Prediction each."""
+        texts = [t for t, _ in items]
+        max_k = max(k for _, k in items)
+        logits, features = self.backend.forward(texts)
+        p = self.scorer.predict(logits, features, top_k=max_k)
+        out = []
+        for i, (_, k) in enumerate(items):
+            top = [(self.labels[int(j)], float(s))
+                   for j, s in zip(p["top_k"][i][:k], p["top_k_probs"][i][:k], strict=True)]
+            oos = bool(p["oos"][i])
+            out.append(Prediction(intent="oos" if oos else self.labels[int(p["argmax"][i])],
+                                  confidence=float(p["confidence"][i]), oos=oos,
+                                  oos_score=float(p["score"][i]), top_k=top))
+        return out
+
+    def info(self) -> dict:
+        m = self.artifact.manifest
+        return {
+            "version": self.version, "backend": self.backend.name,
+            "base_model": m.get("base_model"), "preset": m.get("preset"),
+            "created_at": m.get("created_at"), "git_commit": m.get("git_commit"),
+            "labels": len(self.labels), "oos_score": self.scorer.score,
+            "oos_threshold": self.scorer.threshold, "temperature": self.scorer.temperature,
+            "metrics": {k: m.get("metrics", {}).get(k) for k in
+                        ("inscope_accuracy", "oos_recall", "oos_auroc", "ece")},
+        }

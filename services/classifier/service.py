@@ -1,0 +1,50 @@
+"""Request-level logic between the thin routes and the model: validation, batching, metrics."""
+
+from __future__ import annotations
+
+from services.classifier import metrics
+from services.classifier.config import ClassifierSettings
+from services.classifier.model import ClassifierModel, Prediction
+from services.classifier.schemas import ClassifyRequest
+from services.common.batcher import Batcher
+from services.common.errors import InvalidInput
+
+DEFAULT_TOP_K = 3
+
+
+def validate(req: ClassifyRequest, settings: ClassifierSettings) -> int:
+    """Checks beyond the JSON types; returns the effective top_k."""
+    if not req.texts:
+        raise InvalidInput("texts: must hold at least one text")
+    if len(req.texts) > settings.max_texts:
+        raise InvalidInput(f"texts: at most {settings.max_texts} texts per request, "
+                           f"got {len(req.texts)}")
+    for i, text in enumerate(req.texts):
+        if not text.strip():
+            raise InvalidInput(f"texts[{i}]: empty or whitespace-only text")
+        if len(text) > settings.max_text_chars:
+            raise InvalidInput(f"texts[{i}]: {len(text)} characters, the limit is "
+                               f"{settings.max_text_chars}")
+        if "\x00" in text:
+            raise InvalidInput(f"texts[{i}]: contains a NUL character")
+    top_k = DEFAULT_TOP_K if req.top_k is None else req.top_k
+    if not 1 <= top_k <= settings.max_top_k:
+        raise InvalidInput(f"top_k: must be between 1 and {settings.max_top_k}")
+    return top_k
+
+
+async def classify(req: ClassifyRequest, settings: ClassifierSettings,
+                   batcher: Batcher[tuple[str, int], Prediction]) -> list[Prediction]:
+    top_k = validate(req, settings)
+    preds = await batcher.submit([(t, top_k) for t in req.texts])
+    for p in preds:
+        metrics.PREDICTIONS.labels(p.intent).inc()
+        if p.oos:
+            metrics.OOS.inc()
+    return preds
+
+
+def make_batcher(model: ClassifierModel, settings: ClassifierSettings) -> Batcher:
+    return Batcher(model.predict_batch, name="classifier",
+                   max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
+                   max_queue=settings.max_queue)

@@ -1,0 +1,137 @@
+"""Dynamic batching in the manner of text-embeddings-inference.
+
+A bounded queue, one task that owns it and forms batches, and a worker thread that runs the
+model; each item is answered on its own future. Batches form naturally while the model is
+busy; `max_wait_ms` optionally holds a non-full batch a little longer. When the queue is full
+a request fails at once with `Overloaded` (429), it never waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from services.common import metrics
+from services.common.errors import NotReady, Overloaded
+
+logger = logging.getLogger(__name__)
+
+I = TypeVar("I")  # noqa: E741 - item
+O = TypeVar("O")  # noqa: E741 - output
+
+
+class Batcher(Generic[I, O]):
+    def __init__(self, run_batch: Callable[[list[I]], Sequence[O]], *, name: str,
+                 max_batch_size: int = 32, max_wait_ms: float = 0.0, max_queue: int = 512):
+        if max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_size and max_queue must be >= 1")
+        self.run_batch = run_batch
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[tuple[I, asyncio.Future, float]] | None = None
+        self._task: asyncio.Task | None = None
+        # One model thread: the model itself uses the cores (intra-op threads); two
+        # concurrent batches would only contend for them.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-model")
+        self._m_depth = metrics.QUEUE_DEPTH.labels(name)
+        self._m_batch = metrics.BATCH_SIZE.labels(name)
+        self._m_queue_s = metrics.QUEUE_SECONDS.labels(name)
+        self._m_infer_s = metrics.INFERENCE_SECONDS.labels(name)
+        self._m_rejected = metrics.REJECTED.labels(name)
+        self._m_dropped = metrics.DROPPED.labels(name)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def queue_size(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._task = asyncio.create_task(self._loop(), name=f"{self.name}-batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        # Fail whatever is still queued rather than leaving callers hanging.
+        while self._queue and not self._queue.empty():
+            _, fut, _ = self._queue.get_nowait()
+            if not fut.done():
+                fut.set_exception(NotReady("service is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, items: Sequence[I]) -> list[O]:
+        """Queue `items` (all or none) and wait for their outputs, in order."""
+        if not self.running or self._queue is None:
+            raise NotReady("model is not loaded")
+        if self._queue.qsize() + len(items) > self.max_queue:
+            self._m_rejected.inc()
+            raise Overloaded(f"queue full ({self.max_queue} items); retry later")
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        futures = []
+        for item in items:
+            fut = loop.create_future()
+            self._queue.put_nowait((item, fut, now))
+            futures.append(fut)
+        self._m_depth.set(self._queue.qsize())
+        try:
+            return list(await asyncio.gather(*futures))
+        except asyncio.CancelledError:
+            for f in futures:  # client went away: the loop skips these
+                f.cancel()
+            raise
+
+    async def _loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.perf_counter() + self.max_wait
+            while len(batch) < self.max_batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            self._m_depth.set(self._queue.qsize())
+            live = [(item, fut, t) for item, fut, t in batch if not fut.done()]
+            if len(live) < len(batch):
+                self._m_dropped.inc(len(batch) - len(live))
+            if not live:
+                continue
+            started = time.perf_counter()
+            for _, _, t in live:
+                self._m_queue_s.observe(started - t)
+            self._m_batch.observe(len(live))
+            try:
+                outputs = await loop.run_in_executor(
+                    self._executor, self.run_batch, [item for item, _, _ in live])
+                if len(outputs) != len(live):
+                    raise RuntimeError(f"batch of {len(live)} gave {len(outputs)} outputs")
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+                logger.exception("batch of %d failed", len(live))
+                for _, fut, _ in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            finally:
+                self._m_infer_s.observe(time.perf_counter() - started)
+            for (_, fut, _), out in zip(live, outputs, strict=True):
+                if not fut.done():
+                    fut.set_result(out)

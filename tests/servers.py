@@ -1,0 +1,71 @@
+"""Start real service processes (uvicorn on 127.0.0.1) for the tests, and stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServiceProcess:
+    def __init__(self, args: list[str], env: dict[str, str], port: int, log: Path):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=full_env,
+                                     stdout=self._log_file, stderr=subprocess.STDOUT)
+
+    def wait(self, path: str = "/healthz", status: int = 200, timeout: float = 60.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}:\n"
+                                   + self.log.read_text()[-3000:])
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=2).status_code == status:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.url}{path} not {status} after {timeout}s:\n"
+                           + self.log.read_text()[-3000:])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], tmp: Path, port: int | None = None,
+            ready_path: str = "/readyz"):
+    port = port or free_port()
+    if "serve" not in args:  # SageMaker mode takes its port from SAGEMAKER_BIND_TO_PORT
+        args = [*args, "--port", str(port)]
+    svc = ServiceProcess(args, env, port, tmp / f"service-{port}.log")
+    try:
+        if ready_path:
+            svc.wait(ready_path)
+        yield svc
+    finally:
+        svc.stop()

@@ -1,0 +1,253 @@
+"""The classifier service over real HTTP on loopback, serving an artifact trained in the session."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+import pytest
+
+from tests.servers import ServiceProcess, free_port, running
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service(small_artifact, tmp_path_factory):
+    env = {"CLASSIFIER_MAX_WAIT_MS": "5", "CLASSIFIER_MAX_TEXTS": "16",
+           "CLASSIFIER_MAX_TEXT_CHARS": "200", "CLASSIFIER_LOG_JSON": "true"}
+    with running(["services.classifier", "--artifact", str(small_artifact)], env,
+                 tmp_path_factory.mktemp("svc")) as svc:
+        yield svc
+
+
+def post(svc, body, path="/v1/classify", **kw):
+    return httpx.post(svc.url + path, json=body, timeout=30, **kw)
+
+
+def test_contract_shape_and_request_id(service):
+    r = post(service, {"texts": ["what's my account balance", "set an alarm for 6 am"],
+                       "top_k": 3}, headers={"X-Request-ID": "test-123"})
+    assert r.status_code == 200
+    assert r.headers["x-request-id"] == "test-123"
+    body = r.json()
+    assert len(body["predictions"]) == 2
+    for p in body["predictions"]:
+        assert set(p) >= {"intent", "confidence", "oos", "top_k"}
+        assert 0 <= p["confidence"] <= 1
+        assert len(p["top_k"]) == 3
+        assert p["top_k"][0]["score"] >= p["top_k"][1]["score"] >= p["top_k"][2]["score"]
+        assert p["oos"] == (p["intent"] == "oos")
+    assert body["predictions"][0]["intent"] == "balance"
+    assert body["predictions"][1]["intent"] == "alarm"
+    assert body["model"]["version"]
+    # generated when absent
+    assert len(post(service, {"texts": ["hi"]}).headers["x-request-id"]) >= 16
+
+
+def test_out_of_scope_query(service):
+    r = post(service, {"texts": ["who painted the mona lisa"]})
+    p = r.json()["predictions"][0]
+    assert p["oos"] is True and p["intent"] == "oos"
+
+
+def test_batching_gives_the_same_answers_as_one_by_one(service):
+    texts = ["how much money do i have", "show my recent transactions", "wake me up at 7",
+             "start a 10 minute timer", "will it snow tomorrow", "say thanks in german",
+             "find me a flight to tokyo", "hello there", "what is the capital of peru",
+             "how do i bake bread"] * 3
+    single = [post(service, {"texts": [t]}).json()["predictions"][0] for t in texts]
+
+    async def concurrent():
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as c:
+            rs = await asyncio.gather(*[c.post("/v1/classify", json={"texts": [t]})
+                                        for t in texts])
+            return [r.json()["predictions"][0] for r in rs]
+
+    before = batch_stats(service)
+    together = asyncio.run(concurrent())
+    after = batch_stats(service)
+    for a, b in zip(single, together, strict=True):
+        assert a["intent"] == b["intent"]
+        assert a["confidence"] == pytest.approx(b["confidence"], abs=1e-4)
+    # and they really were batched: fewer batches than requests
+    assert after["count"] - before["count"] < len(texts)
+    assert after["sum"] - before["sum"] == len(texts)
+
+
+def batch_stats(svc) -> dict:
+    text = httpx.get(svc.url + "/metrics").text
+    out = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        if line.startswith('parlance_batch_size_count{batcher="classifier"}'):
+            out["count"] = float(line.split()[-1])
+        if line.startswith('parlance_batch_size_sum{batcher="classifier"}'):
+            out["sum"] = float(line.split()[-1])
+    return out
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"texts": []}, 422, "at least one text"),
+    ({"texts": [""]}, 422, "empty or whitespace"),
+    ({"texts": ["   \n"]}, 422, "empty or whitespace"),
+    ({"texts": ["x" * 201]}, 422, "limit is 200"),
+    ({"texts": ["hi"] * 17}, 422, "at most 16 texts"),
+    ({"texts": [1, 2]}, 422, "valid string"),
+    ({"texts": "hello"}, 422, "valid list"),
+    ({"text": ["hello"]}, 422, "texts: Field required"),
+    ({"texts": ["hi"], "top_k": 0}, 422, "top_k"),
+    ({"texts": ["hi"], "top_k": "3"}, 422, "top_k"),
+    ({"texts": ["a\u0000b"]}, 422, "NUL"),
+])
+def test_bad_input_is_a_clear_4xx(service, body, status, fragment):
+    r = post(service, body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert fragment in err["message"]
+    assert err["code"] == "invalid_input" and err["request_id"]
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (b"{not json", "not valid JSON"),
+    (b'{"texts": ["\xff\xfe"]}', "UTF-8"),
+    (b"", "body: Field required"),
+])
+def test_undecodable_bodies(service, raw, fragment):
+    r = httpx.post(service.url + "/v1/classify", content=raw,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["error"]["message"]
+
+
+def test_oversized_body_is_413(service):
+    big = b'{"texts": ["' + b"a" * 2_100_000 + b'"]}'
+    r = httpx.post(service.url + "/v1/classify", content=big,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: the limit still holds
+        for _ in range(30):
+            yield b"a" * 100_000
+
+    r = httpx.post(service.url + "/v1/classify", content=chunks(),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_unknown_route_and_method(service):
+    assert httpx.get(service.url + "/v2/nothing").json()["error"]["code"] == "not_found"
+    assert httpx.get(service.url + "/v1/classify").status_code == 405
+
+
+def test_metrics_expose_the_named_series(service):
+    post(service, {"texts": ["hello"]})
+    text = httpx.get(service.url + "/metrics").text
+    for name in ("parlance_http_requests_total", "parlance_http_request_duration_seconds_bucket",
+                 "parlance_inference_duration_seconds_bucket", "parlance_batch_size_bucket",
+                 "parlance_queue_depth", "parlance_classifier_predictions_total",
+                 "parlance_classifier_model_info"):
+        assert name in text, name
+    assert 'route="/v1/classify"' in text
+    assert "what's my account balance" not in text  # never user text in labels
+
+
+def test_model_info_and_openapi(service):
+    info = httpx.get(service.url + "/v1/model").json()
+    assert info["backend"] == "onnx-fp32" and info["labels"] == 9
+    spec = httpx.get(service.url + "/openapi.json").json()
+    assert "/v1/classify" in spec["paths"]
+
+
+def test_backpressure_returns_429_with_retry_after(small_artifact, tmp_path):
+    env = {"CLASSIFIER_MAX_QUEUE": "8", "CLASSIFIER_MAX_TEXTS": "8",
+           "CLASSIFIER_MAX_BATCH_SIZE": "1"}
+    texts = [f"please tell me my balance number {i}" for i in range(8)]
+
+    async def flood(url):
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+            return await asyncio.gather(*[c.post("/v1/classify", json={"texts": texts})
+                                          for _ in range(48)])
+
+    with running(["services.classifier", "--artifact", str(small_artifact)], env,
+                 tmp_path) as svc:
+        rs = asyncio.run(flood(svc.url))
+        codes = [r.status_code for r in rs]
+        assert 429 in codes and 200 in codes, codes
+        rejected = next(r for r in rs if r.status_code == 429)
+        assert rejected.headers["retry-after"].isdigit()
+        assert rejected.json()["error"]["code"] == "overloaded"
+        assert set(codes) <= {200, 429}
+        # and the service is fine afterwards
+        assert httpx.post(svc.url + "/v1/classify", json={"texts": ["hi"]}).status_code == 200
+
+
+def test_readyz_is_503_until_the_model_is_loaded(small_artifact, tmp_path):
+    port = free_port()
+    svc = ServiceProcess(["services.classifier", "--artifact", str(small_artifact), "--port",
+                          str(port)], {}, port, tmp_path / "log")
+    try:
+        svc.wait("/healthz")
+        ready, classify = [], []
+        while not ready or ready[-1] != 200:
+            r = httpx.get(svc.url + "/readyz")
+            ready.append(r.status_code)
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "not_ready"
+            c = httpx.post(svc.url + "/v1/classify", json={"texts": ["hi"]})
+            classify.append(c.status_code)
+            if c.status_code == 503:
+                assert c.json()["error"]["code"] == "not_ready"
+        # loading takes far longer than the first polls, which must be refused, not hang
+        assert ready[0] == 503 and classify[0] == 503, (ready, classify)
+        assert set(ready) <= {200, 503} and set(classify) <= {200, 503}
+        assert httpx.post(svc.url + "/v1/classify", json={"texts": ["hi"]}).status_code == 200
+    finally:
+        svc.stop()
+
+
+def test_bad_artifact_fails_fast(tmp_path):
+    port = free_port()
+    svc = ServiceProcess(["services.classifier", "--artifact", str(tmp_path / "none")], {},
+                         port, tmp_path / "log")
+    assert svc.proc.wait(timeout=60) != 0
+    svc.stop()
+    assert "not a classifier artifact" in (tmp_path / "log").read_text()
+
+
+def test_sagemaker_serve(small_artifact, tmp_path):
+    port = free_port()
+    env = {"SAGEMAKER_BIND_TO_PORT": str(port), "CLASSIFIER_ARTIFACT": str(small_artifact)}
+    with running(["services.classifier", "serve"], env, tmp_path, port=port,
+                 ready_path="/ping") as svc:
+        assert svc.port == port
+        r = httpx.post(svc.url + "/invocations", json={"texts": ["what is my balance"]})
+        assert r.status_code == 200
+        assert r.json()["predictions"][0]["intent"] == "balance"
+
+
+def test_torch_backend_agrees_with_onnx(small_artifact):
+    from services.classifier.model import ClassifierModel
+
+    texts = ["what is my balance", "set a timer for 5 minutes", "who won the world cup",
+             "translate hello to spanish", "book a flight to rome"]
+    a = ClassifierModel(str(small_artifact), "onnx").predict_batch([(t, 3) for t in texts])
+    b = ClassifierModel(str(small_artifact), "torch").predict_batch([(t, 3) for t in texts])
+    for x, y in zip(a, b, strict=True):
+        assert x.intent == y.intent and x.oos == y.oos
+        assert x.confidence == pytest.approx(y.confidence, abs=1e-4)
+
+
+def test_int8_is_refused_when_it_loses_accuracy(small_artifact):
+    from services.classifier.artifact import ClassifierArtifact
+    from services.classifier.model import choose_backend
+
+    art = ClassifierArtifact.load(small_artifact)
+    art.manifest["backends"] = {"onnx": {"inscope_accuracy": 0.95},
+                                "onnx-int8": {"inscope_accuracy": 0.94}}
+    assert choose_backend(art, "onnx-int8", 0.003) == "onnx"
+    art.manifest["backends"]["onnx-int8"]["inscope_accuracy"] = 0.949
+    assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
+    assert os.path.isfile(art.onnx_path(True))
