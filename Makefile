@@ -50,6 +50,7 @@ test: install lint
 	$(PY) -m pytest -q --timeout 1800
 
 bench: $(CLASSIFIER)/manifest.json
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --output docs/benchmarks.md
 
 clean:

@@ -13,15 +13,19 @@ import random
 import resource
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.backend import SAMPLE, latency_batch1, throughput
+from benchmarks.http_load import rss_mb, server, wrk
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import load_backend
 
+CONNECTIONS = (1, 16, 64)
 
-def test_texts(n: int = 2000) -> list[str]:
+
+def sample_texts(n: int = 2000) -> list[str]:
     try:
         from training.data import load_clinc
 
@@ -61,14 +65,36 @@ def bench_backends(artifact: str, batch_sizes: list[int]) -> list[dict]:
 def one_backend(artifact: str, kind: str, batch_sizes: list[int]) -> dict:
     art = ClassifierArtifact.load(artifact)
     be = load_backend(art, kind)
-    texts = test_texts()
+    texts = sample_texts()
     row = {"backend": kind, **latency_batch1(be, texts)}
     row["throughput"] = {bs: throughput(be, texts, bs) for bs in batch_sizes}
     row["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
 
-def write_markdown(rows: list[dict], artifact: str, path: Path) -> None:
+def bench_http(artifact: str, texts: list[str], seconds: int, backend: str) -> dict:
+    """The classifier service and the naive baseline under 1, 16 and 64 connections."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("\n".join(t.replace("\n", " ") for t in texts))
+        texts_file = Path(f.name)
+    results: dict = {"service": [], "naive": []}
+    env = {"CLASSIFIER_BACKEND": backend, "CLASSIFIER_LOG_LEVEL": "WARNING"}
+    with server(["services.classifier", "--artifact", artifact], env) as (url, pid):
+        wrk(url, 4, 2, texts_file)  # warm-up
+        for c in CONNECTIONS:
+            results["service"].append(wrk(url, c, seconds, texts_file))
+        results["service_memory"] = rss_mb(pid)
+    with server(["benchmarks.naive_server", "--artifact", artifact]) as (url, pid):
+        wrk(url, 4, 2, texts_file)
+        for c in CONNECTIONS:
+            results["naive"].append(wrk(url, c, seconds, texts_file))
+        results["naive_memory"] = rss_mb(pid)
+    texts_file.unlink()
+    return results
+
+
+def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Path,
+                   backend: str) -> None:
     m = ClassifierArtifact.load(artifact).manifest
     sizes = sorted({int(b) for r in rows for b in r["throughput"]})
     lines = [
@@ -81,7 +107,8 @@ def write_markdown(rows: list[dict], artifact: str, path: Path) -> None:
         "",
         "## Classifier backends (raw model, no HTTP)",
         "",
-        "Real CLINC150 test queries, tokenisation included, default thread settings.",
+        "Real CLINC150 test queries, tokenisation included, default thread settings, "
+        "each backend in its own process.",
         "",
         "| backend | batch-1 p50 ms | batch-1 p95 ms | "
         + " | ".join(f"texts/s @ {b}" for b in sizes) + " | peak RSS MB |",
@@ -91,10 +118,38 @@ def write_markdown(rows: list[dict], artifact: str, path: Path) -> None:
         lines.append(f"| {r['backend']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
                      + " | ".join(f"{r['throughput'][str(b)]:.0f}" for b in sizes)
                      + f" | {r['rss_mb']:.0f} |")
-    best = {r["backend"]: max(r["throughput"].values()) for r in rows}
-    lines += ["", "Best throughput: " + ", ".join(f"{k} {v:.0f}/s" for k, v in best.items())
-              + ".", "",
-              "## Training", "",
+    raw = {r["backend"]: r for r in rows}
+    if http:
+        served = raw[backend]
+        best_raw = max(served["throughput"].values())
+        lines += [
+            "", f"## Classifier service over HTTP (backend {backend})", "",
+            "wrk, one client thread, single-text `POST /v1/classify` requests cycling through "
+            "real queries, on 127.0.0.1. `client CPU` is the share of the machine's CPU the "
+            "load generator itself used.", "",
+            "| server | connections | requests/s | p50 ms | p95 ms | p99 ms | errors | "
+            "client CPU |", "|---|---|---|---|---|---|---|---|"]
+        for name in ("service", "naive"):
+            for r in http[name]:
+                lines.append(f"| {name} | {r['connections']} | {r['throughput']:.0f} | "
+                             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                             f"{r['errors']} | {r['client_cpu_share']:.0%} |")
+        svc = {r["connections"]: r for r in http["service"]}
+        naive = {r["connections"]: r for r in http["naive"]}
+        mem = http["service_memory"]
+        checks = [
+            ("throughput at 64 clients / raw backend best", svc[64]["throughput"] / best_raw,
+             ">= 0.8"),
+            ("throughput at 64 clients / naive baseline at 64",
+             svc[64]["throughput"] / naive[64]["throughput"], ">= 3"),
+            ("p50 at 1 client - raw batch-1 p50 (ms)", svc[1]["p50_ms"] - served["p50_ms"],
+             "<= 2"),
+            ("service peak resident memory (MB)", mem["peak_rss_mb"], "<= 500"),
+        ]
+        lines += ["", "| check | measured | target |", "|---|---|---|"]
+        lines += [f"| {name} | {value:.2f} | {target} |" for name, value, target in checks]
+        lines += ["", f"Naive baseline peak memory: {http['naive_memory']['peak_rss_mb']:.0f} MB."]
+    lines += ["", "## Training", "",
               f"The artifact above trained in {m['training']['seconds']:.0f} s "
               f"({m['training'].get('total_seconds', 0):.0f} s including calibration, ONNX "
               f"export and evaluation) on {m['training']['device']} with "
@@ -108,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--artifact", required=True)
     p.add_argument("--output", default="docs/benchmarks.md")
     p.add_argument("--batch-sizes", default="1,8,32,64")
+    p.add_argument("--backend", default="onnx", help="backend the service runs with")
+    p.add_argument("--seconds", type=int, default=10, help="wrk duration per load level")
+    p.add_argument("--skip-http", action="store_true")
     p.add_argument("--one-backend", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -115,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(one_backend(args.artifact, args.one_backend, sizes)))
         return
     rows = bench_backends(args.artifact, sizes)
-    write_markdown(rows, args.artifact, Path(args.output))
+    http = None if args.skip_http else bench_http(args.artifact, sample_texts(), args.seconds,
+                                                  args.backend)
+    write_markdown(rows, http, args.artifact, Path(args.output), args.backend)
     print(Path(args.output).read_text())
 
 
