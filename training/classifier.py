@@ -62,6 +62,11 @@ PRESETS: dict[str, dict] = {
         "warmup_steps": 0.1,
         "weight_decay": 0.01,
         "label_smoothing": 0.0,
+        # Large-margin cosine head: +0.9 points of val in-scope accuracy and +0.008 val
+        # AUROC over the linear head; margin 0.2 beat 0.35 on val (docs/results.md).
+        "head": "cosine",
+        "cosine_scale": 30.0,
+        "cosine_margin": 0.2,
     },
     "paper": {
         "model_name_or_path": "roberta-large",
