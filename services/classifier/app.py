@@ -24,7 +24,8 @@ logger = logging.getLogger("services.classifier")
 async def _load(app: FastAPI, settings: ClassifierSettings) -> None:
     try:
         model = await asyncio.to_thread(ClassifierModel, settings.artifact, settings.backend,
-                                        settings.int8_max_drop, settings.threads)
+                                        settings.int8_max_drop, settings.threads,
+                                        settings.ort_spinning)
         seconds = await asyncio.to_thread(model.warmup)
         batcher = make_batcher(model, settings)
         await batcher.start()

@@ -29,7 +29,7 @@ def _tokenizer(artifact: ClassifierArtifact):
 
 class OnnxBackend:
     def __init__(self, artifact: ClassifierArtifact, quantized: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, spinning: bool = True):
         import onnxruntime as ort
 
         path = artifact.onnx_path(quantized)
@@ -39,6 +39,9 @@ class OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
+        # Spinning worker threads cut batch-1 latency but burn CPU between runs, which a
+        # server's event loop on a small machine may need (CLASSIFIER_ORT_SPINNING).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.tokenizer = _tokenizer(artifact)

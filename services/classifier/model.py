@@ -40,12 +40,13 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
 
 class ClassifierModel:
     def __init__(self, artifact_dir: str, backend: str = "onnx", int8_max_drop: float = 0.003,
-                 threads: int | None = None):
+                 threads: int | None = None, ort_spinning: bool = True):
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
         self.labels = self.artifact.labels
         kind = choose_backend(self.artifact, backend, int8_max_drop)
-        self.backend: Backend = load_backend(self.artifact, kind, threads=threads)
+        extra = {"spinning": ort_spinning} if kind.startswith("onnx") else {}
+        self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
         self.version = self.artifact.version
 
     def warmup(self, rounds: int = 3) -> float:
