@@ -40,8 +40,11 @@ def plot_confusion_worst(y_true: np.ndarray, y_pred: np.ndarray, labels: list[st
     if oos not in worst:
         worst.append(oos)
     sub = cm[np.ix_(worst, worst)]
+    # Colour by the share of each true class (rows), so that oos's 1,000 queries do not
+    # wash out the other rows; the numbers are counts.
+    share = sub / np.maximum(cm[worst].sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(9, 8))
-    im = ax.imshow(sub, cmap="Blues")
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     names = [labels[i] for i in worst]
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -49,11 +52,11 @@ def plot_confusion_worst(y_true: np.ndarray, y_pred: np.ndarray, labels: list[st
         for j in range(len(names)):
             if sub[i, j]:
                 ax.text(j, i, sub[i, j], ha="center", va="center", fontsize=6,
-                        color="white" if sub[i, j] > sub.max() / 2 else "black")
+                        color="white" if share[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion among the {n} lowest-recall intents (test)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
