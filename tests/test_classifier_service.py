@@ -251,3 +251,14 @@ def test_int8_is_refused_when_it_loses_accuracy(small_artifact):
     art.manifest["backends"]["onnx-int8"]["inscope_accuracy"] = 0.949
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
     assert os.path.isfile(art.onnx_path(True))
+
+
+def test_missing_artifact_setting_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CLASSIFIER_ARTIFACT"}
+    r = subprocess.run([sys.executable, "-m", "services.classifier", "--port", "1"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    assert "invalid classifier settings" in r.stderr and "artifact" in r.stderr

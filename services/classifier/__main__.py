@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from services.common.serve import parse_cli, run
 
@@ -16,10 +17,15 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, flag)
         if value is not None:
             os.environ[env] = str(value)
+    from pydantic import ValidationError
+
     from services.classifier.app import create_app
     from services.classifier.config import ClassifierSettings
 
-    settings = ClassifierSettings()
+    try:
+        settings = ClassifierSettings()
+    except ValidationError as e:
+        sys.exit(f"invalid classifier settings (flags or CLASSIFIER_* variables):\n{e}")
     run(lambda: create_app(settings), settings.host, settings.port, settings.log_level)
 
 
