@@ -32,6 +32,9 @@ def test_contract_shape_and_request_id(service):
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "test-123"
     body = r.json()
+    from services.classifier.schemas import ClassifyResponse
+
+    ClassifyResponse.model_validate(body)  # the documented response model
     assert len(body["predictions"]) == 2
     for p in body["predictions"]:
         assert set(p) >= {"intent", "confidence", "oos", "top_k"}

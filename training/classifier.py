@@ -57,7 +57,8 @@ PRESETS: dict[str, dict] = {
         "max_seq_length": 64,
         "variant": "plus",
         "learning_rate": 1e-4,
-        "num_train_epochs": 5,
+        # 7 beat 5 on val (in-scope 97.23 vs 97.13 %, AUROC 0.9917 vs 0.9906) in 16 min.
+        "num_train_epochs": 7,
         "per_device_train_batch_size": 32,
         "warmup_steps": 0.1,
         "weight_decay": 0.01,
