@@ -17,14 +17,16 @@ from services.common.errors import NotReady
 router = APIRouter(tags=["classifier"])
 
 
-def _ready_state(request: Request) -> tuple[ClassifierModel, Batcher]:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in its
+# thread pool, two thread hand-offs per request on the hot path.
+async def _ready_state(request: Request) -> tuple[ClassifierModel, Batcher]:
     state = request.app.state
     if not state.ready:
         raise NotReady("model is not loaded yet")
     return state.model, state.batcher
 
 
-def _settings(request: Request) -> ClassifierSettings:
+async def _settings(request: Request) -> ClassifierSettings:
     return request.app.state.settings
 
 
