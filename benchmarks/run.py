@@ -103,7 +103,8 @@ def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Pat
         f"Written by `make bench` (`python -m benchmarks.run`) on "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Machine: {machine()}.",
         f"Artifact: `{artifact}` ({m['base_model']}, {m['preset']} preset, "
-        f"version {m['version']}). One run; on this shared 2-core machine throughput moves by up to ~15 % between runs.",
+        f"version {m['version']}). One run; on this shared 2-core machine throughput moves "
+        "by up to ~15 % between runs.",
         "",
         "## Classifier backends (raw model, no HTTP)",
         "",
