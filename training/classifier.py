@@ -239,8 +239,7 @@ def compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def build_model(margs: ModelArguments, num_labels: int, model_path: str) -> IntentClassifier:
-    dtype = {}
-    encoder = build_encoder(model_path, **dtype)
+    encoder = build_encoder(model_path)
     if margs.method == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -7,7 +7,6 @@ artifact's own (fast) tokenizer and dynamic padding to the longest text in the b
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 import numpy as np
@@ -104,7 +103,3 @@ def forward_batched(backend: Backend, texts: list[str], batch_size: int = 64
             logits[i], feats[i] = lg[j], ft[j]
     return np.stack(logits), np.stack(feats)
 
-
-def default_threads() -> int | None:
-    value = os.environ.get("OMP_NUM_THREADS")
-    return int(value) if value and value.isdigit() else None

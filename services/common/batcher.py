@@ -51,9 +51,6 @@ class Batcher(Generic[I, O]):
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def queue_size(self) -> int:
-        return self._queue.qsize() if self._queue else 0
-
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue)
         self._task = asyncio.create_task(self._loop(), name=f"{self.name}-batcher")
