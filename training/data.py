@@ -212,7 +212,7 @@ def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> C
             raise DataError(f"hub dataset {name!r}: expected columns text + intent (ClassLabel)")
         splits[ours] = Split(list(part["text"]), [names[i] for i in part["intent"]])
     # The hub carries no domain map; use the copy of the upstream domains.json shipped here.
-    packaged = Path(__file__).parent / "resources"
+    packaged = Path(__file__).resolve().parents[1] / "services" / "common" / "resources"
     return _finish(splits, f"hub:{name}/{variant}", load_domains(packaged, "clinc150_domains.json"))
 
 
