@@ -75,3 +75,25 @@ def test_not_an_artifact(tmp_path):
     (tmp_path / "manifest.json").write_text('{"kind": "generator"}')
     with pytest.raises(ArtifactError, match="not 'classifier'"):
         ClassifierArtifact.load(tmp_path)
+
+
+def test_cli_trains_from_a_hub_format_dataset(tmp_path, monkeypatch):
+    """No --data-dir and no CLINC150_DIR: the CLI takes the hub path (a local copy here)."""
+    from tests.test_data import tiny_splits, write_hub_copy
+    from training import classifier
+
+    splits = tiny_splits()
+    # a few more examples so that a batch and an epoch exist
+    for k in ("train", "val", "test"):
+        splits[k] = splits[k] * 4
+    write_hub_copy(tmp_path / "hub", splits)
+    monkeypatch.delenv("CLINC150_DIR", raising=False)
+    out = tmp_path / "art"
+    m = classifier.main([
+        "--preset", "cpu", "--hub_dataset", str(tmp_path / "hub"), "--variant", "plus",
+        "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "true",
+        "--export_onnx", "false", "--per_device_train_batch_size", "4",
+    ])
+    assert m["data"]["source"] == f"hub:{tmp_path / 'hub'}/plus"
+    assert m["labels"] == ["balance", "timer", "oos"]
+    assert (out / "model" / "head.safetensors").is_file()
