@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from services.classifier import artifact as layout
+from services.classifier.backends import TorchBackend, forward_batched
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
@@ -270,22 +271,11 @@ def tokenize(data: ClincData, tokenizer, max_length: int):
     return out
 
 
-@torch.inference_mode()
 def encode_texts(model: IntentClassifier, tokenizer, texts: list[str], max_length: int,
                  batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    model.eval()
-    device = next(model.parameters()).device
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    logits = np.zeros((len(texts), model.head_config.num_labels), np.float32)
-    feats = np.zeros((len(texts), model.encoder.config.hidden_size), np.float32)
-    for start in range(0, len(texts), batch_size):
-        idx = order[start:start + batch_size]
-        enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt").to(device)
-        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-        logits[idx] = out.logits.float().cpu().numpy()
-        feats[idx] = out.features.float().cpu().numpy()
-    return logits, feats
+    """Logits and pooled features of the in-memory model, in input order."""
+    backend = TorchBackend.from_model(model, tokenizer, max_length)
+    return forward_batched(backend, texts, batch_size)
 
 
 def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple[Scorer, dict]:

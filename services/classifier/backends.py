@@ -64,19 +64,33 @@ class TorchBackend:
 
         if threads:
             torch.set_num_threads(threads)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = IntentClassifier.from_pretrained(artifact.model_dir).to(device)
+        self._init(model, _tokenizer(artifact), artifact.max_seq_length)
+
+    @classmethod
+    def from_model(cls, model, tokenizer, max_length: int) -> TorchBackend:
+        """An in-memory model (training uses this before anything is saved)."""
+        backend = cls.__new__(cls)
+        backend._init(model, tokenizer, max_length)
+        return backend
+
+    def _init(self, model, tokenizer, max_length: int) -> None:
+        import torch
+
         self.torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = IntentClassifier.from_pretrained(artifact.model_dir).to(self.device).eval()
-        self.tokenizer = _tokenizer(artifact)
-        self.max_length = artifact.max_seq_length
-        self.name = f"torch-{self.device}"
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.name = f"torch-{self.device.type}"
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
-        enc = {k: v.to(self.device) for k, v in enc.items()}
         with self.torch.inference_mode():
-            out = self.model(**enc)
+            out = self.model(input_ids=enc["input_ids"].to(self.device),
+                             attention_mask=enc["attention_mask"].to(self.device))
         return (out.logits.float().cpu().numpy(), out.features.float().cpu().numpy())
 
 
