@@ -12,7 +12,7 @@ from services.classifier.config import ClassifierSettings
 from services.classifier.model import ClassifierModel
 from services.classifier.schemas import ClassifyRequest, ClassifyResponse
 from services.common.batcher import Batcher
-from services.common.errors import NotReady
+from services.common.app import require_ready
 
 router = APIRouter(tags=["classifier"])
 
@@ -21,8 +21,7 @@ router = APIRouter(tags=["classifier"])
 # thread pool, two thread hand-offs per request on the hot path.
 async def _ready_state(request: Request) -> tuple[ClassifierModel, Batcher]:
     state = request.app.state
-    if not state.ready:
-        raise NotReady("model is not loaded yet")
+    require_ready(state)
     return state.model, state.batcher
 
 

@@ -23,12 +23,17 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
+def require_ready(state) -> None:
+    """503 unless the lifespan has loaded and warmed the model (used by every model route)."""
+    if getattr(state, "load_failed", False):
+        raise NotReady("model failed to load; see the service log")
+    if not getattr(state, "ready", False):
+        raise NotReady("model is not loaded yet")
+
+
 @health_router.get("/readyz", summary="Readiness: model loaded and warmed (503 before)")
 async def readyz(request: Request) -> dict:
-    if getattr(request.app.state, "load_failed", False):
-        raise NotReady("model failed to load; see the service log")
-    if not getattr(request.app.state, "ready", False):
-        raise NotReady("model is not loaded yet")
+    require_ready(request.app.state)
     return {"status": "ready"}
 
 
