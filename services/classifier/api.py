@@ -11,8 +11,8 @@ from services.classifier import service
 from services.classifier.config import ClassifierSettings
 from services.classifier.model import ClassifierModel
 from services.classifier.schemas import ClassifyRequest, ClassifyResponse
-from services.common.batcher import Batcher
 from services.common.app import require_ready
+from services.common.batcher import Batcher
 
 router = APIRouter(tags=["classifier"])
 
