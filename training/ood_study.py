@@ -18,7 +18,7 @@ import numpy as np
 
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import forward_batched, load_backend
-from services.classifier.scoring import SCORES, FeatureStats, Scorer
+from services.classifier.scoring import SCORES, Scorer
 from training.calibration import decision_curve, pick_threshold
 from training.data import OOS, load_clinc
 from training.metrics import auroc
@@ -31,13 +31,13 @@ def study(artifact_dir: str, data_dir: str | None, targets: list[float], backend
     if data.labels != art.labels:
         data = data.restrict([x for x in art.labels if x != OOS])
     be = load_backend(art, backend)
-    outs = {s: forward_batched(be, data.split(s).texts) for s in ("train", "val", "test")}
-    ys = {s: np.array([data.label2id[i] for i in data.split(s).intents])
-          for s in ("train", "val", "test")}
+    outs = {s: forward_batched(be, data.split(s).texts) for s in ("val", "test")}
+    ys = {s: np.array([data.label2id[i] for i in data.split(s).intents]) for s in ("val", "test")}
     oos = data.labels.index(OOS)
-    stats = FeatureStats.fit(outs["train"][1], ys["train"], n_inscope=oos)
-    scorer = Scorer(labels=data.labels, temperature=art.manifest["temperature"], stats=stats)
-    scorer.fit_combo(*outs["val"], ys["val"] != oos)
+    # The statistics and constants training fitted and stored: every score is computed
+    # exactly as the service would compute it, without refitting on the training split.
+    scorer = Scorer(labels=data.labels, temperature=art.manifest["temperature"],
+                    stats=art.feature_stats(), combo=dict(art.manifest["ood"].get("combo") or {}))
     rows = []
     for score in SCORES:
         sv = scorer.scores(*outs["val"], score)
