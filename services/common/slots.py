@@ -1,0 +1,426 @@
+"""Slot extraction from user text, shared by the generator's data builder and the gateway.
+
+One extractor, so that the slots the generator is trained on are exactly the slots the
+gateway will pass it. Each slot kind is found by a small, explainable rule:
+
+- number words become digits first (`text2num`), so "five minutes" and "5 minutes" agree;
+- `duration`, `time`, `money`, `number`: regular expressions over the digit-normalised text;
+- `date`: a regular expression finds the date-like span and `dateparser` resolves it
+  against the request's clock (relative dates such as "next friday" need one);
+- `place`, `language`, `dish`, `artist`, `genre`, `person`: gazetteers
+  (`resources/gazetteers.yaml`), whole words, longest entry first;
+- `word`, `phrase`, `expression`, `quantity`/`target_unit`, `dice`: patterns for the
+  spelling/definition, translation, calculator, unit conversion and dice requests.
+
+Values are normalised for display ("5:45 AM", "30 minutes", "New York", "$350"); every slot
+keeps the span of the original text it came from, so callers can delexicalise the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache, cached_property
+from pathlib import Path
+
+import yaml
+
+RESOURCES = Path(__file__).parent / "resources"
+
+KINDS = ("number", "money", "duration", "time", "date", "place", "language", "dish", "artist",
+         "genre", "person", "word", "phrase", "expression", "quantity", "target_unit", "dice")
+
+# Display forms that title-casing gets wrong.
+_DISPLAY_OVERRIDES = {"ac/dc": "AC/DC", "u2": "U2", "bts": "BTS", "edm": "EDM", "r&b": "R&B",
+                      "abba": "ABBA", "the weeknd": "The Weeknd", "beyonce": "Beyoncé"}
+_LOWER_WORDS = {"de", "and", "of", "the"}
+
+
+@dataclass(frozen=True)
+class Slot:
+    kind: str
+    value: str
+    start: int  # span in the text given to `extract`, end exclusive
+    end: int
+
+
+def _title(name: str) -> str:
+    if name in _DISPLAY_OVERRIDES:
+        return _DISPLAY_OVERRIDES[name]
+    words = name.split(" ")
+    return " ".join(w if (i and w in _LOWER_WORDS) else w[:1].upper() + w[1:]
+                    for i, w in enumerate(words))
+
+
+@cache
+def load_gazetteers(path: str | Path = RESOURCES / "gazetteers.yaml") -> dict:
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return doc
+
+
+def place_timezone(place: str) -> str | None:
+    """IANA time zone of a city or country from the gazetteer (None for venues/unknown)."""
+    g = load_gazetteers()
+    key = place.lower()
+    key = g["place_aliases"].get(key, key)
+    return g["cities"].get(key) or g["countries"].get(key)
+
+
+# ---------------------------------------------------------------- digit normalisation
+
+def _digits(text: str) -> tuple[str, list[int]]:
+    """`text` with number words as digits, and for each character of the result the offset
+    of the original character it came from (so spans map back to the user's text)."""
+    from text_to_num import alpha2digit
+
+    out = alpha2digit(text, "en", threshold=0)
+    if out == text:
+        return text, list(range(len(text) + 1))
+    # Align by words: alpha2digit rewrites whole number phrases and keeps other words.
+    return out, _align(text, out)
+
+
+def _align(src: str, dst: str) -> list[int]:
+    """Map each offset of `dst` to an offset of `src` by matching unchanged words in order;
+    characters of rewritten words map to the start of the source phrase they replaced."""
+    import difflib
+
+    src_tokens = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", src)]
+    dst_tokens = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", dst)]
+    sm = difflib.SequenceMatcher(a=[t[2] for t in src_tokens], b=[t[2] for t in dst_tokens],
+                                 autojunk=False)
+    mapping = [0] * (len(dst) + 1)
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        for k in range(j1, j2):
+            ds, de, _ = dst_tokens[k]
+            if tag == "equal":
+                ss = src_tokens[i1 + k - j1][0]
+                for c in range(ds, de + 1):
+                    mapping[c] = ss + (c - ds)
+            else:
+                # A rewritten phrase: its first char maps to the phrase start, its end to
+                # the phrase end, so a slot covering the digits covers the words.
+                s0 = src_tokens[i1][0] if i1 < len(src_tokens) else len(src)
+                s1 = src_tokens[i2 - 1][1] if i2 > i1 else s0
+                for c in range(ds, de):
+                    mapping[c] = s0
+                mapping[de] = s1
+    # Fill whitespace gaps monotonically.
+    for c in range(1, len(mapping)):
+        if mapping[c] < mapping[c - 1]:
+            mapping[c] = mapping[c - 1]
+    mapping[len(dst)] = len(src)
+    return mapping
+
+
+# ---------------------------------------------------------------- patterns
+
+_NUM = r"\d+(?:[.,]\d+)?"
+_UNIT_SECONDS = {"second": 1, "sec": 1, "minute": 60, "min": 60, "hour": 3600, "hr": 3600,
+                 "day": 86400}
+_DURATION = re.compile(
+    rf"\b(?:(?P<n>{_NUM})\s*[- ]?\s*(?P<u>seconds?|secs?|minutes?|mins?|hours?|hrs?|days?)"
+    rf"(?:\s*(?:and\s*)?(?P<n2>{_NUM})\s*(?P<u2>seconds?|minutes?|mins?))?"
+    r"|(?P<half>half an hour|an hour and a half|an hour|a minute|a half hour|a day))\b", re.I)
+_TIME = re.compile(
+    r"\b(?:(?P<h>\d{1,2})(?::(?P<m>\d{2})|\s(?P<m2>[0-5]\d)(?=\s*(?:a\.?m\.?|p\.?m\.?)))?\s*"
+    r"(?P<ap>a\.?m\.?|p\.?m\.?|o'?clock)(?![a-z])"
+    r"|(?P<hh>\d{1,2}):(?P<mm>[0-5]\d)|(?P<word>noon|midnight))", re.I)
+_MONEY = re.compile(
+    rf"(?:(?P<sym>[$€£])\s?(?P<a>{_NUM})|(?P<b>{_NUM})\s?(?P<cur>dollars?|bucks|usd|euros?|eur|"
+    r"pounds? sterling|gbp))\b", re.I)
+_NUMBER = re.compile(rf"(?<![\w.]){_NUM}(?![\w.])")
+_WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+           "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
+_DATE = re.compile(
+    rf"\b(?:day after tomorrow|today|tonight|tomorrow|"
+    rf"(?:next|this|coming)\s+(?:week|month|{_WEEKDAYS})|(?:on\s+)?(?:{_WEEKDAYS})|"
+    rf"in\s+\d+\s+(?:days?|weeks?)|"
+    rf"(?:{_MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s+\d{{4}})?|"
+    rf"\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTHS})|"
+    rf"\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?)\b", re.I)
+_SPELL = re.compile(
+    r"\b(?:spell(?:ing)?(?: of| for)?(?: the word)?|how (?:is|do you spell|does \w+ spell)|"
+    r"how to spell)\s+[\"']?(?P<w>[a-z][a-z'-]*)", re.I)
+_SPELL_AFTER = re.compile(r"\bhow\s+(?:is\s+)?(?P<w>[a-z][a-z'-]*)\s+(?:is\s+)?spelled\b",
+                          re.I)
+_DEFINE = re.compile(
+    r"\b(?:meaning of|definition of|define|what does|look up|what is|what's|the word)\s+"
+    r"(?:the word\s+)?[\"']?(?P<w>[a-z][a-z'-]*)[\"']?"
+    r"(?=\s*(?:means?\b|in (?:the )?dictionary|$|\?))", re.I)
+_TRANSLATE_TAIL = (r"\s*,?\s*(?:the word\s+|the phrase\s+)?(?P<p>.+?)[\"',]*\s+(?:in|into|to)\s+"
+                   r"(?P<lang>[a-z]+)\b")
+# Tried in order: the specific triggers first, so "what is the equivalent of X in french"
+# takes X, not "the equivalent of X".
+_TRANSLATE = [re.compile(r"\b(?:say|translate|equivalent of|means)" + _TRANSLATE_TAIL, re.I),
+              re.compile(r"\b(?:what is|what's|how is)" + _TRANSLATE_TAIL, re.I)]
+_DICE = re.compile(r"\b(?:(?P<count>\d+)\s+)?(?:d(?P<d>\d+)|(?P<sides>\d+)[- ]sided)\b", re.I)
+_DICE_COUNT = re.compile(r"\b(?P<count>\d+)\s+(?:dice|die)\b", re.I)
+
+_OPS = [
+    (r"\bsquare root of\b", "sqrt"), (r"\bsquared\b", "^ 2"), (r"\bcubed\b", "^ 3"),
+    (r"\bplus\b|\+|\badded to\b", "+"), (r"\bminus\b|\bsubtract(?:ed)?\b|(?<=\d)\s*-\s*", "-"),
+    (r"\btimes\b|\bmultiplied by\b|\bx\b|\*", "*"),
+    (r"\bdivided by\b|\bover\b|/|÷", "/"), (r"%\s*of\b|\bpercent of\b", "% of"),
+    (r"\bto the power of\b|\^", "^"),
+]
+_EXPR_TOKEN = re.compile(r"\d+(?:\.\d+)?|sqrt|% of|[-+*/^()]")
+_CONVERT = re.compile(
+    rf"(?:(?P<n>{_NUM})\s*(?P<unit>[a-z]+(?:\s[a-z]+)??)\s+(?:be\s+)?(?:in|to|into)\s+"
+    r"(?P<to>[a-z]+)"
+    rf"|how many\s+(?P<to2>[a-z]+)\s+(?:are\s+)?(?:in|to)\s+(?:(?P<n2>{_NUM})|an?|one)\s+"
+    r"(?P<unit2>[a-z]+))", re.I)
+
+
+@dataclass
+class SlotExtractor:
+    """Finds slots in user text. `now` anchors relative dates (defaults to the wall clock)."""
+
+    gazetteer_path: str | Path = RESOURCES / "gazetteers.yaml"
+
+    @cached_property
+    def _gazetteers(self) -> dict[str, list[tuple[re.Pattern, str]]]:
+        g = load_gazetteers(self.gazetteer_path)
+        places = {**{k: k for k in g["cities"]}, **{k: k for k in g["countries"]},
+                  **{k: k for k in g["venues"]}, **g["place_aliases"]}
+        tables = {"place": places,
+                  "language": {x: x for x in g["languages"]},
+                  "dish": {x: x for x in g["dishes"]},
+                  "artist": {x: x for x in g["artists"]},
+                  "genre": {x: x for x in g["genres"]},
+                  "person": {x: x for x in g["people"]}}
+        out = {}
+        for kind, table in tables.items():
+            entries = sorted(table.items(), key=lambda kv: -len(kv[0]))
+            out[kind] = [(re.compile(rf"(?<![\w/&]){re.escape(k)}(?![\w/&])", re.I), v)
+                         for k, v in entries]
+        return out
+
+    def extract(self, text: str, kinds: Iterable[str] = KINDS,
+                now: datetime | None = None) -> dict[str, Slot]:
+        """The first slot of each wanted kind found in `text` (by position)."""
+        found: dict[str, Slot] = {}
+        for slot in self.extract_all(text, kinds, now):
+            found.setdefault(slot.kind, slot)
+        return found
+
+    def extract_all(self, text: str, kinds: Iterable[str] = KINDS,
+                    now: datetime | None = None) -> list[Slot]:
+        kinds = set(kinds)
+        unknown = kinds - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown slot kinds: {sorted(unknown)}")
+        digits, back = _digits(text)
+
+        def span(s: int, e: int) -> tuple[int, int]:
+            return back[s], back[e]
+
+        slots: list[Slot] = []
+        taken: list[tuple[int, int]] = []  # spans in `digits` already used by a slot
+
+        def add(kind: str, value: str, s: int, e: int) -> None:
+            a, b = span(s, e)
+            slots.append(Slot(kind, value, a, b))
+            taken.append((s, e))
+
+        def free(s: int, e: int) -> bool:
+            return all(e <= ts or s >= te for ts, te in taken)
+
+        # Order matters: specific patterns claim their numbers before `number` does.
+        if "duration" in kinds:
+            for m in _DURATION.finditer(digits):
+                add("duration", _duration_value(m), m.start(), m.end())
+        if "time" in kinds:
+            for m in _TIME.finditer(digits):
+                if free(m.start(), m.end()) and (v := _time_value(m)):
+                    add("time", v, m.start(), m.end())
+        if "money" in kinds:
+            for m in _MONEY.finditer(digits):
+                if free(m.start(), m.end()):
+                    add("money", _money_value(m), m.start(), m.end())
+        if "date" in kinds:
+            for m in _DATE.finditer(digits):
+                if free(m.start(), m.end()) and (v := _date_value(m.group(), now)):
+                    s = m.start() + (3 if m.group().lower().startswith("on ") else 0)
+                    add("date", v, s, m.end())
+        if "dice" in kinds:
+            m = _DICE.search(digits)
+            c = _DICE_COUNT.search(digits)
+            if m or c:
+                sides = int(m.group("d") or m.group("sides")) if m else 6
+                count = int((m and m.group("count")) or (c and c.group("count")) or 1)
+                s0 = min(x.start() for x in (m, c) if x)
+                e0 = max(x.end() for x in (m, c) if x)
+                add("dice", f"{count}d{sides}", s0, e0)
+        if "expression" in kinds and (expr := _expression(digits)):
+            add("expression", expr[0], expr[1], expr[2])
+        if {"quantity", "target_unit"} & kinds:
+            for q in _conversion(digits):
+                if q[0] in kinds:
+                    add(*q)
+        if "phrase" in kinds or "language" in kinds:
+            m = next((m for p in _TRANSLATE if (m := p.search(text))
+                      and m.group("lang").lower() in self._languages), None)
+            phrase = m and m.group("p").strip(" \"',")
+            if phrase and "phrase" in kinds and phrase.lower() not in self._languages:
+                start = text.index(phrase, m.start("p"))
+                slots.append(Slot("phrase", phrase, start, start + len(phrase)))
+        if "word" in kinds:
+            m = _SPELL.search(text) or _SPELL_AFTER.search(text) or _DEFINE.search(text)
+            if m and m.group("w").lower() not in _NOT_WORDS:
+                slots.append(Slot("word", m.group("w").lower(), m.start("w"), m.end("w")))
+        for kind, table in self._gazetteers.items():
+            if kind not in kinds:
+                continue
+            claimed: list[tuple[int, int]] = []
+            for pattern, canonical in table:
+                for m in pattern.finditer(text):
+                    if all(m.end() <= a or m.start() >= b for a, b in claimed):
+                        claimed.append((m.start(), m.end()))
+                        slots.append(Slot(kind, _display(kind, canonical), m.start(), m.end()))
+        if "number" in kinds:
+            for m in _NUMBER.finditer(digits):
+                if free(m.start(), m.end()):
+                    add("number", _clean_number(m.group()), m.start(), m.end())
+        slots.sort(key=lambda s: (s.start, s.kind))
+        return slots
+
+    @cached_property
+    def _languages(self) -> set[str]:
+        return set(load_gazetteers(self.gazetteer_path)["languages"])
+
+
+_NOT_WORDS = {"a", "an", "the", "it", "this", "that", "my", "your", "me", "you", "word", "up"}
+
+
+def _display(kind: str, canonical: str) -> str:
+    if kind in ("dish", "genre"):
+        return canonical
+    if kind == "place" and canonical.startswith("the ") or canonical in ("home", "work",
+                                                                            "downtown"):
+        return canonical
+    return _title(canonical)
+
+
+def _clean_number(s: str) -> str:
+    s = s.replace(",", "")
+    return str(int(float(s))) if float(s).is_integer() else s
+
+
+def _plural(n: float, unit: str) -> str:
+    n_s = _clean_number(str(n))
+    return f"{n_s} {unit}" + ("" if n_s == "1" else "s")
+
+
+def _duration_value(m: re.Match) -> str:
+    if m.group("half"):
+        return {"half an hour": "30 minutes", "a half hour": "30 minutes",
+                "an hour and a half": "90 minutes", "an hour": "1 hour", "a minute": "1 minute",
+                "a day": "1 day"}[m.group("half").lower()]
+    parts = []
+    for n, u in ((m.group("n"), m.group("u")), (m.group("n2"), m.group("u2"))):
+        if n is None:
+            continue
+        key = next(k for k in _UNIT_SECONDS if u.lower().startswith(k))
+        name = {"sec": "second", "min": "minute", "hr": "hour"}.get(key, key)
+        parts.append(_plural(float(n.replace(",", ".")), name))
+    return " ".join(parts)
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a normalised duration value such as "1 hour 30 minutes"."""
+    total = 0.0
+    for n, u in re.findall(r"(\d+(?:\.\d+)?) (second|minute|hour|day)s?", value):
+        total += float(n) * _UNIT_SECONDS[u]
+    return total
+
+
+def _time_value(m: re.Match) -> str | None:
+    if m.group("word"):
+        return "12:00 PM" if m.group("word").lower() == "noon" else "12:00 AM"
+    if m.group("hh") is not None:
+        h, mi, ap = int(m.group("hh")), int(m.group("mm")), None
+    else:
+        h, mi = int(m.group("h")), int(m.group("m") or m.group("m2") or 0)
+        ap = m.group("ap").lower().replace(".", "")
+        ap = None if ap.startswith("o") else ap
+    if h > 23 or mi > 59 or (ap and not 1 <= h <= 12):
+        return None
+    if ap is None:
+        return f"{h}:{mi:02d}"
+    return f"{h}:{mi:02d} {ap.upper()}"
+
+
+def _money_value(m: re.Match) -> str:
+    amount = (m.group("a") or m.group("b")).replace(",", "")
+    sym = m.group("sym")
+    if not sym:
+        cur = m.group("cur").lower()
+        sym = "€" if cur.startswith("eur") else "£" if cur.startswith(("pound", "gbp")) else "$"
+    value = float(amount)
+    text = f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
+    return f"{sym}{text}"
+
+
+def _date_value(span: str, now: datetime | None) -> str | None:
+    import dateparser
+
+    base = now or datetime.now()
+    phrase = re.sub(r"^(on|this|coming)\s+", "", span.strip(), flags=re.I)
+    phrase = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", phrase)
+    if phrase.lower() == "tonight":
+        phrase = "today"
+    parsed = dateparser.parse(phrase, languages=["en"], settings={
+        "RELATIVE_BASE": base.replace(tzinfo=None), "PREFER_DATES_FROM": "future",
+        "PREFER_DAY_OF_MONTH": "first", "RETURN_AS_TIMEZONE_AWARE": False})
+    if parsed is None:
+        return None
+    return f"{parsed:%A}, {parsed:%B} {parsed.day}" + (
+        f", {parsed.year}" if parsed.year != base.year else "")
+
+
+def _expression(digits: str) -> tuple[str, int, int] | None:
+    """A normalised arithmetic expression ("50 + 756", "sqrt 16", "15 % of 3143") found in
+    the text, with its span; None unless it has a number and an operator."""
+    low = digits.lower()
+    # Find the span from the first operator-or-number to the last.
+    marked = low
+    for pattern, op in _OPS:
+        marked = re.sub(pattern, f" {op} ", marked)
+    tokens = _EXPR_TOKEN.findall(marked)
+    if not any(t[0].isdigit() for t in tokens) or not any(not t[0].isdigit() for t in tokens):
+        return None
+    # Keep the longest run of tokens that alternates sensibly; drop leading/trailing ops.
+    while tokens and tokens[-1] in "+-*/^(% of":
+        tokens.pop()
+    while tokens and tokens[0] in "+*/^)% of":
+        tokens.pop(0)
+    if len(tokens) < 2:
+        return None
+    expr = " ".join(tokens)
+    numbers = [m for m in re.finditer(r"\d+(?:\.\d+)?", digits)]
+    ops = [m for p, _ in _OPS for m in re.finditer(p, low)]
+    spans = numbers + ops
+    return expr, min(m.start() for m in spans), max(m.end() for m in spans)
+
+
+def _conversion(digits: str) -> list[tuple[str, str, int, int]]:
+    from .fulfilment import unit_name, unit_plural, unit_quantity
+
+    m = _CONVERT.search(digits)
+    if not m:
+        return []
+    n = m.group("n") or m.group("n2") or "1"
+    unit = unit_name(m.group("unit") or m.group("unit2"))
+    to = unit_name(m.group("to") or m.group("to2"))
+    if not unit or not to:
+        return []
+    q0, q1 = (m.start("n"), m.end("unit")) if m.group("n") else (m.start("unit2") -
+                                                                  (len(n) + 1 if m.group("n2")
+                                                                   else 0), m.end("unit2"))
+    t = "to" if m.group("to") else "to2"
+    return [("quantity", unit_quantity(float(n.replace(",", ".")), unit), q0, q1),
+            ("target_unit", unit_plural(to), m.start(t), m.end(t))]
