@@ -9,11 +9,13 @@ export CLINC150_DIR ?= $(abspath ../shared/data/clinc150)
 export TOKENIZERS_PARALLELISM ?= false
 ARTIFACTS ?= artifacts
 CLASSIFIER := $(ARTIFACTS)/classifier
+GENERATOR := $(ARTIFACTS)/generator
 
-.PHONY: help install demo train-classifier evaluate test lint format bench clean
+.PHONY: help install demo train train-classifier train-generator evaluate test lint format bench clean
 
 help:
-	@echo "make demo   - install, train the cpu classifier if missing, evaluate, print the report"
+	@echo "make demo   - install, train the cpu artifacts if missing, print their reports"
+	@echo "make train  - train the cpu classifier and generator (artifacts/)"
 	@echo "make test   - lint + the test suite (as CI runs it)"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
 
@@ -34,11 +36,19 @@ $(CLASSIFIER)/manifest.json: | install
 
 train-classifier: $(CLASSIFIER)/manifest.json
 
+$(GENERATOR)/manifest.json: | install
+	$(PY) -m training.generator --preset cpu --output-dir $(GENERATOR)
+
+train-generator: $(GENERATOR)/manifest.json
+
+train: train-classifier train-generator
+
 evaluate: $(CLASSIFIER)/manifest.json
 	$(PY) -m training.evaluate --artifact $(CLASSIFIER)
 
-demo: $(CLASSIFIER)/manifest.json
+demo: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	$(PY) -m training.report $(CLASSIFIER)
+	$(PY) -m training.generator_report $(GENERATOR)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -49,9 +59,10 @@ format: install
 test: install lint
 	$(PY) -m pytest -q --timeout 1800
 
-bench: $(CLASSIFIER)/manifest.json
+bench: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --output docs/benchmarks.md
+	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --generator-artifact $(GENERATOR) \
+		--output docs/benchmarks.md
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache

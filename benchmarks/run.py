@@ -94,7 +94,7 @@ def bench_http(artifact: str, texts: list[str], seconds: int, backend: str) -> d
 
 
 def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Path,
-                   backend: str) -> None:
+                   backend: str, generator: tuple[str, dict] | None = None) -> None:
     m = ClassifierArtifact.load(artifact).manifest
     sizes = sorted({int(b) for r in rows for b in r["throughput"]})
     lines = [
@@ -156,6 +156,14 @@ def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Pat
               f"export and evaluation) on {m['training']['device']} with "
               f"{m['training']['torch_threads']} threads; reproduce with `make train-classifier`.",
               ""]
+    if generator:
+        from benchmarks import generator as gen_bench
+
+        gen_artifact, gen_result = generator
+        gen_manifest = json.loads((Path(gen_artifact) / "manifest.json").read_text())
+        lines += gen_bench.markdown(gen_result, gen_artifact, gen_manifest)
+        lines += ["", f"The generator trained in {gen_manifest['training']['seconds']:.0f} s; "
+                  "reproduce with `make train-generator`.", ""]
     path.write_text("\n".join(lines))
 
 
@@ -167,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backend", default="onnx", help="backend the service runs with")
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per load level")
     p.add_argument("--skip-http", action="store_true")
+    p.add_argument("--generator-artifact", default=None,
+                   help="also benchmark this generator artifact")
     p.add_argument("--one-backend", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -176,7 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = bench_backends(args.artifact, sizes)
     http = None if args.skip_http else bench_http(args.artifact, sample_texts(), args.seconds,
                                                   args.backend)
-    write_markdown(rows, http, args.artifact, Path(args.output), args.backend)
+    generator = None
+    if args.generator_artifact:
+        from benchmarks import generator as gen_bench
+
+        generator = (args.generator_artifact, gen_bench.run(args.generator_artifact))
+    write_markdown(rows, http, args.artifact, Path(args.output), args.backend, generator)
     print(Path(args.output).read_text())
 
 

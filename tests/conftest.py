@@ -54,3 +54,26 @@ def small_artifact(tmp_path_factory, clinc_path) -> Path:
         "--disable_tqdm", "true",
     ])
     return out
+
+
+# Raw intents with a slot (duration, word), facts (result, spelled, outcome) and none
+# (greeting), from four generated core intents.
+GENERATOR_INTENTS = ["timer", "calculator", "spelling", "flip_coin", "greeting"]
+
+
+@pytest.fixture(scope="session")
+def small_generator(tmp_path_factory, clinc_path) -> Path:
+    """A real generator artifact: cpu preset (BERT2BERT from MiniLM), 5 raw intents,
+    seeded, trained in this session."""
+    from training import generator
+
+    out = tmp_path_factory.mktemp("artifact") / "gen"
+    generator.main([
+        "--preset", "cpu", "--data_dir", str(clinc_path), "--variant", "full",
+        "--output_dir", str(out), "--intents", ",".join(GENERATOR_INTENTS),
+        "--max_train_per_intent", "60", "--max_eval_per_intent", "10",
+        "--num_train_epochs", "4", "--learning_rate", "2e-4",
+        "--per_device_train_batch_size", "16", "--seed", "13", "--latency_samples", "5",
+        "--disable_tqdm", "true",
+    ])
+    return out

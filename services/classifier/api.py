@@ -5,32 +5,20 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
 from services.classifier import service
 from services.classifier.config import ClassifierSettings
 from services.classifier.model import ClassifierModel
 from services.classifier.schemas import ClassifyRequest, ClassifyResponse
-from services.common.app import require_ready
+from services.common.app import app_settings, ready_model
 from services.common.batcher import Batcher
 
 router = APIRouter(tags=["classifier"])
 
 
-# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in its
-# thread pool, two thread hand-offs per request on the hot path.
-async def _ready_state(request: Request) -> tuple[ClassifierModel, Batcher]:
-    state = request.app.state
-    require_ready(state)
-    return state.model, state.batcher
-
-
-async def _settings(request: Request) -> ClassifierSettings:
-    return request.app.state.settings
-
-
-Ready = Annotated[tuple[ClassifierModel, Batcher], Depends(_ready_state)]
-Settings = Annotated[ClassifierSettings, Depends(_settings)]
+Ready = Annotated[tuple[ClassifierModel, Batcher], Depends(ready_model)]
+Settings = Annotated[ClassifierSettings, Depends(app_settings)]
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse,

@@ -6,7 +6,11 @@ A service's `create_app()` calls `build_app()` with its lifespan and routers; re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
@@ -14,6 +18,8 @@ from services.common.errors import NotReady, install_error_handlers
 from services.common.metrics import render_latest
 from services.common.middleware import ServiceMiddleware
 from services.common.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
 
 health_router = APIRouter(tags=["health"])
 
@@ -59,3 +65,52 @@ def build_app(*, title: str, version: str, settings: ServiceSettings, lifespan,
         app.include_router(router)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def model_lifespan(name: str, load_model: Callable[[], Any], make_batcher: Callable[[Any], Any],
+                   on_ready: Callable[[Any], None] = lambda model: None):
+    """The lifespan every model service uses: the model loads and warms up in a background
+    task (so /healthz answers at once and /readyz turns 200 only when it can serve), then its
+    batcher starts; on shutdown the batcher is drained. A load failure leaves the process up
+    (liveness) but never ready, with the cause in the log and in every model route's 503."""
+
+    async def _load(app: FastAPI) -> None:
+        try:
+            model = await asyncio.to_thread(load_model)
+            seconds = await asyncio.to_thread(model.warmup)
+            batcher = make_batcher(model)
+            await batcher.start()
+            app.state.model, app.state.batcher = model, batcher
+            on_ready(model)
+            app.state.ready = True
+            logger.info("%s ready: %s (warm-up %.2f s)", name, model.version, seconds)
+        except Exception:
+            logger.exception("loading the %s failed", name)
+            app.state.load_failed = True
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = asyncio.create_task(_load(app))
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            loader.cancel()
+            batcher = getattr(app.state, "batcher", None)
+            if batcher is not None:
+                await batcher.stop()
+
+    return lifespan
+
+
+async def ready_model(request: Request) -> tuple[Any, Any]:
+    """Route dependency: (model, batcher) once ready, else 503. `async` on purpose: FastAPI
+    runs plain `def` dependencies in its thread pool, two hand-offs on the hot path."""
+    state = request.app.state
+    require_ready(state)
+    return state.model, state.batcher
+
+
+async def app_settings(request: Request) -> Any:
+    """Route dependency: the service's settings object."""
+    return request.app.state.settings

@@ -131,7 +131,9 @@ def calculate(expression: str) -> str | None:
     "15 % of 3143", "2 ^ 10"); None when it is not a valid, bounded arithmetic expression."""
     if len(expression) > _MAX_EXPR_CHARS:
         return None
-    src = re.sub(r"sqrt\s*(\d+(?:\.\d+)?|\([^()]*\))", r"sqrt(\1)", expression)
+    src = (expression.replace("×", "*").replace("÷", "/").replace(",", "")
+           .replace("the square root of", "sqrt").replace("square root of", "sqrt"))
+    src = re.sub(r"sqrt\s*(\d+(?:\.\d+)?|\([^()]*\))", r"sqrt(\1)", src)
     src = re.sub(r"(\d+(?:\.\d+)?)\s*%\s*of", r"(\1 / 100) *", src).replace("^", "**")
     try:
         tree = ast.parse(src, mode="eval")

@@ -40,3 +40,29 @@ def run(app_factory: Callable, host: str, port: int, log_level: str = "info") ->
     uvicorn.run(app_factory(), host=host, port=port, log_level=log_level.lower(),
                 access_log=False, timeout_graceful_shutdown=20,
                 log_config=None)  # keep our JSON logging (services.common.logging)
+
+
+def service_main(argv: list[str] | None, *, description: str, env_prefix: str,
+                 app_module: str, settings_class: str) -> None:
+    """The `python -m services.<name>` entry point: CLI flags (or SageMaker `serve`) become
+    `<PREFIX>_ARTIFACT/HOST/PORT` variables, pydantic-settings reads the rest, and invalid
+    settings exit with a readable message instead of a traceback. Modules are imported after
+    the flags are parsed, so `--help` is instant."""
+    import importlib
+    import sys
+
+    args = parse_cli(argv, description=description, artifact_env=f"{env_prefix}_ARTIFACT")
+    for flag in ("artifact", "host", "port"):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[f"{env_prefix}_{flag.upper()}"] = str(value)
+    from pydantic import ValidationError
+
+    module = importlib.import_module(app_module)
+    settings_cls = getattr(importlib.import_module(settings_class.rsplit(".", 1)[0]),
+                           settings_class.rsplit(".", 1)[1])
+    try:
+        settings = settings_cls()
+    except ValidationError as e:
+        sys.exit(f"invalid settings (flags or {env_prefix}_* variables):\n{e}")
+    run(lambda: module.create_app(settings), settings.host, settings.port, settings.log_level)

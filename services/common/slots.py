@@ -400,11 +400,19 @@ def _expression(digits: str) -> tuple[str, int, int] | None:
         tokens.pop(0)
     if len(tokens) < 2:
         return None
-    expr = " ".join(tokens)
+    expr = _display_expression(" ".join(tokens))
     numbers = [m for m in re.finditer(r"\d+(?:\.\d+)?", digits)]
     ops = [m for p, _ in _OPS for m in re.finditer(p, low)]
     spans = numbers + ops
     return expr, min(m.start() for m in spans), max(m.end() for m in spans)
+
+
+def _display_expression(expr: str) -> str:
+    """"sqrt 16" -> "the square root of 16", "6 * 7" -> "6 × 7", "15 % of 80" -> "15% of 80";
+    `fulfilment.calculate` reads this form back."""
+    expr = re.sub(r"sqrt\s*", "the square root of ", expr)
+    expr = re.sub(r"\s*%\s*of", "% of", expr)
+    return expr.replace("*", "×").replace("/", "÷")
 
 
 def _conversion(digits: str) -> list[tuple[str, str, int, int]]:

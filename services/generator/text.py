@@ -105,7 +105,7 @@ def is_degenerate(text: str) -> bool:
     if len(trigrams) != len(set(trigrams)):
         return True
     return (any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))
-            or bool(re.search(r"([.!?,])\1{2,}", text)))
+            or bool(re.search(r"([.!?,])\1{3,}", text)))
 
 
 @cache
@@ -142,7 +142,10 @@ def check_reply(delexicalised: str, text: str, slots: dict[str, str],
     check = ReplyCheck(reply=filled)
     used = set(PLACEHOLDER.findall(delexicalised))
     check.unknown_placeholders = sorted(used - set(values))
-    check.missing_values = sorted(set(values) - used)
+    # A value counts as present when the reply shows it, by its own placeholder or inside
+    # another value ("inches" inside the result "36 inches").
+    check.missing_values = sorted(n for n, v in values.items()
+                                  if n not in used and v.lower() not in filled.lower())
     check.invented = invented_values(PLACEHOLDER.sub("", filled) if check.unknown_placeholders
                                      else filled, text, values)
     check.degenerate = is_degenerate(delexicalised)

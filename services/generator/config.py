@@ -1,0 +1,38 @@
+"""Generator service settings (env prefix GENERATOR_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class GeneratorSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GENERATOR_", extra="ignore")
+
+    port: int = Field(8002, ge=1, le=65535)
+    artifact: str = Field(..., description="generator artifact directory")
+    device: str | None = Field(None, description="'cpu' or 'cuda' (default: CUDA when present)")
+    threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
+    # Decoding: greedy (1) or beam search; None keeps the artifact's setting.
+    num_beams: int | None = Field(None, ge=1, le=8)
+    default_max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens_limit: int = Field(128, ge=1, le=512)
+    # Batching (the classifier's batcher): generation is ~100x costlier per item, so
+    # smaller batches and a short queue keep the wait for a slot bounded.
+    max_batch_size: int = Field(16, ge=1, le=256)
+    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_queue: int = Field(128, ge=1)
+    # Per-request deadline: a request not answered in time gets 504, never a hang. A client
+    # may ask for less with `timeout_ms`, never for more.
+    request_timeout_s: float = Field(10.0, gt=0, le=300)
+    max_text_chars: int = Field(1000, ge=1)
+    max_slots: int = Field(16, ge=0)
+    max_value_chars: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self):
+        if self.default_max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("default_max_new_tokens must be <= max_new_tokens_limit")
+        return self

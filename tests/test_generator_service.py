@@ -1,0 +1,155 @@
+"""The generator service over real HTTP on loopback, serving an artifact trained in the
+session (tests/conftest.py: small_generator)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.servers import running
+
+pytestmark = pytest.mark.slow
+
+TIMER = {"intent": "timers_and_alarms", "text": "set a timer for 12 minutes",
+         "slots": {"duration": "12 minutes"}}
+
+
+@pytest.fixture(scope="module")
+def service(small_generator, tmp_path_factory):
+    env = {"GENERATOR_MAX_WAIT_MS": "5", "GENERATOR_MAX_TEXT_CHARS": "300",
+           "GENERATOR_MAX_SLOTS": "4"}
+    with running(["services.generator", "--artifact", str(small_generator)], env,
+                 tmp_path_factory.mktemp("gen-svc")) as svc:
+        yield svc
+
+
+def post(svc, body, path="/v1/generate", **kw):
+    return httpx.post(svc.url + path, json=body, timeout=60, **kw)
+
+
+def test_contract_shape(service):
+    r = post(service, {**TIMER, "max_new_tokens": 48}, headers={"X-Request-ID": "gen-1"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-request-id"] == "gen-1"
+    body = r.json()
+    from services.generator.schemas import GenerateResponse
+
+    GenerateResponse.model_validate(body)
+    assert "12 minutes" in body["reply"]
+    assert body["model"]["version"].startswith("cpu-")
+    assert 0 < body["generated_tokens"] <= 48
+    assert body["source"] in ("model", "template")
+    facts = post(service, {"intent": "calculations_and_conversions", "text": "what is 6 x 7",
+                           "slots": {"expression": "6 * 7"}, "facts": {"result": "42"}})
+    assert "42" in facts.json()["reply"]
+    # SageMaker route: same body, same answer
+    assert post(service, TIMER, "/invocations").json()["reply"] == r.json()["reply"]
+
+
+def test_concurrent_requests_are_batched_and_answer_like_sequential_ones(service):
+    bodies = [TIMER,
+              {"intent": "small_talk", "text": "hello there, how are you"},
+              {"intent": "language_help", "text": "how do you spell because",
+               "slots": {"word": "because"}, "facts": {"spelled": "B-E-C-A-U-S-E"}},
+              {"intent": "games_of_chance", "text": "flip a coin", "facts": {"outcome": "heads"}},
+              {"intent": "timers_and_alarms", "text": "start a 3 minute timer",
+               "slots": {"duration": "3 minutes"}, "max_new_tokens": 5}]
+    sequential = [post(service, b).json()["reply"] for b in bodies]
+
+    async def together():
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as c:
+            return await asyncio.gather(*[c.post("/v1/generate", json=b)
+                                          for b in bodies * 4])
+
+    rs = asyncio.run(together())
+    assert [r.status_code for r in rs] == [200] * len(rs)
+    assert [r.json()["reply"] for r in rs] == sequential * 4
+    assert rs[4].json()["generated_tokens"] <= 5
+    m = httpx.get(service.url + "/metrics").text
+    batches = [line for line in m.splitlines()
+               if line.startswith('parlance_batch_size_count{name="generator"}')]
+    sizes_sum = [line for line in m.splitlines()
+                 if line.startswith('parlance_batch_size_sum{name="generator"}')]
+    # fewer batches than requests: concurrent requests shared batches
+    assert float(batches[0].split()[-1]) < float(sizes_sum[0].split()[-1])
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({**TIMER, "intent": "time_travel"}, "unknown core intent"),
+    ({**TIMER, "intent": "money_transfer"}, "not answered by the generator"),
+    ({**TIMER, "text": "   "}, "empty"),
+    ({**TIMER, "text": "x" * 301}, "the limit is 300"),
+    ({**TIMER, "slots": {"duration": 5}}, "slots.duration"),
+    ({**TIMER, "slots": {"duration": ["5 minutes"]}}, "slots.duration"),
+    ({**TIMER, "slots": {"colour": "red"}}, "unknown name 'colour'"),
+    ({**TIMER, "facts": {"result": ""}}, "facts.result"),
+    ({**TIMER, "slots": {"duration": "1 minute", "place": "Paris", "word": "a",
+                         "phrase": "b", "dish": "c"}}, "at most 4"),
+    ({**TIMER, "max_new_tokens": 0}, "between 1 and 128"),
+    ({**TIMER, "max_new_tokens": 129}, "between 1 and 128"),
+    ({**TIMER, "max_new_tokens": "5"}, "max_new_tokens"),
+    ({**TIMER, "extra": 1}, "extra"),
+    ({"text": "hi"}, "intent"),
+    ({**TIMER, "timeout_ms": 0}, "timeout_ms"),
+])
+def test_bad_input_is_a_clear_422(service, body, fragment):
+    r = post(service, body)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_input" and fragment in err["message"], err
+    assert err["request_id"]
+
+
+def test_deadline_gives_504_not_a_hang(service):
+    r = post(service, {**TIMER, "timeout_ms": 1})
+    assert r.status_code == 504
+    assert r.json()["error"]["code"] == "deadline_exceeded"
+    assert "timeout_ms" in r.json()["error"]["message"]
+    assert post(service, TIMER).status_code == 200  # and the service is fine afterwards
+    assert "parlance_generator_deadline_exceeded_total 1.0" in \
+        httpx.get(service.url + "/metrics").text
+
+
+def test_metrics_and_model_info(service):
+    post(service, TIMER)
+    m = httpx.get(service.url + "/metrics").text
+    for name in ("parlance_generator_replies_total",
+                 "parlance_generator_generated_tokens_total",
+                 "parlance_generator_time_per_output_token_seconds_bucket",
+                 "parlance_generator_tokens_per_reply_bucket",
+                 'parlance_queue_depth{name="generator"}',
+                 'parlance_batch_size_bucket{name="generator"', "parlance_generator_model_info"):
+        assert name in m, name
+    info = httpx.get(service.url + "/v1/model").json()
+    assert info["num_beams"] == 1 and info["preset"] == "cpu"
+    assert "/v1/generate" in httpx.get(service.url + "/openapi.json").json()["paths"]
+
+
+def test_overload_is_429_and_beams_are_a_setting(small_generator, tmp_path):
+    env = {"GENERATOR_MAX_QUEUE": "2", "GENERATOR_MAX_BATCH_SIZE": "1",
+           "GENERATOR_NUM_BEAMS": "2"}
+
+    async def flood(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60,
+                                     limits=httpx.Limits(max_connections=64)) as c:
+            return await asyncio.gather(*[c.post("/v1/generate", json=TIMER)
+                                          for _ in range(24)])
+
+    with running(["services.generator", "--artifact", str(small_generator)], env,
+                 tmp_path) as svc:
+        assert httpx.get(svc.url + "/v1/model").json()["num_beams"] == 2
+        codes = [r.status_code for r in asyncio.run(flood(svc.url))]
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}, codes
+        assert post(svc, TIMER).status_code == 200
+
+
+def test_sagemaker_serve_mode(small_generator, tmp_path):
+    from tests.servers import free_port
+
+    port = free_port()
+    env = {"SAGEMAKER_BIND_TO_PORT": str(port), "GENERATOR_ARTIFACT": str(small_generator)}
+    with running(["services.generator", "serve"], env, tmp_path, port=port,
+                 ready_path="/ping") as svc:
+        assert post(svc, TIMER, "/invocations").status_code == 200
