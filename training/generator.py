@@ -62,7 +62,7 @@ PRESETS: dict[str, dict] = {
         "per_device_train_batch_size": 32,
         "warmup_steps": 0.1,
         "weight_decay": 0.01,
-        "max_train_per_intent": 60,
+        "max_train_per_intent": 80,
     },
     "paper": {
         "model_name_or_path": "google/flan-t5-base",
@@ -125,7 +125,7 @@ class DataArguments:
         default=None, metadata={"help": "tests/smoke runs: comma-separated raw intents"})
     max_train_per_intent: int | None = field(
         default=None, metadata={"help": "training utterances per raw intent (first N); the "
-                                        "cpu preset uses 60 of CLINC150's 100 to fit 20 min"})
+                                        "cpu preset uses 80 of CLINC150's 100 to fit 20 min"})
     max_eval_per_intent: int | None = field(
         default=None, metadata={"help": "tests/smoke runs: cap val/test utterances per intent"})
 
@@ -163,6 +163,31 @@ def end_token_id(tokenizer) -> int:
         else tokenizer.sep_token_id
 
 
+@torch.no_grad()
+def init_placeholder_embeddings(model, tokenizer) -> None:
+    """Start each placeholder token at the mean embedding of its name's word pieces
+    ("<target_unit>" at mean("target", "unit")), in every input and output embedding.
+
+    Measured: with the default initialisation (all new rows drawn from one distribution)
+    the decoder could not tell the placeholders apart and wrote the most frequent one,
+    `<place>`, for every slot (slot fidelity 29 %). Named this way, the placeholder sits
+    next to the slot name the source spells out ("slots: duration")."""
+    pieces = {tokenizer.convert_tokens_to_ids(tok): tokenizer(
+        tok.strip("<>").replace("_", " "), add_special_tokens=False)["input_ids"]
+        for tok in PLACEHOLDER_TOKENS}
+    matrices = []
+    for part in (model.get_encoder(), model.get_decoder(), model):
+        emb = part.get_input_embeddings()
+        if emb is not None:
+            matrices.append(emb.weight)
+    out = model.get_output_embeddings()
+    if out is not None:
+        matrices.append(out.weight)
+    for weight in {id(w): w for w in matrices}.values():
+        for new_id, ids in pieces.items():
+            weight[new_id] = weight[ids].mean(0)
+
+
 def build_model(margs: ModelArguments, model_path: str, tokenizer):
     """The model with the placeholder tokens added to its vocabulary."""
     tokenizer.add_tokens(PLACEHOLDER_TOKENS)
@@ -183,6 +208,7 @@ def build_model(margs: ModelArguments, model_path: str, tokenizer):
         cfg.pad_token_id = tokenizer.pad_token_id
         cfg.eos_token_id = end
     model.config.vocab_size = len(tokenizer)
+    init_placeholder_embeddings(model, tokenizer)
     if margs.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
@@ -215,10 +241,10 @@ def requests_of(examples: list[ResponseExample], max_new_tokens: int) -> list[Ge
 
 
 def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
-                      gargs: GenerationArguments) -> dict:
+                      gargs: GenerationArguments, quantize: str = "none") -> dict:
     """The saved artifact as the service runs it: the model's own replies (checked, before
     any fallback), what the service would answer (after fallback), and the baseline."""
-    gen = GeneratorModel(artifact_dir, num_beams=gargs.num_beams)
+    gen = GeneratorModel(artifact_dir, num_beams=gargs.num_beams, quantize=quantize)
     reqs = requests_of(examples, gargs.max_new_tokens)
     results = []
     started = time.perf_counter()

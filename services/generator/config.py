@@ -17,6 +17,8 @@ class GeneratorSettings(ServiceSettings):
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
     # Decoding: greedy (1) or beam search; None keeps the artifact's setting.
     num_beams: int | None = Field(None, ge=1, le=8)
+    # "int8": dynamic int8 Linear layers (CPU); see docs/results.md for its cost in quality.
+    quantize: str = Field("none", pattern="^(none|int8)$")
     default_max_new_tokens: int = Field(48, ge=1)
     max_new_tokens_limit: int = Field(128, ge=1, le=512)
     # Batching (the classifier's batcher): generation is ~100x costlier per item, so

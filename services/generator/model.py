@@ -64,7 +64,8 @@ def read_manifest(artifact_dir: str | Path) -> dict:
 
 class GeneratorModel:
     def __init__(self, artifact_dir: str | Path, num_beams: int | None = None,
-                 device: str | None = None, threads: int | None = None):
+                 device: str | None = None, threads: int | None = None,
+                 quantize: str = "none"):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.artifact_dir = Path(artifact_dir)
@@ -75,6 +76,14 @@ class GeneratorModel:
         model_dir = self.artifact_dir / MODEL_DIR
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).to(self.device).eval()
+        self.quantize = quantize
+        if quantize == "int8":
+            # Dynamic int8 for the Linear layers (CPU only); measured in docs/results.md.
+            self.model = torch.ao.quantization.quantize_dynamic(
+                self.model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+            self.device = torch.device("cpu")
+        elif quantize != "none":
+            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
         gen = self.manifest.get("generation", {})
         self.max_source_length = int(gen.get("max_source_length", 96))
         self.no_repeat_ngram_size = int(gen.get("no_repeat_ngram_size", 3))
@@ -88,6 +97,7 @@ class GeneratorModel:
     def info(self) -> dict:
         return {"version": self.version, "base_model": self.manifest.get("base_model"),
                 "preset": self.manifest.get("preset"), "num_beams": self.num_beams,
+                "quantize": self.quantize,
                 "device": str(self.device), "metrics": self.manifest.get("metrics", {})}
 
     @torch.inference_mode()
