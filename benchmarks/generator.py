@@ -38,7 +38,7 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def bench_model(artifact: str, bodies: list[dict], n: int = 60) -> dict:
+def bench_model(artifact: str, bodies: list[dict], n: int = 200) -> dict:
     from services.generator.model import GenerationRequest, GeneratorModel
 
     gen = GeneratorModel(artifact)
@@ -57,7 +57,10 @@ def bench_model(artifact: str, bodies: list[dict], n: int = 60) -> dict:
         for i in range(0, min(len(reqs), 8 * bs), bs):
             done += len(gen.respond(reqs[i:i + bs]))
         batched[bs] = done / (time.perf_counter() - t)
+    long = [t for t, k in zip(lat, tokens, strict=True) if 16 <= k <= 24]
     return {"p50_ms": 1000 * statistics.median(lat), "p95_ms": 1000 * pct(lat, 0.95),
+            "n": len(lat), "long_n": len(long),
+            "long_p50_ms": 1000 * statistics.median(long) if long else float("nan"),
             "mean_tokens": statistics.mean(tokens),
             "tokens_per_s_batch1": sum(tokens) / sum(lat),
             "replies_per_s": batched,
@@ -119,7 +122,10 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         "cache, `no_repeat_ngram_size` 3. Inputs: the generator's test requests (CLINC150 "
         "test utterances with their slots and facts).", "",
         "| model (no HTTP) | value |", "|---|---|",
-        f"| batch-1 p50 / p95 ms | {m['p50_ms']:.1f} / {m['p95_ms']:.1f} |",
+        f"| batch-1 p50 / p95 ms ({m['n']} requests) | {m['p50_ms']:.1f} / "
+        f"{m['p95_ms']:.1f} |",
+        f"| batch-1 p50 ms, replies of 16-24 tokens ({m['long_n']} of them) | "
+        f"{m['long_p50_ms']:.1f} |",
         f"| mean tokens per reply | {m['mean_tokens']:.1f} |",
         f"| tokens/s at batch 1 | {m['tokens_per_s_batch1']:.0f} |",
         f"| replies/s at batch 8 / 16 | {m['replies_per_s'][8]:.1f} / "
@@ -139,8 +145,10 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
     mem = result["http"]["memory"]
     ratio = by_c[CONCURRENCY]["throughput"] / by_c[1]["throughput"]
     lines += ["", "| check | measured | target |", "|---|---|---|",
-              f"| p50 at 1 client, ~{m['mean_tokens']:.0f}-token replies (ms) | "
+              f"| p50 at 1 client, typical (~{m['mean_tokens']:.0f}-token) replies (ms) | "
               f"{by_c[1]['p50_ms']:.1f} | <= 150 |",
+              f"| model batch-1 p50 for 16-24-token replies (ms) | {m['long_p50_ms']:.1f} | "
+              "<= 150 |",
               f"| throughput at {CONCURRENCY} clients / sequential | {ratio:.2f} | >= 3 |",
               f"| service peak resident memory (MB) | {mem['peak_rss_mb']:.0f} | reported |"]
     return lines

@@ -240,8 +240,32 @@ def requests_of(examples: list[ResponseExample], max_new_tokens: int) -> list[Ge
             for e in examples]
 
 
+def novel_phrasings(test: list[ResponseExample], train: list[ResponseExample],
+                    max_overlap: float = 0.5) -> list[int]:
+    """Indices of test inputs worded unlike every training input of their raw intent: word
+    Jaccard similarity below `max_overlap` with each (the baseline cannot use wording at all;
+    this subset shows whether the model generalises beyond phrasings it has seen)."""
+    import re as _re
+
+    def words(t: str) -> set[str]:
+        return set(_re.findall(r"[a-z0-9']+", t.lower()))
+
+    by_intent: dict[str, list[set[str]]] = {}
+    for e in train:
+        by_intent.setdefault(e.raw_intent, []).append(words(e.text))
+    out = []
+    for i, e in enumerate(test):
+        w = words(e.text)
+        best = max((len(w & t) / len(w | t) for t in by_intent.get(e.raw_intent, [])
+                    if w | t), default=0.0)
+        if best < max_overlap:
+            out.append(i)
+    return out
+
+
 def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
-                      gargs: GenerationArguments, quantize: str = "none") -> dict:
+                      gargs: GenerationArguments, quantize: str = "none",
+                      train_examples: list[ResponseExample] | None = None) -> dict:
     """The saved artifact as the service runs it: the model's own replies (checked, before
     any fallback), what the service would answer (after fallback), and the baseline."""
     gen = GeneratorModel(artifact_dir, num_beams=gargs.num_beams, quantize=quantize)
@@ -273,7 +297,17 @@ def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
     def ms(xs):
         return round(1000 * statistics.median(xs), 2)
 
+    novel = {}
+    if train_examples:
+        idx = novel_phrasings(examples, train_examples)
+        if idx:
+            sub = [examples[i] for i in idx]
+            novel = {"examples": len(idx), "share": round(len(idx) / len(examples), 4),
+                     "model": reply_metrics(sub, [raw[i] for i in idx]),
+                     "served": reply_metrics(sub, [served[i] for i in idx]),
+                     "template_baseline": reply_metrics(sub, [baseline[i] for i in idx])}
     return {
+        "novel_phrasings": novel,
         "model": reply_metrics(examples, raw),
         "served": {**reply_metrics(examples, served),
                    "fallback_rate": round(sum(r.source == "template" for r in results)
@@ -287,6 +321,15 @@ def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
                     "torch_threads": torch.get_num_threads()},
         "_results": results,
     }
+
+
+def write_test_replies(out_dir: Path, test: list[ResponseExample], results) -> None:
+    with open(out_dir / "test_replies.jsonl", "w", encoding="utf-8") as f:
+        for ex, r in zip(test, results, strict=True):
+            f.write(json.dumps({"intent": ex.core_intent, "raw_intent": ex.raw_intent,
+                                "text": ex.text, "slots": ex.slots, "facts": ex.facts,
+                                "delexicalised": r.delexicalised, "reply": r.reply,
+                                "source": r.source, "problems": r.problems}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -371,18 +414,14 @@ def main(argv: list[str] | None = None) -> dict:
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     # -- evaluate the saved artifact as served -------------------------------------------
-    report = evaluate_artifact(out_dir, examples["test"], gargs)
+    report = evaluate_artifact(out_dir, examples["test"], gargs,
+                               train_examples=examples["train"])
     results = report.pop("_results")
     manifest["metrics"] = report["model"]
     manifest["evaluation"] = report
     manifest["training"]["total_seconds"] = round(time.time() - started, 1)
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    with open(out_dir / "test_replies.jsonl", "w", encoding="utf-8") as f:
-        for ex, r in zip(examples["test"], results, strict=True):
-            f.write(json.dumps({"intent": ex.core_intent, "raw_intent": ex.raw_intent,
-                                "text": ex.text, "slots": ex.slots, "facts": ex.facts,
-                                "delexicalised": r.delexicalised, "reply": r.reply,
-                                "source": r.source, "problems": r.problems}) + "\n")
+    write_test_replies(out_dir, examples["test"], results)
     logger.info("test: %s", json.dumps(report, indent=2))
     logger.info("artifact written to %s in %.0f s", out_dir, time.time() - started)
     return manifest

@@ -12,11 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from services.generator.model import read_manifest
+from services.generator.model import MANIFEST, read_manifest
 from training.data import load_clinc
-from training.generator import GenerationArguments, evaluate_artifact
+from training.generator import GenerationArguments, evaluate_artifact, write_test_replies
 from training.response_data import build_examples
+
+
+def write_evaluation(artifact: str, manifest: dict, report: dict, test, results) -> None:
+    manifest["evaluation"] = report
+    manifest["metrics"] = report["model"]
+    (Path(artifact) / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    write_test_replies(Path(artifact), test, results)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -26,6 +34,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--quantize", default="none", choices=["none", "int8"])
     p.add_argument("--latency-samples", type=int, default=40)
+    p.add_argument("--write", action="store_true",
+                   help="store the report as the manifest's evaluation (default settings only)")
     args = p.parse_args(argv)
     manifest = read_manifest(args.artifact)
     targs = manifest["training"]["args"]
@@ -38,8 +48,13 @@ def main(argv: list[str] | None = None) -> dict:
                               max_per_intent={k: v for k, v in caps.items() if v})
     gargs = GenerationArguments(num_beams=args.num_beams or manifest["generation"]["num_beams"],
                                 latency_samples=args.latency_samples)
-    report = evaluate_artifact(args.artifact, examples["test"], gargs, args.quantize)
-    report.pop("_results")
+    report = evaluate_artifact(args.artifact, examples["test"], gargs, args.quantize,
+                               train_examples=examples["train"])
+    results = report.pop("_results")
+    if args.write:
+        if args.num_beams or args.quantize != "none":
+            p.error("--write stores the artifact's own settings only")
+        write_evaluation(args.artifact, manifest, report, examples["test"], results)
     report["settings"] = {"num_beams": gargs.num_beams, "quantize": args.quantize}
     from training.response_data import checksum
 

@@ -41,7 +41,17 @@ def format_report(artifact_dir: str | Path) -> str:
     for label, key, fmt in ROWS:
         lines.append(f"  {label:34s}" + "".join(
             f"{fmt.format(c[key]) if c.get(key) is not None else '-':>12s}" for _, c in cols))
-    lines += [f"  {'fallback rate':34s}{'':12s}{ev['served']['fallback_rate']:>12.1%}",
+    lines += [f"  {'fallback rate':34s}{'':12s}{ev['served']['fallback_rate']:>12.1%}"]
+    novel = ev.get("novel_phrasings")
+    if novel:
+        lines.append(f"  novel phrasings ({novel['examples']}, word Jaccard < 0.5 with every "
+                     "training input of the raw intent):")
+        for label, key in (("    template-set exact match", "template_exact_match"),
+                           ("    chrF", "chrf")):
+            lines.append(f"  {label:34s}" + "".join(
+                f"{novel[c][key]:>12.3g}" for c in ("model", "served", "template_baseline")))
+    lines += [
+
               "", f"Latency: model batch-1 p50 {ev['latency']['model_p50_ms_batch1']:.1f} ms "
               f"(~{ev['latency']['model_mean_tokens']:.0f} tokens), templates "
               f"{ev['latency']['baseline_p50_ms']:.3f} ms"]
