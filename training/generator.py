@@ -164,6 +164,17 @@ def end_token_id(tokenizer) -> int:
 
 
 @torch.no_grad()
+def decoder_vocabulary(tokenizer) -> list[int]:
+    """Every token the templates use, and the placeholders: all a delexicalised reply needs
+    (the service narrows a bert2bert decoder to these; services/generator/model.py)."""
+    from services.common.responses import default_responses
+
+    ids = set(tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS))
+    for reply in default_responses().all_replies():
+        ids.update(tokenizer(reply, add_special_tokens=False)["input_ids"])
+    return sorted(ids)
+
+
 def init_placeholder_embeddings(model, tokenizer) -> None:
     """Start each placeholder token at the mean embedding of its name's word pieces
     ("<target_unit>" at mean("target", "unit")), in every input and output embedding.
@@ -398,7 +409,8 @@ def main(argv: list[str] | None = None) -> dict:
         "generation": {"num_beams": gargs.num_beams,
                        "no_repeat_ngram_size": gargs.no_repeat_ngram_size,
                        "max_source_length": margs.max_source_length,
-                       "delexicalised": True, "placeholders": PLACEHOLDER_TOKENS},
+                       "delexicalised": True, "placeholders": PLACEHOLDER_TOKENS,
+                       "decoder_vocabulary": decoder_vocabulary(tokenizer)},
         "training": {"seconds": round(train_seconds, 1),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
                      "torch_threads": torch.get_num_threads(),

@@ -143,8 +143,8 @@ _DATE = re.compile(
     rf"\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+(?:{_MONTHS})|"
     rf"\d{{1,2}}/\d{{1,2}}(?:/\d{{2,4}})?)\b", re.I)
 _SPELL = re.compile(
-    r"\b(?:spell(?:ing)?(?: of| for)?(?: the word)?|how (?:is|do you spell|does \w+ spell)|"
-    r"how to spell)\s+[\"']?(?P<w>[a-z][a-z'-]*)", re.I)
+    r"\bspell(?:ing|ed)?(?:\s+(?:of|for))?(?:\s*,)?(?:\s+the\s+word)?\s+[\"']?"
+    r"(?P<w>[a-z][a-z'-]*)", re.I)
 _SPELL_AFTER = re.compile(r"\bhow\s+(?:is\s+)?(?P<w>[a-z][a-z'-]*)\s+(?:is\s+)?spelled\b",
                           re.I)
 _DEFINE = re.compile(
@@ -385,7 +385,7 @@ def _date_value(span: str, now: datetime | None) -> str | None:
 def _expression(digits: str) -> tuple[str, int, int] | None:
     """A normalised arithmetic expression ("50 + 756", "sqrt 16", "15 % of 3143") found in
     the text, with its span; None unless it has a number and an operator."""
-    low = digits.lower()
+    low = re.sub(r"(?<=\d),(?=\d{3}\b)", "", digits.lower())  # 54,788 -> 54788
     # Find the span from the first operator-or-number to the last.
     marked = low
     for pattern, op in _OPS:
@@ -401,7 +401,7 @@ def _expression(digits: str) -> tuple[str, int, int] | None:
     if len(tokens) < 2:
         return None
     expr = _display_expression(" ".join(tokens))
-    numbers = [m for m in re.finditer(r"\d+(?:\.\d+)?", digits)]
+    numbers = list(re.finditer(r"\d+(?:[.,]\d+)*", digits))
     ops = [m for p, _ in _OPS for m in re.finditer(p, low)]
     spans = numbers + ops
     return expr, min(m.start() for m in spans), max(m.end() for m in spans)

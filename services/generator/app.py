@@ -25,7 +25,8 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
     def load() -> GeneratorModel:
         return GeneratorModel(settings.artifact, num_beams=settings.num_beams,
                               device=settings.device, threads=settings.threads,
-                              quantize=settings.quantize)
+                              quantize=settings.quantize,
+                              compact_vocabulary=settings.compact_vocabulary)
 
     def on_ready(model: GeneratorModel) -> None:
         info = model.info()

@@ -19,6 +19,9 @@ class GeneratorSettings(ServiceSettings):
     num_beams: int | None = Field(None, ge=1, le=8)
     # "int8": dynamic int8 Linear layers (CPU); see docs/results.md for its cost in quality.
     quantize: str = Field("none", pattern="^(none|int8)$")
+    # Narrow a bert2bert decoder to the templates' tokens (the artifact lists them): the
+    # same replies, ~1.5x faster decoding on CPU. Off: the full vocabulary.
+    compact_vocabulary: bool = True
     default_max_new_tokens: int = Field(48, ge=1)
     max_new_tokens_limit: int = Field(128, ge=1, le=512)
     # Batching (the classifier's batcher): generation is ~100x costlier per item, so

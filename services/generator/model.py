@@ -62,10 +62,36 @@ def read_manifest(artifact_dir: str | Path) -> dict:
     return manifest
 
 
+def compact_decoder(model, token_ids: list[int], tokenizer) -> torch.Tensor:
+    """Narrow an EncoderDecoderModel's decoder vocabulary to `token_ids` (plus its special
+    tokens), in place; returns the compact-id -> tokenizer-id map. Greedy outputs are
+    unchanged whenever the full model's choice lies in `token_ids`; otherwise the model is
+    kept from writing a token no template contains."""
+    specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+    ids = torch.tensor(sorted(set(token_ids) | {t for t in specials if t is not None}))
+    dec = model.decoder
+    emb, head = dec.get_input_embeddings(), dec.get_output_embeddings()
+    new_emb = torch.nn.Embedding(len(ids), emb.weight.shape[1])
+    new_emb.weight.data = emb.weight.data[ids].clone()
+    new_head = torch.nn.Linear(head.weight.shape[1], len(ids))
+    new_head.weight.data = head.weight.data[ids].clone()
+    bias = head.bias if head.bias is not None else torch.zeros(head.weight.shape[0])
+    new_head.bias.data = bias.data[ids].clone()
+    dec.set_input_embeddings(new_emb)
+    dec.set_output_embeddings(new_head)
+    position = {int(t): i for i, t in enumerate(ids)}
+    for cfg in (model.config, model.generation_config):
+        cfg.decoder_start_token_id = position[tokenizer.cls_token_id]
+        cfg.pad_token_id = position[tokenizer.pad_token_id]
+        cfg.eos_token_id = position[tokenizer.sep_token_id]
+    model.config.decoder.vocab_size = len(ids)
+    return ids
+
+
 class GeneratorModel:
     def __init__(self, artifact_dir: str | Path, num_beams: int | None = None,
                  device: str | None = None, threads: int | None = None,
-                 quantize: str = "none"):
+                 quantize: str = "none", compact_vocabulary: bool = True):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.artifact_dir = Path(artifact_dir)
@@ -76,6 +102,14 @@ class GeneratorModel:
         model_dir = self.artifact_dir / MODEL_DIR
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).to(self.device).eval()
+        gen = self.manifest.get("generation", {})
+        # A bert2bert decoder only ever needs the templates' tokens: narrowing its embedding
+        # and output layer to them (from ~30.5k rows to ~500) takes the LM head, half of
+        # each decoding step, off the critical path (docs/results.md measures it).
+        self._vocab: torch.Tensor | None = None
+        vocab = gen.get("decoder_vocabulary")
+        if vocab and compact_vocabulary and self.manifest.get("architecture") == "bert2bert":
+            self._vocab = compact_decoder(self.model, vocab, self.tokenizer).to(self.device)
         self.quantize = quantize
         if quantize == "int8":
             # Dynamic int8 for the Linear layers (CPU only); measured in docs/results.md.
@@ -84,7 +118,6 @@ class GeneratorModel:
             self.device = torch.device("cpu")
         elif quantize != "none":
             raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
-        gen = self.manifest.get("generation", {})
         self.max_source_length = int(gen.get("max_source_length", 96))
         self.no_repeat_ngram_size = int(gen.get("no_repeat_ngram_size", 3))
         self.num_beams = int(num_beams or gen.get("num_beams", 1))
@@ -97,58 +130,42 @@ class GeneratorModel:
     def info(self) -> dict:
         return {"version": self.version, "base_model": self.manifest.get("base_model"),
                 "preset": self.manifest.get("preset"), "num_beams": self.num_beams,
-                "quantize": self.quantize,
+                "quantize": self.quantize, "compact_vocabulary": self._vocab is not None,
                 "device": str(self.device), "metrics": self.manifest.get("metrics", {})}
 
     @torch.inference_mode()
-    def generate_delexicalised(self, sources: list[str], max_new_tokens: int,
+    def generate_delexicalised(self, sources: list[str], max_new_tokens: list[int],
                                num_beams: int | None = None) -> list[tuple[str, int]]:
-        """(cleaned delexicalised reply, tokens generated) for each serialised source."""
+        """(cleaned delexicalised reply, tokens generated) for each serialised source.
+
+        One `generate` call with the largest budget; each row is then cut to its own budget.
+        With greedy decoding that equals generating it alone with that budget (a row's tokens
+        do not depend on how long the others run); beam search gets the same treatment."""
         enc = self.tokenizer(sources, padding=True, truncation=True,
                              max_length=self.max_source_length, return_tensors="pt").to(self.device)
         out = self.model.generate(
             input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-            max_new_tokens=max_new_tokens, num_beams=num_beams or self.num_beams,
+            max_new_tokens=max(max_new_tokens), num_beams=num_beams or self.num_beams,
             do_sample=False, no_repeat_ngram_size=self.no_repeat_ngram_size)
-        # Strip the decoder start token; count real tokens (not padding) per row.
-        seqs = out[:, 1:]
-        special = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
-                   self.tokenizer.sep_token_id} - {None}
+        if self._vocab is not None:
+            out = self._vocab[out]  # compact decoder ids -> tokenizer ids
+        stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
+                self.tokenizer.sep_token_id} - {None}
         results = []
-        for row in seqs.tolist():
-            n = 0
-            for tok in row:
-                n += 1
-                if tok in special:
-                    break
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
+        for row, limit in zip(out[:, 1:].tolist(), max_new_tokens, strict=True):  # no start
+            row = row[:limit]
+            n = next((i + 1 for i, tok in enumerate(row) if tok in stop), len(row))
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             results.append((clean_output(text), n))
         return results
 
     def respond(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """One generate call for the whole batch (with the largest `max_new_tokens`; greedy
-        decoding is prefix-stable, so shorter limits are applied per request afterwards)."""
         if not requests:
             return []
         sources = [source_text(r.intent, r.text, r.slots, r.facts) for r in requests]
-        limit = max(r.max_new_tokens for r in requests)
-        if self.num_beams == 1 and len({r.max_new_tokens for r in requests}) > 1:
-            outputs = self._generate_truncated(sources, requests, limit)
-        else:
-            outputs = self.generate_delexicalised(sources, limit)
+        outputs = self.generate_delexicalised(sources, [r.max_new_tokens for r in requests])
         return [self._finish(r, delex, n) for r, (delex, n) in zip(requests, outputs,
                                                                     strict=True)]
-
-    def _generate_truncated(self, sources, requests, limit):
-        enc_out = self.generate_delexicalised(sources, limit)
-        out = []
-        for (delex, n), r in zip(enc_out, requests, strict=True):
-            if n > r.max_new_tokens:
-                ids = self.tokenizer(delex, add_special_tokens=False)["input_ids"]
-                delex = clean_output(self.tokenizer.decode(ids[: r.max_new_tokens]))
-                n = r.max_new_tokens
-            out.append((delex, n))
-        return out
 
     def _finish(self, r: GenerationRequest, delex: str, n: int) -> GenerationResult:
         check = check_reply(delex, r.text, r.slots, r.facts)
