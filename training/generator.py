@@ -163,7 +163,6 @@ def end_token_id(tokenizer) -> int:
         else tokenizer.sep_token_id
 
 
-@torch.no_grad()
 def decoder_vocabulary(tokenizer) -> list[int]:
     """Every token the templates use, and the placeholders: all a delexicalised reply needs
     (the service narrows a bert2bert decoder to these; services/generator/model.py)."""
@@ -175,6 +174,7 @@ def decoder_vocabulary(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+@torch.no_grad()
 def init_placeholder_embeddings(model, tokenizer) -> None:
     """Start each placeholder token at the mean embedding of its name's word pieces
     ("<target_unit>" at mean("target", "unit")), in every input and output embedding.
