@@ -30,7 +30,6 @@ import transformers
 from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -41,6 +40,7 @@ from services.classifier.backends import TorchBackend, forward_batched
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
+from training.cli import parse_with_presets
 from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_clinc
 from training.evaluate import evaluate_artifact, write_report
 
@@ -174,22 +174,10 @@ class OODArguments:
 
 
 def parse_args(argv: list[str] | None = None):
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((ModelArguments, DataArguments, OODArguments, TrainingArguments))
-    # Two passes: the first finds the preset, the second parses with its defaults, so any
-    # flag given explicitly overrides the preset.
-    first, _ = parser.parse_known_args(argv)
-    preset = getattr(first, "preset", "cpu")
-    if preset not in PRESETS:
-        parser.error(f"--preset must be one of {list(PRESETS)}")
-    parser.set_defaults(
-        **PRESETS[preset],
-        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-        metric_for_best_model="accuracy", greater_is_better=True, save_total_limit=1,
-        save_only_model=True, per_device_eval_batch_size=128, logging_steps=50,
-        report_to="none", seed=42, dataloader_num_workers=0,
-    )
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_with_presets(
+        (ModelArguments, DataArguments, OODArguments, TrainingArguments), PRESETS,
+        dict(metric_for_best_model="accuracy", greater_is_better=True,
+             per_device_eval_batch_size=128, logging_steps=50), argv)
 
 
 def resolve_model_path(name: str) -> str:

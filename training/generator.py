@@ -35,7 +35,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorForSeq2Seq,
     EncoderDecoderModel,
-    HfArgumentParser,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     set_seed,
@@ -45,6 +44,7 @@ from services.common.responses import TemplateFiller
 from services.generator.model import MANIFEST, MODEL_DIR, GenerationRequest, GeneratorModel
 from services.generator.text import PLACEHOLDER_TOKENS, check_reply, source_text
 from training.classifier import OFFLINE_MINILM, base_model_name, git_commit, resolve_model_path
+from training.cli import parse_with_presets
 from training.data import load_clinc
 from training.generation_metrics import reply_metrics
 from training.response_data import ResponseExample, build_examples, checksum, summary
@@ -141,21 +141,11 @@ class GenerationArguments:
 
 
 def parse_args(argv: list[str] | None = None):
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser((ModelArguments, DataArguments, GenerationArguments,
-                               Seq2SeqTrainingArguments))
-    first, _ = parser.parse_known_args(argv)
-    preset = getattr(first, "preset", "cpu")
-    if preset not in PRESETS:
-        parser.error(f"--preset must be one of {list(PRESETS)}")
-    parser.set_defaults(
-        **PRESETS[preset],
-        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-        metric_for_best_model="eval_loss", greater_is_better=False, save_total_limit=1,
-        save_only_model=True, per_device_eval_batch_size=64, logging_steps=25,
-        report_to="none", seed=42, dataloader_num_workers=0, predict_with_generate=False,
-    )
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_with_presets(
+        (ModelArguments, DataArguments, GenerationArguments, Seq2SeqTrainingArguments), PRESETS,
+        dict(metric_for_best_model="eval_loss", greater_is_better=False,
+             per_device_eval_batch_size=64, logging_steps=25, predict_with_generate=False),
+        argv)
 
 
 def end_token_id(tokenizer) -> int:

@@ -14,13 +14,13 @@ Layout (written by `training.classifier`, read by the service and `training.eval
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from services.classifier.scoring import FeatureStats, Scorer
+from services.common.files import read_manifest
 
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
@@ -45,14 +45,7 @@ class ClassifierArtifact:
     def load(cls, path: str | Path) -> ClassifierArtifact:
         path = Path(path)
         mpath = path / MANIFEST
-        if not mpath.is_file():
-            raise ArtifactError(f"{mpath} not found: not a classifier artifact directory")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as e:
-            raise ArtifactError(f"{mpath}: invalid JSON ({e})") from e
-        if manifest.get("kind") != "classifier":
-            raise ArtifactError(f"{mpath}: kind is {manifest.get('kind')!r}, not 'classifier'")
+        manifest = read_manifest(path, "classifier", ArtifactError)
         for key in ("labels", "oos_threshold", "temperature", "ood"):
             if key not in manifest:
                 raise ArtifactError(f"{mpath}: missing {key!r}")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from services.common.files import read_yaml_mapping
 
 RESOURCES = Path(__file__).parent / "resources"
 DEFAULT_PATH = RESOURCES / "label_map.yaml"
@@ -67,14 +67,7 @@ def clinc_raw_intents() -> set[str]:
 def load_label_map(path: str | Path = DEFAULT_PATH, raw_intents: set[str] | None = None,
                    n_core: int = N_CORE, n_generated: int = N_GENERATED) -> LabelMap:
     path = Path(path)
-    if not path.is_file():
-        raise LabelMapError(f"label map not found: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise LabelMapError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("core_intents"), dict):
-        raise LabelMapError(f"{path}: expected a mapping with 'version' and 'core_intents'")
+    doc = read_yaml_mapping(path, LabelMapError, "label map", "core_intents")
     if not isinstance(doc.get("version"), int):
         raise LabelMapError(f"{path}: 'version' must be an integer")
     expected = clinc_raw_intents() if raw_intents is None else set(raw_intents)

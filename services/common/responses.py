@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
-
+from .files import read_yaml_mapping
 from .fulfilment import FACT_NAMES
 from .label_map import LabelMap, load_label_map
 from .slots import KINDS
@@ -80,14 +79,7 @@ class Responses:
 def load_responses(path: str | Path = DEFAULT_PATH,
                    label_map: LabelMap | None = None) -> Responses:
     path = Path(path)
-    if not path.is_file():
-        raise ResponsesError(f"response templates not found: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ResponsesError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("core_intents"), dict):
-        raise ResponsesError(f"{path}: expected a mapping with 'version' and 'core_intents'")
+    doc = read_yaml_mapping(path, ResponsesError, "response templates", "core_intents")
     label_map = label_map or load_label_map()
     errors: list[str] = []
     by_raw: dict[str, RawIntentReplies] = {}

@@ -8,7 +8,6 @@ so a client never sees an invented number or a bare placeholder.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from services.common.files import read_manifest as common_read_manifest
 from services.common.responses import TemplateFiller
 from services.generator.text import check_reply, clean_output, source_text
 
@@ -48,15 +48,7 @@ class GenerationResult:
 
 
 def read_manifest(artifact_dir: str | Path) -> dict:
-    path = Path(artifact_dir) / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"{artifact_dir}: no {MANIFEST}; is this a generator artifact?")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
-    if manifest.get("kind") != "generator":
-        raise ArtifactError(f"{path}: kind is {manifest.get('kind')!r}, expected 'generator'")
+    manifest = common_read_manifest(artifact_dir, "generator", ArtifactError)
     if not (Path(artifact_dir) / MODEL_DIR).is_dir():
         raise ArtifactError(f"{artifact_dir}: missing the {MODEL_DIR}/ directory")
     return manifest
