@@ -69,9 +69,9 @@ def test_concurrent_requests_are_batched_and_answer_like_sequential_ones(service
     assert rs[4].json()["generated_tokens"] <= 5
     m = httpx.get(service.url + "/metrics").text
     batches = [line for line in m.splitlines()
-               if line.startswith('parlance_batch_size_count{name="generator"}')]
+               if line.startswith('parlance_batch_size_count{batcher="generator"}')]
     sizes_sum = [line for line in m.splitlines()
-                 if line.startswith('parlance_batch_size_sum{name="generator"}')]
+                 if line.startswith('parlance_batch_size_sum{batcher="generator"}')]
     # fewer batches than requests: concurrent requests shared batches
     assert float(batches[0].split()[-1]) < float(sizes_sum[0].split()[-1])
 
@@ -119,8 +119,8 @@ def test_metrics_and_model_info(service):
                  "parlance_generator_generated_tokens_total",
                  "parlance_generator_time_per_output_token_seconds_bucket",
                  "parlance_generator_tokens_per_reply_bucket",
-                 'parlance_queue_depth{name="generator"}',
-                 'parlance_batch_size_bucket{name="generator"', "parlance_generator_model_info"):
+                 'parlance_queue_depth{batcher="generator"}',
+                 'parlance_batch_size_bucket{batcher="generator"', "parlance_generator_model_info"):
         assert name in m, name
     info = httpx.get(service.url + "/v1/model").json()
     assert info["num_beams"] == 1 and info["preset"] == "cpu"
