@@ -153,3 +153,21 @@ def test_sagemaker_serve_mode(small_generator, tmp_path):
     with running(["services.generator", "serve"], env, tmp_path, port=port,
                  ready_path="/ping") as svc:
         assert post(svc, TIMER, "/invocations").status_code == 200
+
+
+@pytest.mark.parametrize("make,fragment", [
+    (lambda d: None, "not a generator artifact"),
+    (lambda d: (d.mkdir(), (d / "manifest.json").write_text('{"kind": "classifier"}')),
+     "not 'generator'"),
+    (lambda d: (d.mkdir(), (d / "manifest.json").write_text('{"kind": "generator"}')),
+     "missing the model/ directory"),
+])
+def test_bad_artifact_fails_fast_with_a_message(tmp_path, make, fragment):
+    import subprocess
+    import sys
+
+    art = tmp_path / "art"
+    make(art)
+    r = subprocess.run([sys.executable, "-m", "services.generator", "--artifact", str(art),
+                        "--port", "1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and fragment in r.stdout + r.stderr

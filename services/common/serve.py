@@ -64,5 +64,6 @@ def service_main(argv: list[str] | None, *, description: str, env_prefix: str,
     try:
         settings = settings_cls()
     except ValidationError as e:
-        sys.exit(f"invalid settings (flags or {env_prefix}_* variables):\n{e}")
+        sys.exit(f"invalid {env_prefix.lower()} settings (flags or {env_prefix}_* variables):"
+                 f"\n{e}")
     run(lambda: module.create_app(settings), settings.host, settings.port, settings.log_level)
