@@ -69,7 +69,7 @@ def bench_model(artifact: str, bodies: list[dict], n: int = 200) -> dict:
 
 async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
     lat: list[float] = []
-    codes: dict[int, int] = {}
+    codes: dict = {}
     tokens = 0
     stop = time.perf_counter() + seconds
     cpu0 = time.process_time()
@@ -80,7 +80,12 @@ async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> d
         i = k
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            r = await c.post("/v1/generate", json=bodies[i % len(bodies)])
+            try:
+                r = await c.post("/v1/generate", json=bodies[i % len(bodies)])
+            except httpx.HTTPError as e:  # counted, not fatal: the run reports errors
+                codes[type(e).__name__] = codes.get(type(e).__name__, 0) + 1
+                i += clients
+                continue
             lat.append(time.perf_counter() - t)
             codes[r.status_code] = codes.get(r.status_code, 0) + 1
             if r.status_code == 200:
@@ -95,6 +100,7 @@ async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> d
             "p50_ms": 1000 * statistics.median(lat), "p95_ms": 1000 * pct(lat, 0.95),
             "p99_ms": 1000 * pct(lat, 0.99), "tokens_per_s": tokens / wall,
             "errors": sum(v for k, v in codes.items() if k != 200),
+            "status_codes": {str(k): v for k, v in sorted(codes.items())},
             "client_cpu_share": (time.process_time() - cpu0) / wall / 2}
 
 
@@ -139,9 +145,10 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        errors = ", ".join(f"{n} x {k}" for k, n in r["status_codes"].items() if k != "200")
         lines.append(f"| {r['clients']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
                      f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['errors']} | {r['client_cpu_share']:.0%} |")
+                     f"{errors or 0} | {r['client_cpu_share']:.0%} |")
     mem = result["http"]["memory"]
     ratio = by_c[CONCURRENCY]["throughput"] / by_c[1]["throughput"]
     lines += ["", "| check | measured | target |", "|---|---|---|",

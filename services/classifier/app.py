@@ -34,6 +34,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
                                  "base_model": str(model.info()["base_model"])})
         logger.info("classifier backend: %s", model.backend.name)
 
-    lifespan = model_lifespan("classifier", load, lambda m: make_batcher(m, settings), on_ready)
+    lifespan = model_lifespan("classifier", load,
+                              lambda m, ex: make_batcher(m, settings, ex), on_ready)
     return build_app(title="Parlance classifier", version="1", settings=settings,
                      lifespan=lifespan, routers=[router])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from services.classifier import metrics
 from services.classifier.config import ClassifierSettings
 from services.classifier.model import ClassifierModel, Prediction
@@ -44,7 +46,8 @@ async def classify(req: ClassifyRequest, settings: ClassifierSettings,
     return preds
 
 
-def make_batcher(model: ClassifierModel, settings: ClassifierSettings) -> Batcher:
+def make_batcher(model: ClassifierModel, settings: ClassifierSettings,
+                 executor: ThreadPoolExecutor | None = None) -> Batcher:
     return Batcher(model.predict_batch, name="classifier",
                    max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
-                   max_queue=settings.max_queue)
+                   max_queue=settings.max_queue, executor=executor)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
+from services.common.batcher import model_executor
 from services.common.errors import NotReady, install_error_handlers
 from services.common.metrics import render_latest
 from services.common.middleware import ServiceMiddleware
@@ -67,7 +69,8 @@ def build_app(*, title: str, version: str, settings: ServiceSettings, lifespan,
     return app
 
 
-def model_lifespan(name: str, load_model: Callable[[], Any], make_batcher: Callable[[Any], Any],
+def model_lifespan(name: str, load_model: Callable[[], Any],
+                   make_batcher: Callable[[Any, ThreadPoolExecutor], Any],
                    on_ready: Callable[[Any], None] = lambda model: None):
     """The lifespan every model service uses: the model loads and warms up in a background
     task (so /healthz answers at once and /readyz turns 200 only when it can serve), then its
@@ -75,16 +78,20 @@ def model_lifespan(name: str, load_model: Callable[[], Any], make_batcher: Calla
     (liveness) but never ready, with the cause in the log and in every model route's 503."""
 
     async def _load(app: FastAPI) -> None:
+        # Load, warm up and serve on the batcher's own model thread (see model_executor).
+        executor = model_executor(name)
+        loop = asyncio.get_running_loop()
         try:
-            model = await asyncio.to_thread(load_model)
-            seconds = await asyncio.to_thread(model.warmup)
-            batcher = make_batcher(model)
+            model = await loop.run_in_executor(executor, load_model)
+            seconds = await loop.run_in_executor(executor, model.warmup)
+            batcher = make_batcher(model, executor)
             await batcher.start()
             app.state.model, app.state.batcher = model, batcher
             on_ready(model)
             app.state.ready = True
             logger.info("%s ready: %s (warm-up %.2f s)", name, model.version, seconds)
         except Exception:
+            executor.shutdown(wait=False)
             logger.exception("loading the %s failed", name)
             app.state.load_failed = True
 

@@ -34,7 +34,8 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
                                  "base_model": str(info["base_model"]),
                                  "num_beams": str(info["num_beams"])})
 
-    lifespan = model_lifespan("generator", load, lambda m: make_batcher(m, settings), on_ready)
+    lifespan = model_lifespan("generator", load,
+                              lambda m, ex: make_batcher(m, settings, ex), on_ready)
     app = build_app(title="Parlance generator", version="1", settings=settings,
                     lifespan=lifespan, routers=[router])
     app.state.label_map = label_map

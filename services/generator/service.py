@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from services.common.batcher import Batcher
 from services.common.errors import DeadlineExceeded, InvalidInput
@@ -75,7 +76,8 @@ async def generate(req: GenerateRequest, settings: GeneratorSettings, label_map:
     return result
 
 
-def make_batcher(model: GeneratorModel, settings: GeneratorSettings) -> Batcher:
+def make_batcher(model: GeneratorModel, settings: GeneratorSettings,
+                 executor: ThreadPoolExecutor | None = None) -> Batcher:
     def run_batch(items: list[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()
         results = model.respond(items)
@@ -85,4 +87,5 @@ def make_batcher(model: GeneratorModel, settings: GeneratorSettings) -> Batcher:
         return results
 
     return Batcher(run_batch, name="generator", max_batch_size=settings.max_batch_size,
-                   max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue)
+                   max_wait_ms=settings.max_wait_ms, max_queue=settings.max_queue,
+                   executor=executor)
