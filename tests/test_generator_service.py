@@ -41,6 +41,9 @@ def test_contract_shape(service):
     assert body["model"]["version"].startswith("cpu-")
     assert 0 < body["generated_tokens"] <= 48
     assert body["source"] in ("model", "template")
+    alarm = post(service, {"intent": "timers_and_alarms", "text": "wake me up at 6 am",
+                           "slots": {"time": "6:00 AM"}})
+    assert alarm.status_code == 200 and "6:00 AM" in alarm.json()["reply"]
     facts = post(service, {"intent": "calculations_and_conversions", "text": "what is 6 x 7",
                            "slots": {"expression": "6 * 7"}, "facts": {"result": "42"}})
     assert "42" in facts.json()["reply"]
@@ -171,3 +174,19 @@ def test_bad_artifact_fails_fast_with_a_message(tmp_path, make, fragment):
     r = subprocess.run([sys.executable, "-m", "services.generator", "--artifact", str(art),
                         "--port", "1"], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and fragment in r.stdout + r.stderr
+
+
+def test_every_builder_example_is_a_valid_request(clinc_path):
+    """What the data builder (and so the gateway) produces, the service accepts."""
+    from services.common.label_map import load_label_map
+    from services.generator.config import GeneratorSettings
+    from services.generator.schemas import GenerateRequest
+    from services.generator.service import validate
+    from training.data import load_clinc
+    from training.response_data import build_examples
+
+    settings = GeneratorSettings(artifact="unused")
+    label_map = load_label_map()
+    for e in build_examples(load_clinc(clinc_path, "full"), splits=("test",))["test"]:
+        validate(GenerateRequest(intent=e.core_intent, text=e.text, slots=e.slots,
+                                 facts=e.facts), settings, label_map)

@@ -10,13 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from services.common.batcher import Batcher
 from services.common.errors import DeadlineExceeded, InvalidInput
 from services.common.label_map import LabelMap
+from services.common.slots import KINDS
 from services.generator import metrics
 from services.generator.config import GeneratorSettings
 from services.generator.model import GenerationRequest, GenerationResult, GeneratorModel
 from services.generator.schemas import GenerateRequest
-from services.generator.text import FACTS, PLACEHOLDER_TOKENS
+from services.generator.text import FACTS
 
-SLOT_NAMES = sorted({t.strip("<>") for t in PLACEHOLDER_TOKENS} - set(FACTS))
+# "time" and "date" are both: a slot (the alarm's time) and a fact (the current time).
+SLOT_NAMES = sorted(KINDS)
 
 
 def validate(req: GenerateRequest, settings: GeneratorSettings, label_map: LabelMap
