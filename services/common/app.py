@@ -36,7 +36,7 @@ def require_ready(state) -> None:
     if getattr(state, "load_failed", False):
         raise NotReady("model failed to load; see the service log")
     if not getattr(state, "ready", False):
-        raise NotReady("model is not loaded yet")
+        raise NotReady(getattr(state, "not_ready_reason", None) or "model is not loaded yet")
 
 
 @health_router.get("/readyz", summary="Readiness: model loaded and warmed (503 before)")

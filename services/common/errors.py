@@ -44,6 +44,22 @@ class Overloaded(ServiceError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "missing or invalid API key"):
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
 class NotReady(ServiceError):
     status_code = 503
     code = "not_ready"

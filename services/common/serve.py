@@ -43,7 +43,7 @@ def run(app_factory: Callable, host: str, port: int, log_level: str = "info") ->
 
 
 def service_main(argv: list[str] | None, *, description: str, env_prefix: str,
-                 app_module: str, settings_class: str) -> None:
+                 app_module: str, settings_class: str, artifact: bool = True) -> None:
     """The `python -m services.<name>` entry point: CLI flags (or SageMaker `serve`) become
     `<PREFIX>_ARTIFACT/HOST/PORT` variables, pydantic-settings reads the rest, and invalid
     settings exit with a readable message instead of a traceback. Modules are imported after
@@ -51,9 +51,10 @@ def service_main(argv: list[str] | None, *, description: str, env_prefix: str,
     import importlib
     import sys
 
-    args = parse_cli(argv, description=description, artifact_env=f"{env_prefix}_ARTIFACT")
+    args = parse_cli(argv, description=description,
+                     artifact_env=f"{env_prefix}_ARTIFACT" if artifact else None)
     for flag in ("artifact", "host", "port"):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             os.environ[f"{env_prefix}_{flag.upper()}"] = str(value)
     from pydantic import ValidationError

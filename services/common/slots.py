@@ -30,7 +30,8 @@ import yaml
 RESOURCES = Path(__file__).parent / "resources"
 
 KINDS = ("number", "money", "duration", "time", "date", "place", "language", "dish", "artist",
-         "genre", "person", "word", "phrase", "expression", "quantity", "target_unit", "dice")
+         "genre", "person", "word", "phrase", "expression", "quantity", "target_unit", "dice",
+         "account", "bill", "task")
 
 # Display forms that title-casing gets wrong.
 _DISPLAY_OVERRIDES = {"ac/dc": "AC/DC", "u2": "U2", "bts": "BTS", "edm": "EDM", "r&b": "R&B",
@@ -157,6 +158,10 @@ _TRANSLATE_TAIL = (r"\s*,?\s*(?:the word\s+|the phrase\s+)?(?P<p>.+?)[\"',]*\s+(
 # takes X, not "the equivalent of X".
 _TRANSLATE = [re.compile(r"\b(?:say|translate|equivalent of|means)" + _TRANSLATE_TAIL, re.I),
               re.compile(r"\b(?:what is|what's|how is)" + _TRANSLATE_TAIL, re.I)]
+# "remind me to call mom at 5pm" -> "call mom"; stops before a time/date cue.
+_TASK = re.compile(
+    r"\b(?:remind(?:er)?(?: me)?(?: to| about| that)|don't let me forget to|to-do:?)\s+"
+    r"(?P<t>.+?)(?=\s+(?:at|on|by|tomorrow|today|tonight|next|in|this)\b|[.!?]?$)", re.I)
 _DICE = re.compile(r"\b(?:(?P<count>\d+)\s+)?(?:d(?P<d>\d+)|(?P<sides>\d+)[- ]sided)\b", re.I)
 _DICE_COUNT = re.compile(r"\b(?P<count>\d+)\s+(?:dice|die)\b", re.I)
 
@@ -191,7 +196,9 @@ class SlotExtractor:
                   "dish": {x: x for x in g["dishes"]},
                   "artist": {x: x for x in g["artists"]},
                   "genre": {x: x for x in g["genres"]},
-                  "person": {x: x for x in g["people"]}}
+                  "person": {x: x for x in g["people"]},
+                  "account": {**{x: x for x in g["accounts"]}, **g["account_aliases"]},
+                  "bill": {x: x for x in g["bills"]}}
         out = {}
         for kind, table in tables.items():
             entries = sorted(table.items(), key=lambda kv: -len(kv[0]))
@@ -268,6 +275,10 @@ class SlotExtractor:
             if phrase and "phrase" in kinds and phrase.lower() not in self._languages:
                 start = text.index(phrase, m.start("p"))
                 slots.append(Slot("phrase", phrase, start, start + len(phrase)))
+        if "task" in kinds and (m := _TASK.search(text)):
+            task = m.group("t").strip(" .!?,")
+            if task:
+                slots.append(Slot("task", task, m.start("t"), m.start("t") + len(task)))
         if "word" in kinds:
             m = _SPELL.search(text) or _SPELL_AFTER.search(text) or _DEFINE.search(text)
             if m and m.group("w").lower() not in _NOT_WORDS:
@@ -297,7 +308,7 @@ _NOT_WORDS = {"a", "an", "the", "it", "this", "that", "my", "your", "me", "you",
 
 
 def _display(kind: str, canonical: str) -> str:
-    if kind in ("dish", "genre"):
+    if kind in ("dish", "genre", "account", "bill"):
         return canonical
     if kind == "place" and canonical.startswith("the ") or canonical in ("home", "work",
                                                                             "downtown"):

@@ -1,0 +1,48 @@
+"""Thin routes: parse, authenticate, delegate to `service`, shape the response."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+
+from services.classifier.schemas import ClassifyRequest
+from services.gateway import service
+from services.gateway.schemas import ChatRequest, ChatResponse
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def _guard(request: Request) -> str:
+    return await request.app.state.guard(request)
+
+
+Caller = Annotated[str, Depends(_guard)]
+router = APIRouter(tags=["gateway"])
+
+
+@router.post("/v1/chat", response_model=ChatResponse, summary="One turn of a conversation")
+async def chat(body: ChatRequest, request: Request, _: Caller) -> dict:
+    s = request.app.state
+    return await service.chat(body, s.settings, s.store, s.dialogue, s.classifier, s.label_map)
+
+
+@router.post("/v1/classify", summary="The classifier's answer, with each core intent")
+async def classify(body: ClassifyRequest, request: Request, _: Caller) -> dict:
+    s = request.app.state
+    return await service.classify(body.model_dump(exclude_none=True), s.classifier,
+                                  s.label_map)
+
+
+@router.get("/v1/labels", summary="The label map: raw -> core intents, generated ones")
+async def labels(request: Request, _: Caller) -> dict:
+    return request.app.state.label_map.to_json()
+
+
+@router.get("/", include_in_schema=False)
+async def chat_page() -> FileResponse:
+    """The chat page: static HTML and JS, no build step. It calls /v1/chat itself (with an
+    API key the user types in, when keys are configured)."""
+    return FileResponse(STATIC / "index.html", media_type="text/html")

@@ -1,0 +1,91 @@
+"""create_app(): the gateway's settings, upstream clients, session store, dialogue policy,
+readiness (follows the classifier's) and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+
+import yaml
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from services.common.app import build_app
+from services.common.label_map import clinc_raw_intents, load_label_map
+from services.common.logging import configure_logging
+from services.common.responses import default_responses
+from services.gateway import metrics
+from services.gateway.api import router
+from services.gateway.config import GatewaySettings
+from services.gateway.dialogue import Dialogue
+from services.gateway.forms import RESOURCES, load_forms
+from services.gateway.security import Guard
+from services.gateway.sessions import make_store
+from services.gateway.upstreams import Upstream
+
+logger = logging.getLogger("services.gateway")
+
+
+async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
+    """Readiness follows the classifier (without it no turn can be answered) and the
+    session store; the generator is optional (templates stand in). Also refreshes the
+    active-sessions gauge."""
+    s = app.state
+    while True:
+        classifier_ok = await s.classifier.ready()
+        store_ok = await s.store.ping()
+        s.ready = classifier_ok and store_ok
+        s.not_ready_reason = None if s.ready else (
+            "the classifier is not ready" if not classifier_ok else
+            "the session store is unreachable")
+        with contextlib.suppress(Exception):
+            metrics.ACTIVE_SESSIONS.set(await s.store.count())
+        await asyncio.sleep(period_s)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    configure_logging(settings.log_level, settings.log_json)
+    # Fail fast on a broken label map, templates or forms: deployment errors.
+    label_map = load_label_map()
+    responses = default_responses()
+    forms = load_forms(raw_intents=clinc_raw_intents())
+    replies = yaml.safe_load((RESOURCES / "replies.yaml").read_text(encoding="utf-8"))
+
+    def upstream(name: str, url: str, timeout: float) -> Upstream:
+        return Upstream(name, url, timeout, settings.connect_timeout_s, settings.retries,
+                        settings.breaker_fail_max, settings.breaker_reset_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        s = app.state
+        s.classifier = upstream("classifier", settings.classifier_url,
+                                settings.classifier_timeout_s)
+        s.generator = upstream("generator", settings.generator_url,
+                               settings.generator_timeout_s)
+        s.store = make_store(settings.redis_url, settings.session_ttl_s,
+                             settings.session_lock_timeout_s)
+        s.guard = Guard(settings)
+        s.label_map = label_map
+        s.dialogue = Dialogue(settings, label_map, responses, forms, replies, s.generator)
+        watcher = asyncio.create_task(_watch(app))
+        try:
+            yield
+        finally:
+            s.ready = False
+            watcher.cancel()
+            for closer in (s.classifier.close, s.generator.close, s.store.close):
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    app = build_app(title="Parlance gateway", version="1", settings=settings,
+                    lifespan=lifespan, routers=[router])
+    app.state.not_ready_reason = "waiting for the classifier"
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type",
+                                          "X-Request-ID"])
+    return app

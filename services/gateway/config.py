@@ -1,0 +1,53 @@
+"""Gateway settings (env prefix GATEWAY_; the upstream URLs also as CLASSIFIER_URL and
+GENERATOR_URL, the names the contract gives them)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    port: int = Field(8000, ge=1, le=65535)
+    classifier_url: str = Field("http://127.0.0.1:8001",
+                                validation_alias=AliasChoices("CLASSIFIER_URL",
+                                                              "GATEWAY_CLASSIFIER_URL"))
+    generator_url: str = Field("http://127.0.0.1:8002",
+                               validation_alias=AliasChoices("GENERATOR_URL",
+                                                             "GATEWAY_GENERATOR_URL"))
+    # Per-call timeouts (seconds). The generator's is short on purpose: a slow generator
+    # means a template reply now, not a slow answer.
+    classifier_timeout_s: float = Field(2.0, gt=0)
+    generator_timeout_s: float = Field(2.0, gt=0)
+    connect_timeout_s: float = Field(0.5, gt=0)
+    # Retries only where safe: a connection that never reached the upstream.
+    retries: int = Field(1, ge=0, le=5)
+    # Circuit breaker per upstream: open after this many consecutive failures, probe again
+    # after `breaker_reset_s`.
+    breaker_fail_max: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(10.0, gt=0)
+
+    # Dialogue
+    confidence_threshold: float = Field(0.3, ge=0, le=1)  # Rasa's NLU fallback default
+    session_ttl_s: int = Field(3600, ge=1)
+    form_idle_s: int = Field(600, ge=1, description="a form expires after this idle time")
+    default_timezone: str = "UTC"
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL",
+                                                                      "GATEWAY_REDIS_URL"))
+    session_lock_timeout_s: float = Field(10.0, gt=0)
+
+    # Security
+    api_keys: str = Field("", description="comma-separated keys; empty: no auth")
+    rate_limit: str = Field("120/minute", description="per key (or client address), "
+                                                      "`limits` notation; empty: none")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS")
+    max_text_chars: int = Field(1000, ge=1)
+    log_user_text: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]

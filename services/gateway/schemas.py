@@ -1,0 +1,37 @@
+"""Request and response bodies of the gateway API (contract: docs/contract.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: StrictStr | None = Field(None, description="created when absent",
+                                         max_length=128)
+    text: StrictStr
+
+
+class IntentInfo(BaseModel):
+    raw: str
+    core: str
+    confidence: float
+    oos: bool
+
+
+class FormState(BaseModel):
+    active_form: str | None
+    missing_slots: list[str]
+    slots: dict[str, str] = Field(default_factory=dict, description="extension: form values")
+    awaiting: str | None = None
+    confirming: bool = False
+
+
+class ChatResponse(BaseModel):
+    session_id: str
+    reply: str
+    intent: IntentInfo
+    slots: dict[str, str]
+    state: FormState
+    source: str = Field(..., description="generator | template | fulfilment | fallback")

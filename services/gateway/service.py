@@ -1,0 +1,98 @@
+"""Request-level logic of the gateway: one chat turn (session lock, state, classify, the
+dialogue policy, metrics) and the classify pass-through."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from services.common.errors import InvalidInput, ServiceError, UpstreamUnavailable
+from services.common.label_map import LabelMap
+from services.gateway import metrics
+from services.gateway.config import GatewaySettings
+from services.gateway.dialogue import Dialogue, Prediction
+from services.gateway.schemas import ChatRequest
+from services.gateway.sessions import SessionStore
+from services.gateway.upstreams import Upstream, UpstreamError
+
+logger = logging.getLogger(__name__)
+_SESSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class UpstreamRejected(ServiceError):
+    """The upstream refused the request as invalid: its status and message pass through."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status_code = status
+        self.code = code
+
+
+def validate_text(text: str, settings: GatewaySettings) -> None:
+    if not text.strip():
+        raise InvalidInput("text: empty or whitespace-only")
+    if len(text) > settings.max_text_chars:
+        raise InvalidInput(f"text: {len(text)} characters, the limit is "
+                           f"{settings.max_text_chars}")
+    if "\x00" in text:
+        raise InvalidInput("text: contains a NUL character")
+
+
+async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> Prediction:
+    try:
+        body = await classifier.post("/v1/classify", {"texts": [text], "top_k": 1})
+    except UpstreamError as e:
+        raise UpstreamUnavailable(f"the classifier is unavailable ({e.reason}); "
+                                  "retry shortly") from None
+    p = body["predictions"][0]
+    raw = p["intent"]
+    return Prediction(raw=raw, core=label_map.core_of(raw), confidence=float(p["confidence"]),
+                      oos=bool(p["oos"]))
+
+
+async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
+               dialogue: Dialogue, classifier: Upstream, label_map: LabelMap) -> dict:
+    validate_text(req.text, settings)
+    if req.session_id is not None and not _SESSION_ID.match(req.session_id):
+        raise InvalidInput("session_id: 1-128 characters of letters, digits and ._:-")
+    session_id = req.session_id or uuid.uuid4().hex
+    if settings.log_user_text:
+        logger.info("turn", extra={"session_id": session_id, "text": req.text})
+    async with store.lock(session_id):
+        state = await store.get(session_id) or {}
+        prediction = await classify_one(classifier, label_map, req.text)
+        result = await dialogue.turn(req.text, state, prediction)
+        await store.put(session_id, state)
+    metrics.CHATS.labels(prediction.core, result.source).inc()
+    form = result.form
+    return {
+        "session_id": session_id, "reply": result.reply,
+        "intent": {"raw": prediction.raw, "core": prediction.core,
+                   "confidence": prediction.confidence, "oos": prediction.oos},
+        "slots": result.slots,
+        "state": {"active_form": form["name"] if form else None,
+                  "missing_slots": form["missing_slots"] if form else [],
+                  "slots": form["slots"] if form else {},
+                  "awaiting": form["awaiting"] if form else None,
+                  "confirming": form["confirming"] if form else False},
+        "source": result.source,
+    }
+
+
+async def classify(body: dict, classifier: Upstream, label_map: LabelMap) -> dict:
+    try:
+        out = await classifier.post("/v1/classify", body)
+    except UpstreamError as e:
+        if e.response is not None and e.response.status_code < 500:
+            try:
+                err = e.response.json()["error"]
+                raise UpstreamRejected(e.response.status_code, err["code"],
+                                       err["message"]) from None
+            except (ValueError, KeyError, TypeError):
+                pass
+        raise UpstreamUnavailable(f"the classifier is unavailable ({e.reason}); "
+                                  "retry shortly") from None
+    for p in out["predictions"]:
+        p["core_intent"] = label_map.core_of(p["intent"])
+    return out

@@ -1,0 +1,98 @@
+"""Calls to the classifier and generator: one pooled `httpx.AsyncClient` each, per-call
+timeouts, retries only where safe (tenacity: a connection that never reached the upstream),
+and a circuit breaker per upstream (aiobreaker), so a dead upstream costs one fast failure
+per call instead of a timeout."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import httpx
+from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerState
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from services.common.request_id import upstream_headers
+from services.gateway import metrics
+
+logger = logging.getLogger(__name__)
+
+
+class UpstreamError(Exception):
+    """The upstream did not answer usefully (down, timed out, breaker open, 5xx)."""
+
+    def __init__(self, upstream: str, reason: str, response: httpx.Response | None = None):
+        super().__init__(f"{upstream}: {reason}")
+        self.upstream = upstream
+        self.reason = reason
+        self.response = response  # set when the upstream answered with an error status
+
+
+class Upstream:
+    def __init__(self, name: str, base_url: str, timeout_s: float, connect_timeout_s: float,
+                 retries: int, fail_max: int, reset_s: float):
+        self.name = name
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        self.retries = retries
+        # A 4xx is the caller's fault, not the upstream's: it does not count as a failure.
+        self.breaker = CircuitBreaker(fail_max=fail_max, timeout_duration=timedelta(
+            seconds=reset_s), exclude=[lambda e: isinstance(e, httpx.HTTPStatusError)
+                                       and e.response.status_code < 500])
+        metrics.BREAKER_STATE.labels(name).set(0)
+
+    @property
+    def state(self) -> str:
+        return {CircuitBreakerState.CLOSED: "closed", CircuitBreakerState.OPEN: "open",
+                CircuitBreakerState.HALF_OPEN: "half_open"}.get(self.breaker.current_state,
+                                                                "closed")
+
+    async def _post(self, path: str, body: dict) -> dict:
+        headers = upstream_headers()
+        async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.retries + 1),
+                wait=wait_exponential(multiplier=0.05, max=0.5),
+                retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
+                reraise=True):
+            with attempt:
+                r = await self.client.post(path, json=body, headers=headers)
+        r.raise_for_status()
+        return r.json()
+
+    async def post(self, path: str, body: dict) -> dict:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self.breaker.call_async(self._post, path, body)
+        except CircuitBreakerError:
+            outcome = "breaker_open"
+            raise UpstreamError(self.name, "circuit breaker open (recent failures)") from None
+        except httpx.HTTPStatusError as e:
+            outcome = f"http_{e.response.status_code}"
+            raise UpstreamError(self.name, f"answered {e.response.status_code}",
+                                e.response) from e
+        except httpx.TimeoutException as e:
+            outcome = "timeout"
+            raise UpstreamError(self.name, "timed out") from e
+        except httpx.HTTPError as e:
+            outcome = "unreachable"
+            raise UpstreamError(self.name, f"unreachable ({type(e).__name__})") from e
+        finally:
+            metrics.UPSTREAM_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            if outcome != "ok":
+                metrics.UPSTREAM_ERRORS.labels(self.name, outcome).inc()
+            metrics.BREAKER_STATE.labels(self.name).set(
+                {"closed": 0, "half_open": 1, "open": 2}[self.state])
+
+    async def ready(self) -> bool:
+        try:
+            r = await self.client.get("/readyz", timeout=1.0)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

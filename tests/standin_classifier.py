@@ -1,0 +1,51 @@
+"""A deterministic stand-in for the classifier service, for tests whose point is the
+gateway's dialogue logic (forms, corrections, confirmations), not the model: keyword rules
+over the real classifier's HTTP contract. `##slow` in a text makes it answer after 3 s.
+
+    python -m tests.standin_classifier --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+
+from fastapi import FastAPI
+
+RULES = [
+    (r"\b(never ?mind|cancel)\b", "cancel"), (r"^(yes|yeah|sure|yep)\b", "yes"),
+    (r"^(no|nope)\b", "no"), (r"^maybe\b", "maybe"),
+    (r"\b(transfer|send|move money)\b", "transfer"), (r"\bpay\b.*\bbill\b", "pay_bill"),
+    (r"\bflight\b", "book_flight"), (r"\b(table|reservation)\b", "restaurant_reservation"),
+    (r"\bremind\b", "reminder"), (r"\bweather\b", "weather"), (r"\btime is it\b", "time"),
+    (r"\bbalance\b", "balance"), (r"\b(hello|hi)\b", "greeting"), (r"\btimer\b", "timer"),
+]
+
+app = FastAPI()
+
+
+@app.get("/readyz")
+async def readyz() -> dict:
+    return {"status": "ready"}
+
+
+@app.post("/v1/classify")
+async def classify(body: dict) -> dict:
+    preds = []
+    for text in body["texts"]:
+        if "##slow" in text:
+            await asyncio.sleep(3)
+        intent = next((i for p, i in RULES if re.search(p, text.lower())), "oos")
+        conf = 0.95 if intent != "oos" else 0.5
+        preds.append({"intent": intent, "confidence": conf, "oos": intent == "oos",
+                      "oos_score": conf, "top_k": [{"intent": intent, "score": conf}]})
+    return {"predictions": preds, "model": {"version": "standin"}}
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    uvicorn.run(app, host="127.0.0.1", port=p.parse_args().port, log_level="warning")
