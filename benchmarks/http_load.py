@@ -67,8 +67,8 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
 
 
-def wrk(url: str, connections: int, seconds: int, texts_file: Path, path: str = "/v1/classify"
-        ) -> dict:
+def wrk(url: str, connections: int, seconds: int, texts_file: Path, path: str = "/v1/classify",
+        body: str = "classify") -> dict:
     if not shutil.which("wrk"):
         raise RuntimeError("wrk not found: apt-get install wrk")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -76,7 +76,8 @@ def wrk(url: str, connections: int, seconds: int, texts_file: Path, path: str = 
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
          str(SCRIPT), url], capture_output=True, text=True, check=True,
-        env={**os.environ, "BENCH_TEXTS": str(texts_file), "BENCH_PATH": path}, cwd=REPO)
+        env={**os.environ, "BENCH_TEXTS": str(texts_file), "BENCH_PATH": path,
+             "BENCH_BODY": body}, cwd=REPO)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])

@@ -94,7 +94,8 @@ def bench_http(artifact: str, texts: list[str], seconds: int, backend: str) -> d
 
 
 def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Path,
-                   backend: str, generator: tuple[str, dict] | None = None) -> None:
+                   backend: str, generator: tuple[str, dict] | None = None,
+                   gateway: dict | None = None) -> None:
     m = ClassifierArtifact.load(artifact).manifest
     sizes = sorted({int(b) for r in rows for b in r["throughput"]})
     lines = [
@@ -164,7 +165,11 @@ def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Pat
         lines += gen_bench.markdown(gen_result, gen_artifact, gen_manifest)
         lines += ["", f"The generator trained in {gen_manifest['training']['seconds']:.0f} s; "
                   "reproduce with `make train-generator`.", ""]
-    path.write_text("\n".join(lines))
+    if gateway:
+        from benchmarks import gateway as gw_bench
+
+        lines += gw_bench.markdown(gateway)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,7 +196,13 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import generator as gen_bench
 
         generator = (args.generator_artifact, gen_bench.run(args.generator_artifact))
-    write_markdown(rows, http, args.artifact, Path(args.output), args.backend, generator)
+    gateway = None
+    if not args.skip_http:
+        from benchmarks import gateway as gw_bench
+
+        gateway = gw_bench.run(args.artifact, args.seconds)
+    write_markdown(rows, http, args.artifact, Path(args.output), args.backend, generator,
+                   gateway)
     print(Path(args.output).read_text())
 
 

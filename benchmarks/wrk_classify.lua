@@ -9,6 +9,8 @@ local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local target = os.getenv("BENCH_PATH") or "/v1/classify"
+-- "classify": {"texts": [text]}; "chat": {"text": text} (a new session per request)
+local shape = os.getenv("BENCH_BODY") or "classify"
 
 local function escape(s)
   return (s:gsub('\\', '\\\\'):gsub('"', '\\"'))
@@ -17,6 +19,9 @@ end
 request = function()
   i = i + 1
   local text = texts[(i % #texts) + 1]
+  if shape == "chat" then
+    return wrk.format(nil, target, nil, '{"text": "' .. escape(text) .. '"}')
+  end
   return wrk.format(nil, target, nil, '{"texts": ["' .. escape(text) .. '"]}')
 end
 

@@ -77,3 +77,14 @@ def small_generator(tmp_path_factory, clinc_path) -> Path:
         "--disable_tqdm", "true",
     ])
     return out
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory):
+    """A deterministic stand-in classifier (tests/standin_classifier.py) over real HTTP."""
+    from tests.servers import free_port, running
+
+    port = free_port()
+    with running(["tests.standin_classifier"], {}, tmp_path_factory.mktemp("standin"),
+                 port=port) as svc:
+        yield svc

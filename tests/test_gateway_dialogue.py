@@ -16,14 +16,6 @@ from tests.servers import free_port, running
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    port = free_port()
-    with running(["tests.standin_classifier"], {}, tmp_path_factory.mktemp("standin"),
-                 port=port) as svc:
-        yield svc
-
-
 def gateway_env(standin, **extra) -> dict[str, str]:
     return {"CLASSIFIER_URL": standin.url, "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
             "GATEWAY_RATE_LIMIT": "", "GATEWAY_GENERATOR_TIMEOUT_S": "0.5", **extra}
@@ -241,3 +233,21 @@ def test_metrics(gw):
                  'parlance_gateway_circuit_breaker_state{upstream="classifier"}',
                  'parlance_gateway_upstream_duration_seconds_bucket{le="0.002",upstream='):
         assert name in m, name
+
+
+def test_cors_origins_are_configurable(standin, tmp_path):
+    env = gateway_env(standin, GATEWAY_CORS_ORIGINS="https://app.example")
+    with running(["services.gateway"], env, tmp_path) as svc:
+        pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "content-type,authorization"}
+        r = httpx.options(svc.url + "/v1/chat", headers=pre)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = httpx.options(svc.url + "/v1/chat", headers={**pre, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_oversized_body_is_413(gw):
+    r = httpx.post(gw.url + "/v1/chat", content=b'{"text": "' + b"a" * 2_100_000 + b'"}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413

@@ -56,7 +56,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     def upstream(name: str, url: str, timeout: float) -> Upstream:
         return Upstream(name, url, timeout, settings.connect_timeout_s, settings.retries,
-                        settings.breaker_fail_max, settings.breaker_reset_s)
+                        settings.breaker_fail_max, settings.breaker_reset_s,
+                        settings.upstream_connections)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -24,6 +24,8 @@ class GatewaySettings(ServiceSettings):
     classifier_timeout_s: float = Field(2.0, gt=0)
     generator_timeout_s: float = Field(2.0, gt=0)
     connect_timeout_s: float = Field(0.5, gt=0)
+    upstream_connections: int = Field(16, ge=1, le=1024,
+                                      description="pooled connections per upstream")
     # Retries only where safe: a connection that never reached the upstream.
     retries: int = Field(1, ge=0, le=5)
     # Circuit breaker per upstream: open after this many consecutive failures, probe again

@@ -32,8 +32,8 @@ class Guard:
         self.limit = None
         if settings.rate_limit:
             from limits import parse
-            from limits.storage import storage_from_string
             from limits.aio.strategies import MovingWindowRateLimiter
+            from limits.storage import storage_from_string
 
             self.limit = parse(settings.rate_limit)
             uri = ("async+" + settings.redis_url) if settings.redis_url else "async+memory://"
