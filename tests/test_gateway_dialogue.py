@@ -38,6 +38,9 @@ class Conversation:
         assert r.status_code == status, r.text
         body = r.json()
         if status == 200:
+            from services.gateway.schemas import ChatResponse
+
+            ChatResponse.model_validate(body)  # the documented response model
             self.sid = body["session_id"]
         return body
 
