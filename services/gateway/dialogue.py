@@ -114,11 +114,7 @@ class Dialogue:
             form["updated"] = time.time()
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
-            reply, source = self._next_step(spec, form)
-            if filled.errors:
-                reply = fill(self.replies["form"]["invalid"],
-                             {"problem": "; ".join(filled.errors), "prompt": reply})
-            return TurnResult(reply, source, dict(filled.updates))
+            return self._after_filling(spec, form, filled)
         if confident and p.core not in ("dialogue_control", "out_of_scope") \
                 and p.raw not in self.form_of:
             # A digression: answer it, then come back to the form.
@@ -129,6 +125,14 @@ class Dialogue:
             return answer
         prompt, source = self._next_step(spec, form)
         return TurnResult(fill(self.replies["form"]["reask"], {"prompt": prompt}), source)
+
+    def _after_filling(self, spec: FormSpec, form: dict, filled) -> TurnResult:
+        """The next question (or the confirmation), prefixed by why a value was refused."""
+        reply, source = self._next_step(spec, form)
+        if filled.errors:
+            reply = fill(self.replies["form"]["invalid"],
+                         {"problem": "; ".join(filled.errors), "prompt": reply})
+        return TurnResult(reply, source, dict(filled.updates))
 
     def _next_step(self, spec: FormSpec, form: dict) -> tuple[str, str]:
         missing = spec.missing(form["values"])
@@ -171,11 +175,7 @@ class Dialogue:
             form["values"].update(filled.updates)
             state["form"] = form
             metrics.FORMS.labels(spec.name, "started").inc()
-            reply, source = self._next_step(spec, form)
-            if filled.errors:
-                reply = fill(self.replies["form"]["invalid"],
-                             {"problem": "; ".join(filled.errors), "prompt": reply})
-            return TurnResult(reply, source, dict(filled.updates))
+            return self._after_filling(spec, form, filled)
         return await self._answer(text, state, p, now)
 
     async def _answer(self, text: str, state: dict, p: Prediction,
