@@ -11,7 +11,7 @@ ARTIFACTS ?= artifacts
 CLASSIFIER := $(ARTIFACTS)/classifier
 GENERATOR := $(ARTIFACTS)/generator
 
-.PHONY: help install demo train train-classifier train-generator evaluate test lint format bench clean
+.PHONY: help install demo train train-classifier train-generator evaluate test lint format bench up down clean
 
 help:
 	@echo "make demo   - install, train the cpu artifacts if missing, print their reports"
@@ -63,6 +63,16 @@ bench: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --generator-artifact $(GENERATOR) \
 		--output docs/benchmarks.md
+
+# The whole stack in Docker (trainer, classifier, generator, gateway, Redis, Prometheus,
+# Grafana): docs/deploy.md. GPU: make up COMPOSE_FILES="-f docker-compose.yml -f docker-compose.gpu.yml"
+COMPOSE_FILES ?= -f docker-compose.yml
+up:
+	docker compose $(COMPOSE_FILES) up -d --build
+	@echo "chat page: http://localhost:8000/  Grafana: http://localhost:3000/  Prometheus: http://localhost:9090/"
+
+down:
+	docker compose $(COMPOSE_FILES) down
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache
