@@ -10,6 +10,7 @@ from services.classifier.model import ClassifierModel, Prediction
 from services.classifier.schemas import ClassifyRequest
 from services.common.batcher import Batcher
 from services.common.errors import InvalidInput
+from services.common.validation import check_text
 
 DEFAULT_TOP_K = 3
 
@@ -22,13 +23,7 @@ def validate(req: ClassifyRequest, settings: ClassifierSettings) -> int:
         raise InvalidInput(f"texts: at most {settings.max_texts} texts per request, "
                            f"got {len(req.texts)}")
     for i, text in enumerate(req.texts):
-        if not text.strip():
-            raise InvalidInput(f"texts[{i}]: empty or whitespace-only text")
-        if len(text) > settings.max_text_chars:
-            raise InvalidInput(f"texts[{i}]: {len(text)} characters, the limit is "
-                               f"{settings.max_text_chars}")
-        if "\x00" in text:
-            raise InvalidInput(f"texts[{i}]: contains a NUL character")
+        check_text(f"texts[{i}]", text, settings.max_text_chars)
     top_k = DEFAULT_TOP_K if req.top_k is None else req.top_k
     if not 1 <= top_k <= settings.max_top_k:
         raise InvalidInput(f"top_k: must be between 1 and {settings.max_top_k}")

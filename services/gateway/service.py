@@ -9,6 +9,7 @@ import uuid
 
 from services.common.errors import InvalidInput, ServiceError, UpstreamUnavailable
 from services.common.label_map import LabelMap
+from services.common.validation import check_text
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue, Prediction
@@ -29,16 +30,6 @@ class UpstreamRejected(ServiceError):
         self.code = code
 
 
-def validate_text(text: str, settings: GatewaySettings) -> None:
-    if not text.strip():
-        raise InvalidInput("text: empty or whitespace-only")
-    if len(text) > settings.max_text_chars:
-        raise InvalidInput(f"text: {len(text)} characters, the limit is "
-                           f"{settings.max_text_chars}")
-    if "\x00" in text:
-        raise InvalidInput("text: contains a NUL character")
-
-
 async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> Prediction:
     try:
         body = await classifier.post("/v1/classify", {"texts": [text], "top_k": 1})
@@ -53,7 +44,7 @@ async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> 
 
 async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
                dialogue: Dialogue, classifier: Upstream, label_map: LabelMap) -> dict:
-    validate_text(req.text, settings)
+    check_text("text", req.text, settings.max_text_chars)
     if req.session_id is not None and not _SESSION_ID.match(req.session_id):
         raise InvalidInput("session_id: 1-128 characters of letters, digits and ._:-")
     session_id = req.session_id or uuid.uuid4().hex

@@ -11,6 +11,7 @@ from services.common.batcher import Batcher
 from services.common.errors import DeadlineExceeded, InvalidInput
 from services.common.label_map import LabelMap
 from services.common.slots import KINDS
+from services.common.validation import check_text
 from services.generator import metrics
 from services.generator.config import GeneratorSettings
 from services.generator.model import GenerationRequest, GenerationResult, GeneratorModel
@@ -31,13 +32,7 @@ def validate(req: GenerateRequest, settings: GeneratorSettings, label_map: Label
     if not label_map.is_generated(req.intent):
         raise InvalidInput(f"intent: {req.intent!r} is not answered by the generator (see "
                            f"GET /v1/labels on the gateway); generated: {label_map.generated}")
-    if not req.text.strip():
-        raise InvalidInput("text: empty or whitespace-only")
-    if len(req.text) > settings.max_text_chars:
-        raise InvalidInput(f"text: {len(req.text)} characters, the limit is "
-                           f"{settings.max_text_chars}")
-    if "\x00" in req.text:
-        raise InvalidInput("text: contains a NUL character")
+    check_text("text", req.text, settings.max_text_chars)
     if len(req.slots) + len(req.facts) > settings.max_slots:
         raise InvalidInput(f"slots/facts: {len(req.slots) + len(req.facts)} given, at most "
                            f"{settings.max_slots}")
