@@ -8,11 +8,11 @@ import contextlib
 import logging
 from contextlib import asynccontextmanager
 
-import yaml
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from services.common.app import build_app
+from services.common.files import read_yaml_mapping
 from services.common.label_map import clinc_raw_intents, load_label_map
 from services.common.logging import configure_logging
 from services.common.responses import default_responses
@@ -20,7 +20,7 @@ from services.gateway import metrics
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
-from services.gateway.forms import RESOURCES, load_forms
+from services.gateway.forms import RESOURCES, FormsError, load_forms
 from services.gateway.security import Guard
 from services.gateway.sessions import make_store
 from services.gateway.upstreams import Upstream
@@ -52,7 +52,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     label_map = load_label_map()
     responses = default_responses()
     forms = load_forms(raw_intents=clinc_raw_intents())
-    replies = yaml.safe_load((RESOURCES / "replies.yaml").read_text(encoding="utf-8"))
+    replies = read_yaml_mapping(RESOURCES / "replies.yaml", FormsError, "gateway replies",
+                                "core_intents")
 
     def upstream(name: str, url: str, timeout: float) -> Upstream:
         return Upstream(name, url, timeout, settings.connect_timeout_s, settings.retries,

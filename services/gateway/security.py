@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 from fastapi import Request
 
@@ -59,8 +60,6 @@ class Guard:
             return
         if not await self.limiter.hit(self.limit, identity):
             stats = await self.limiter.get_window_stats(self.limit, identity)
-            import time
-
             metrics.RATE_LIMITED.inc()
             raise RateLimited(f"rate limit of {self.limit} exceeded",
                               int(stats.reset_time - time.time()) + 1)
