@@ -266,10 +266,12 @@ def novel_phrasings(test: list[ResponseExample], train: list[ResponseExample],
 
 def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
                       gargs: GenerationArguments, quantize: str = "none",
-                      train_examples: list[ResponseExample] | None = None) -> dict:
+                      train_examples: list[ResponseExample] | None = None,
+                      compact_vocabulary: bool = True) -> dict:
     """The saved artifact as the service runs it: the model's own replies (checked, before
     any fallback), what the service would answer (after fallback), and the baseline."""
-    gen = GeneratorModel(artifact_dir, num_beams=gargs.num_beams, quantize=quantize)
+    gen = GeneratorModel(artifact_dir, num_beams=gargs.num_beams, quantize=quantize,
+                         compact_vocabulary=compact_vocabulary)
     reqs = requests_of(examples, gargs.max_new_tokens)
     results = []
     started = time.perf_counter()

@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-dir", default=None, help="CLINC150 directory (default: as trained)")
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--quantize", default="none", choices=["none", "int8"])
+    p.add_argument("--compact-vocabulary", action=argparse.BooleanOptionalAction, default=True,
+                   help="narrow a bert2bert decoder to the templates' tokens (as served)")
     p.add_argument("--latency-samples", type=int, default=40)
     p.add_argument("--write", action="store_true",
                    help="store the report as the manifest's evaluation (default settings only)")
@@ -49,13 +51,15 @@ def main(argv: list[str] | None = None) -> dict:
     gargs = GenerationArguments(num_beams=args.num_beams or manifest["generation"]["num_beams"],
                                 latency_samples=args.latency_samples)
     report = evaluate_artifact(args.artifact, examples["test"], gargs, args.quantize,
-                               train_examples=examples["train"])
+                               train_examples=examples["train"],
+                               compact_vocabulary=args.compact_vocabulary)
     results = report.pop("_results")
     if args.write:
-        if args.num_beams or args.quantize != "none":
+        if args.num_beams or args.quantize != "none" or not args.compact_vocabulary:
             p.error("--write stores the artifact's own settings only")
         write_evaluation(args.artifact, manifest, report, examples["test"], results)
-    report["settings"] = {"num_beams": gargs.num_beams, "quantize": args.quantize}
+    report["settings"] = {"num_beams": gargs.num_beams, "quantize": args.quantize,
+                          "compact_vocabulary": args.compact_vocabulary}
     from training.response_data import checksum
 
     report["examples_match_manifest"] = \
