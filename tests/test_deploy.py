@@ -30,10 +30,14 @@ def test_dockerfile_passes_hadolint():
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     text = (REPO / "docker" / "Dockerfile").read_text()
-    for target in ("classifier", "generator", "gateway", "trainer"):
+    for target in ("classifier", "generator", "gateway", "trainer", "classifier-lambda",
+                   "gateway-lambda"):
         assert re.search(rf"^FROM \S+ AS {target}$", text, re.M), target
     assert "USER 10001" in text and text.count("HEALTHCHECK") == 3
     assert "ARG TORCH_VARIANT=cpu" in text
+    # the Lambda images are built without torch (tests/test_lambda.py: not imported)
+    lambda_build = text.split("AS lambda-build", 1)[1].split("\nFROM ", 1)[0]
+    assert "torch" not in lambda_build and ".[serve,lambda]" in lambda_build
 
 
 @pytest.mark.parametrize("files", [["docker-compose.yml"],
@@ -94,3 +98,52 @@ def test_dashboard_queries_only_metrics_that_exist():
         for target in panel["targets"]:
             for name in re.findall(r"\bparlance_[a-z0-9_]+", target["expr"]):
                 assert name in exported, f"{panel['title']}: {name} is not exported"
+
+
+K8S = REPO / "deploy" / "k8s"
+
+
+def k8s_documents():
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield path.name, doc
+
+
+def test_kubernetes_manifests_validate_against_the_api_schemas():
+    """kubernetes-validate checks every resource against the bundled OpenAPI schemas of a
+    Kubernetes release (offline), strictly: unknown fields are errors."""
+    import kubernetes_validate
+
+    docs = list(k8s_documents())
+    assert len(docs) >= 12
+    for name, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, "1.31.0", strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise AssertionError(f"{name} {doc['kind']}/{doc['metadata']['name']}: {e}") from e
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml")
+                                    if p.name != "kustomization.yaml")
+
+
+def test_kubernetes_deployments_probe_scale_and_share_sessions():
+    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_documents()}
+    for name in ("classifier", "generator", "gateway"):
+        pod = docs[("Deployment", name)]["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert pod["securityContext"]["runAsUser"] == 10001  # the images' user
+        hpa = docs[("HorizontalPodAutoscaler", name)]["spec"]
+        assert hpa["scaleTargetRef"]["name"] == name and hpa["maxReplicas"] > hpa["minReplicas"]
+        assert ("PodDisruptionBudget", name) in docs
+        port = c["ports"][0]["containerPort"]
+        assert docs[("Service", name)]["spec"]["ports"][0]["targetPort"] == "http"
+        assert port == (8000 if name == "gateway" else 8080)
+    env = {e["name"]: e.get("value") for e in
+           docs[("Deployment", "gateway")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"] == "redis://redis:6379/0"  # shared sessions across replicas
+    assert env["CLASSIFIER_URL"] == "http://classifier:8080"

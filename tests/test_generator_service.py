@@ -155,6 +155,8 @@ def test_sagemaker_serve_mode(small_generator, tmp_path):
     env = {"SAGEMAKER_BIND_TO_PORT": str(port), "GENERATOR_ARTIFACT": str(small_generator)}
     with running(["services.generator", "serve"], env, tmp_path, port=port,
                  ready_path="/ping") as svc:
+        # SageMaker fails a health check that takes over 2 s
+        assert httpx.get(svc.url + "/ping", timeout=2).status_code == 200
         assert post(svc, TIMER, "/invocations").status_code == 200
 
 

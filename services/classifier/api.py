@@ -13,8 +13,9 @@ from services.classifier.model import ClassifierModel
 from services.classifier.schemas import ClassifyRequest, ClassifyResponse
 from services.common.app import app_settings, ready_model
 from services.common.batcher import Batcher
+from services.common.errors import error_responses
 
-router = APIRouter(tags=["classifier"])
+router = APIRouter(tags=["classifier"], responses=error_responses(503))
 
 
 Ready = Annotated[tuple[ClassifierModel, Batcher], Depends(ready_model)]
@@ -22,6 +23,7 @@ Settings = Annotated[ClassifierSettings, Depends(app_settings)]
 
 
 @router.post("/v1/classify", response_model=ClassifyResponse,
+             responses=error_responses(413, 422, 429),
              summary="Classify texts into intents, with out-of-scope detection")
 async def classify(body: ClassifyRequest, ready: Ready, settings: Settings) -> Response:
     model, batcher = ready

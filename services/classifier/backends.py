@@ -26,6 +26,44 @@ def _tokenizer(artifact: ClassifierArtifact):
     return AutoTokenizer.from_pretrained(str(artifact.model_dir))
 
 
+class FastTokenizer:
+    """The artifact's `tokenizer.json` through the `tokenizers` library alone: the same
+    normalisation, special tokens, truncation (max_length including them) and right padding
+    as transformers' fast tokenizer, which wraps this very object. Used by the ONNX backend
+    so that serving imports neither transformers nor, through it, torch: ~1.5 s less cold
+    start, and the Lambda image ships without both (tests compare the ids on CLINC150)."""
+
+    def __init__(self, model_dir, max_length: int):
+        import json
+        from pathlib import Path
+
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        config = json.loads((model_dir / "tokenizer_config.json").read_text())
+        pad = config.get("pad_token") or "[PAD]"
+        pad = pad["content"] if isinstance(pad, dict) else pad
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length, direction=config.get("truncation_side",
+                                                                          "right"))
+        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad), pad_token=pad,
+                                      direction=config.get("padding_side", "right"))
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer.encode_batch(texts)
+        return {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+
+
+def _onnx_tokenizer(artifact: ClassifierArtifact):
+    if (artifact.model_dir / "tokenizer.json").is_file():
+        return FastTokenizer(artifact.model_dir, artifact.max_seq_length)
+    slow = _tokenizer(artifact)  # an artifact without a fast tokenizer file
+    return lambda texts: dict(slow(texts, padding=True, truncation=True,
+                                   max_length=artifact.max_seq_length, return_tensors="np"))
+
+
 class OnnxBackend:
     def __init__(self, artifact: ClassifierArtifact, quantized: bool = False,
                  threads: int | None = None, spinning: bool = True):
@@ -43,13 +81,11 @@ class OnnxBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
-        self.tokenizer = _tokenizer(artifact)
-        self.max_length = artifact.max_seq_length
+        self.tokenizer = _onnx_tokenizer(artifact)
         self.name = "onnx-int8" if quantized else "onnx-fp32"
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="np")
+        enc = self.tokenizer(texts)
         feeds = {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
         logits, features = self.session.run(["logits", "features"], feeds)
         return logits, features

@@ -10,20 +10,14 @@ from services.classifier.model import ClassifierModel, Prediction
 from services.classifier.schemas import ClassifyRequest
 from services.common.batcher import Batcher
 from services.common.errors import InvalidInput
-from services.common.validation import check_text
+from services.common.validation import check_texts
 
 DEFAULT_TOP_K = 3
 
 
 def validate(req: ClassifyRequest, settings: ClassifierSettings) -> int:
     """Checks beyond the JSON types; returns the effective top_k."""
-    if not req.texts:
-        raise InvalidInput("texts: must hold at least one text")
-    if len(req.texts) > settings.max_texts:
-        raise InvalidInput(f"texts: at most {settings.max_texts} texts per request, "
-                           f"got {len(req.texts)}")
-    for i, text in enumerate(req.texts):
-        check_text(f"texts[{i}]", text, settings.max_text_chars)
+    check_texts("texts", req.texts, settings.max_texts, settings.max_text_chars)
     top_k = DEFAULT_TOP_K if req.top_k is None else req.top_k
     if not 1 <= top_k <= settings.max_top_k:
         raise InvalidInput(f"top_k: must be between 1 and {settings.max_top_k}")

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from services.common.batcher import model_executor
-from services.common.errors import NotReady, install_error_handlers
+from services.common.errors import NotReady, error_responses, install_error_handlers
 from services.common.metrics import render_latest
 from services.common.middleware import ServiceMiddleware
 from services.common.settings import ServiceSettings
@@ -39,13 +39,15 @@ def require_ready(state) -> None:
         raise NotReady(getattr(state, "not_ready_reason", None) or "model is not loaded yet")
 
 
-@health_router.get("/readyz", summary="Readiness: model loaded and warmed (503 before)")
+@health_router.get("/readyz", summary="Readiness: model loaded and warmed (503 before)",
+                   responses=error_responses(503))
 async def readyz(request: Request) -> dict:
     require_ready(request.app.state)
     return {"status": "ready"}
 
 
-@health_router.get("/ping", summary="SageMaker health check (same as /readyz)")
+@health_router.get("/ping", summary="SageMaker health check (same as /readyz)",
+                   responses=error_responses(503))
 async def ping(request: Request) -> dict:
     return await readyz(request)
 
@@ -57,7 +59,10 @@ async def prometheus_metrics() -> Response:
 
 
 def build_app(*, title: str, version: str, settings: ServiceSettings, lifespan,
-              routers: Sequence[APIRouter]) -> FastAPI:
+              routers: Sequence[APIRouter],
+              middleware: Sequence[tuple[type, dict]] = ()) -> FastAPI:
+    """`middleware`: (class, options) pairs that run inside the common ServiceMiddleware
+    (so their answers still get a request id, the body limit and the HTTP metrics)."""
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     app.state.ready = False
     app.state.settings = settings
@@ -65,6 +70,8 @@ def build_app(*, title: str, version: str, settings: ServiceSettings, lifespan,
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
+    for cls, options in middleware:
+        app.add_middleware(cls, **options)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

@@ -13,11 +13,35 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.request_id import get_request_id
 
 logger = logging.getLogger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., description="machine-readable, e.g. invalid_input, overloaded")
+    message: str = Field(..., description="what was wrong, for a person")
+    request_id: str | None = Field(None, description="the X-Request-ID of the request")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {401: "missing or invalid API key", 404: "no such route",
+                 413: "request body too large", 422: "invalid request",
+                 429: "overloaded or rate limited (see Retry-After)",
+                 503: "not ready, or an upstream is unavailable",
+                 504: "the deadline passed before an answer"}
+
+
+def error_responses(*statuses: int) -> dict:
+    """OpenAPI `responses=` for a route: the error statuses it can answer, all with the one
+    error body, so clients (and schemathesis) can rely on the schema for errors too."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
 
 
 class ServiceError(Exception):

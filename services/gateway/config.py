@@ -48,6 +48,10 @@ class GatewaySettings(ServiceSettings):
                                                       "`limits` notation; empty: none")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS")
     max_text_chars: int = Field(1000, ge=1)
+    max_texts: int = Field(64, ge=1, description="texts per /v1/classify call (as the "
+                                                 "classifier's default)")
+    max_in_flight: int = Field(256, ge=1, description="chat/classify calls in flight before "
+                                                      "429 (beyond it: no queue, no timeout)")
     log_user_text: bool = False
 
     @property

@@ -23,5 +23,10 @@ BREAKER_STATE = Gauge(f"{PREFIX}_gateway_circuit_breaker_state",
                       ["upstream"])
 ACTIVE_SESSIONS = Gauge(f"{PREFIX}_gateway_active_sessions", "Sessions in the store")
 RATE_LIMITED = Counter(f"{PREFIX}_gateway_rate_limited_total", "Requests refused with 429")
+RATE_LIMIT_ERRORS = Counter(f"{PREFIX}_gateway_rate_limit_errors_total",
+                            "Rate-limit checks skipped because the limiter's store failed")
+OVERLOADED = Counter(f"{PREFIX}_gateway_overloaded_total",
+                     "Turns refused with 429: too many in flight or an upstream at capacity")
+TURNS_IN_FLIGHT = Gauge(f"{PREFIX}_gateway_turns_in_flight", "Chat and classify calls in flight")
 AUTH_FAILURES = Counter(f"{PREFIX}_gateway_auth_failures_total",
                         "Requests refused for a missing or wrong API key")

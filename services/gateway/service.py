@@ -7,9 +7,9 @@ import logging
 import re
 import uuid
 
-from services.common.errors import InvalidInput, ServiceError, UpstreamUnavailable
+from services.common.errors import InvalidInput, Overloaded, ServiceError, UpstreamUnavailable
 from services.common.label_map import LabelMap
-from services.common.validation import check_text
+from services.common.validation import check_text, check_texts
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue, Prediction
@@ -30,10 +30,18 @@ class UpstreamRejected(ServiceError):
         self.code = code
 
 
+def _raise_if_overloaded(e: UpstreamError) -> None:
+    if e.overloaded:
+        metrics.OVERLOADED.inc()
+        raise Overloaded(f"the {e.upstream} is at capacity; retry shortly",
+                         e.retry_after_s) from None
+
+
 async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> Prediction:
     try:
         body = await classifier.post("/v1/classify", {"texts": [text], "top_k": 1})
     except UpstreamError as e:
+        _raise_if_overloaded(e)
         raise UpstreamUnavailable(f"the classifier is unavailable ({e.reason}); "
                                   "retry shortly") from None
     p = body["predictions"][0]
@@ -71,10 +79,14 @@ async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
     }
 
 
-async def classify(body: dict, classifier: Upstream, label_map: LabelMap) -> dict:
+async def classify(body: dict, classifier: Upstream, label_map: LabelMap,
+                   settings: GatewaySettings) -> dict:
+    # Checked here too, so an oversized call costs the gateway, not the classifier's queue.
+    check_texts("texts", body.get("texts", []), settings.max_texts, settings.max_text_chars)
     try:
         out = await classifier.post("/v1/classify", body)
     except UpstreamError as e:
+        _raise_if_overloaded(e)
         if e.response is not None and e.response.status_code < 500:
             try:
                 err = e.response.json()["error"]

@@ -19,9 +19,27 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-from services.common.errors import Overloaded
+from services.common.errors import Overloaded, UpstreamUnavailable
 
 PREFIX = "parlance:session:"
+
+
+class StoreUnavailable(UpstreamUnavailable):
+    """Redis did not answer: the turn is refused (503) and nothing is half-saved, so the
+    client can retry it once the store is back."""
+
+    def __init__(self):
+        super().__init__("the session store is unavailable; retry shortly")
+
+
+@asynccontextmanager
+async def _redis_errors() -> AsyncIterator[None]:
+    from redis.exceptions import RedisError
+
+    try:
+        yield
+    except RedisError:
+        raise StoreUnavailable() from None
 
 
 class SessionStore(Protocol):
@@ -92,25 +110,30 @@ class RedisStore:
         self.lock_timeout_s = lock_timeout_s
 
     async def get(self, session_id: str) -> dict | None:
-        raw = await self.redis.get(PREFIX + session_id)
+        async with _redis_errors():
+            raw = await self.redis.get(PREFIX + session_id)
         return json.loads(raw) if raw else None
 
     async def put(self, session_id: str, state: dict) -> None:
-        await self.redis.set(PREFIX + session_id, json.dumps(state), ex=self.ttl_s)
+        async with _redis_errors():
+            await self.redis.set(PREFIX + session_id, json.dumps(state), ex=self.ttl_s)
 
     @asynccontextmanager
     async def lock(self, session_id: str) -> AsyncIterator[None]:
-        from redis.exceptions import LockError
+        from redis.exceptions import RedisError
 
         lock = self.redis.lock(f"parlance:lock:{session_id}", timeout=self.lock_timeout_s,
                                blocking_timeout=self.lock_timeout_s)
-        if not await lock.acquire():
+        async with _redis_errors():
+            acquired = await lock.acquire()
+        if not acquired:
             raise Overloaded("this session is busy with another turn; retry")
         try:
             yield
         finally:
-            # LockError: it expired under a very slow turn, nothing left to release.
-            with contextlib.suppress(LockError):
+            # LockError: it expired under a very slow turn, nothing left to release; other
+            # Redis errors: the store went away mid-turn, and the lock expires on its own.
+            with contextlib.suppress(RedisError):
                 await lock.release()
 
     async def count(self) -> int:

@@ -22,11 +22,22 @@ logger = logging.getLogger(__name__)
 class UpstreamError(Exception):
     """The upstream did not answer usefully (down, timed out, breaker open, 5xx)."""
 
-    def __init__(self, upstream: str, reason: str, response: httpx.Response | None = None):
+    def __init__(self, upstream: str, reason: str, response: httpx.Response | None = None,
+                 overloaded: bool = False):
         super().__init__(f"{upstream}: {reason}")
         self.upstream = upstream
         self.reason = reason
         self.response = response  # set when the upstream answered with an error status
+        # At capacity rather than broken: the upstream said 429, or every pooled connection
+        # stayed busy for the whole timeout. Callers answer 429, not 503.
+        self.overloaded = overloaded or (response is not None and response.status_code == 429)
+
+    @property
+    def retry_after_s(self) -> int:
+        try:
+            return max(1, int(self.response.headers.get("retry-after", "1")))
+        except (AttributeError, ValueError):
+            return 1
 
 
 class Upstream:
@@ -42,10 +53,12 @@ class Upstream:
             limits=httpx.Limits(max_connections=connections,
                                 max_keepalive_connections=connections))
         self.retries = retries
-        # A 4xx is the caller's fault, not the upstream's: it does not count as a failure.
+        # A 4xx is the caller's fault and a full pool is load, not the upstream failing:
+        # neither counts towards opening the breaker.
         self.breaker = CircuitBreaker(fail_max=fail_max, timeout_duration=timedelta(
             seconds=reset_s), exclude=[lambda e: isinstance(e, httpx.HTTPStatusError)
-                                       and e.response.status_code < 500])
+                                       and e.response.status_code < 500,
+                                       lambda e: isinstance(e, httpx.PoolTimeout)])
         metrics.BREAKER_STATE.labels(name).set(0)
 
     @property
@@ -78,6 +91,9 @@ class Upstream:
             outcome = f"http_{e.response.status_code}"
             raise UpstreamError(self.name, f"answered {e.response.status_code}",
                                 e.response) from e
+        except httpx.PoolTimeout as e:
+            outcome = "pool_timeout"
+            raise UpstreamError(self.name, "all connections busy", overloaded=True) from e
         except httpx.TimeoutException as e:
             outcome = "timeout"
             raise UpstreamError(self.name, "timed out") from e

@@ -8,18 +8,20 @@ from fastapi import APIRouter, Depends, Request
 
 from services.common.app import app_settings, ready_model
 from services.common.batcher import Batcher
+from services.common.errors import error_responses
 from services.generator import service
 from services.generator.config import GeneratorSettings
 from services.generator.model import GeneratorModel
 from services.generator.schemas import GenerateRequest, GenerateResponse
 
-router = APIRouter(tags=["generator"])
+router = APIRouter(tags=["generator"], responses=error_responses(503))
 
 Ready = Annotated[tuple[GeneratorModel, Batcher], Depends(ready_model)]
 Settings = Annotated[GeneratorSettings, Depends(app_settings)]
 
 
 @router.post("/v1/generate", response_model=GenerateResponse,
+             responses=error_responses(413, 422, 429, 504),
              summary="Write a reply for a generated core intent")
 async def generate(body: GenerateRequest, ready: Ready, settings: Settings,
                    request: Request) -> dict:

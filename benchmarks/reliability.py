@@ -1,0 +1,324 @@
+"""Reliability runs against the whole stack as local processes (services/local_stack.py,
+with a persistent local Redis for sessions), all on 127.0.0.1 and bounded in time:
+
+    python -m benchmarks.reliability load   # capacity ramp, at capacity, at 2x capacity
+    python -m benchmarks.reliability faults # kill/restart generator and classifier, stop
+                                            # Redis, stall an upstream, under load
+    python -m benchmarks.reliability soak --minutes 10   # `make soak`: 70 % of capacity
+    python -m benchmarks.reliability report # docs/reliability.md from the JSON results
+
+Each run writes docs/reliability/<run>.json; `report` turns them into docs/reliability.md,
+naming the command behind every figure. The load comes from benchmarks/loadgen.py (open
+loop, fixed rate) on the same 2 cores as the stack, so figures are for the pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from benchmarks.http_load import free_port
+from benchmarks.loadgen import run_load
+from benchmarks.run import machine
+from services.local_stack import Stack
+
+RESULTS = Path("docs/reliability")
+# Phrases that exercise every path: generated replies (timer, weather, small talk),
+# templates (balance), forms (transfer), out-of-scope fallbacks.
+FALLBACK_TEXTS = ["set a timer for 10 minutes", "what is my checking account balance",
+                  "what's the weather in paris", "hello there", "who painted the mona lisa",
+                  "transfer 20 dollars from checking to savings", "what time is it in tokyo",
+                  "how do you say thank you in french", "roll a dice", "what is 12 times 7"]
+
+
+def chat_texts(n: int = 2000) -> list[str]:
+    try:
+        from training.data import load_clinc
+
+        texts = list(load_clinc(None, "plus").test.texts)
+    except Exception:  # noqa: BLE001 - still runs without the dataset
+        texts = FALLBACK_TEXTS * 50
+    random.Random(0).shuffle(texts)
+    return texts[:n]
+
+
+def bodies(texts: list[str]) -> list[dict]:
+    # a fresh session per request: the load measures turns, not one session's lock
+    return [{"text": t, "session_id": f"load-{i}"} for i, t in enumerate(texts)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class StackRun:
+    """The stack for one run: started in a temp dir, stopped at the end."""
+
+    def __init__(self, classifier: str, generator: str, redis: bool = True):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.stack = Stack(classifier, generator, port=free_port(),
+                           classifier_port=free_port(), generator_port=free_port(),
+                           log_dir=self.tmp.name, redis_port=free_port() if redis else None,
+                           gateway_env={"GATEWAY_RATE_LIMIT": "", "GATEWAY_LOG_LEVEL": "WARNING"},
+                           classifier_env={"CLASSIFIER_LOG_LEVEL": "WARNING"},
+                           generator_env={"GENERATOR_LOG_LEVEL": "WARNING"})
+
+    def __enter__(self) -> Stack:
+        self.stack.start()
+        return self.stack
+
+    def __exit__(self, *exc) -> None:
+        self.stack.stop()
+        self.tmp.cleanup()
+
+
+def load_at(url: str, rate: float, seconds: float, texts: list[str], **kw) -> dict:
+    r = asyncio.run(run_load(url, bodies(texts), rate=rate, duration_s=seconds,
+                             label="source", **kw))
+    return {**r.summary(), "timeline": r.timeline()}
+
+
+# -- load -------------------------------------------------------------------------------------
+
+def run_load_suite(classifier: str, generator: str, seconds: int) -> dict:
+    texts = chat_texts()
+    out: dict = {"ramp": []}
+    with StackRun(classifier, generator) as stack:
+        url = stack.gateway.url(stack.host)
+        load_at(url, 20, 3, texts)  # warm-up
+        capacity = 0.0
+        for rate in (25, 50, 100, 150, 200, 250, 300):
+            r = load_at(url, rate, seconds, texts, timeout_s=5)
+            r.pop("timeline")
+            out["ramp"].append(r)
+            if r["errors"] or r["rejected_429"] or r["throughput"] < 0.95 * rate \
+                    or r["p99_ms"] > 1000:
+                break
+            capacity = rate
+        out["capacity"] = capacity
+        at = load_at(url, capacity, 2 * seconds, texts, timeout_s=5)
+        at.pop("timeline")
+        out["at_capacity"] = at
+        # Twice the capacity, with a client timeout a user would tolerate: what do they see?
+        over = load_at(url, 2 * capacity, 2 * seconds, texts, timeout_s=5, max_in_flight=1024)
+        over.pop("timeline")
+        out["over_capacity"] = over
+        out["memory_mb"] = {c.name: rss_mb(c.proc.pid) for c in stack.children}
+    return out
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+FORM_TURNS = ["i want to transfer money", "from checking", "to savings", "50 dollars"]
+
+
+class Conversations:
+    """Sessions filling the money-transfer form one turn at a time across a fault. A turn
+    that fails is retried (what a client does) until it succeeds; at the end every session
+    must hold all three slots: proof that no state was lost."""
+
+    def __init__(self, url: str, sessions: int, tag: str):
+        self.url = url
+        self.ids = [f"{tag}-{i}" for i in range(sessions)]
+        self.retries = 0
+        self.final: dict[str, dict] = {}
+        self._stop = False
+
+    def run(self, pause_s: float) -> threading.Thread:
+        def go():
+            with httpx.Client(base_url=self.url, timeout=5) as c:
+                for turn in FORM_TURNS:
+                    for sid in self.ids:
+                        while not self._stop:
+                            try:
+                                r = c.post("/v1/chat", json={"session_id": sid, "text": turn})
+                                if r.status_code == 200:
+                                    self.final[sid] = r.json()["state"]
+                                    break
+                            except httpx.HTTPError:
+                                pass
+                            self.retries += 1
+                            time.sleep(0.25)
+                    time.sleep(pause_s)
+
+        t = threading.Thread(target=go, daemon=True)
+        t.start()
+        return t
+
+    def complete(self) -> int:
+        want = {"amount", "from_account", "to_account"}
+        return sum(1 for s in self.final.values()
+                   if s.get("active_form") == "money_transfer"
+                   and want <= set(s.get("slots", {})))
+
+
+def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, before: float,
+                   down: float, after: float, texts: list[str]) -> dict:
+    url = stack.gateway.url(stack.host)
+    conv = Conversations(url, 5, name)
+    # the conversations' turns spread over the whole window, so some land in the fault
+    thread = conv.run(pause_s=(before + down + after) / (len(FORM_TURNS) + 1))
+    box: dict = {}
+
+    def load():
+        box["r"] = asyncio.run(run_load(url, bodies(texts), rate=rate,
+                                        duration_s=before + down + after, label="source",
+                                        timeout_s=5))
+
+    lt = threading.Thread(target=load)
+    lt.start()
+    time.sleep(before)
+    t_fault = time.monotonic()
+    inject()
+    time.sleep(down)
+    restart_s = recover()
+    t_back = time.monotonic()
+    lt.join()
+    thread.join(timeout=60)
+    conv._stop = True
+    r = box["r"]
+    timeline = r.timeline()
+    fault_sec, back_sec = int(before), int(before + (t_back - t_fault))
+
+    def healthy(row):
+        bad = sum(v for k, v in row.items() if k.startswith(("5", "timeout", "connect")))
+        degraded = sum(v for k, v in row.items() if k in ("200:template",))
+        return bad == 0 and (name != "generator" or degraded == 0)
+
+    recovered = next((row["second"] for row in timeline
+                      if row["second"] >= back_sec and healthy(row)), None)
+    return {"scenario": name, "rate": rate, "fault_at_s": before, "down_s": down,
+            "restart_s": restart_s, **r.summary(), "timeline": timeline,
+            "recovered_after_s": None if recovered is None else recovered - back_sec,
+            "during_fault": _window(timeline, fault_sec, back_sec),
+            "sessions": len(conv.ids), "sessions_complete": conv.complete(),
+            "session_retries": conv.retries}
+
+
+def _window(timeline: list[dict], start: int, end: int) -> dict:
+    total: dict = {}
+    for row in timeline:
+        if start <= row["second"] < end:
+            for k, v in row.items():
+                if k not in ("second", "p50_ms"):
+                    total[k] = total.get(k, 0) + v
+    return total
+
+
+def run_faults(classifier: str, generator: str, rate: float) -> dict:
+    texts = chat_texts()
+    results = []
+    with StackRun(classifier, generator) as stack:
+        url = stack.gateway.url(stack.host)
+        load_at(url, 10, 3, texts)
+        for name, child in (("generator", stack.generator), ("classifier", stack.classifier)):
+            results.append(fault_scenario(
+                stack, name, lambda c=child: stack.kill(c), lambda c=child: stack.restart(c),
+                rate=rate, before=5, down=10, after=15, texts=texts))
+        results.append(fault_scenario(
+            stack, "redis", stack.redis.stop, lambda: _timed(stack.redis.start),
+            rate=rate, before=5, down=5, after=15, texts=texts))
+        for name, child in (("classifier stalled", stack.classifier),
+                            ("generator stalled", stack.generator)):
+            results.append(fault_scenario(
+                stack, name, lambda c=child: stack.pause(c),
+                lambda c=child: _timed(lambda: stack.resume(c)),
+                rate=rate, before=5, down=5, after=10, texts=texts))
+    return {"rate": rate, "scenarios": results}
+
+
+def _timed(fn) -> float:
+    t = time.monotonic()
+    fn()
+    return time.monotonic() - t
+
+
+# -- soak -------------------------------------------------------------------------------------
+
+def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> dict:
+    texts = chat_texts()
+    samples = []
+    with StackRun(classifier, generator) as stack:
+        url = stack.gateway.url(stack.host)
+        load_at(url, 20, 5, texts)
+        stop = threading.Event()
+
+        def sample():
+            t0 = time.monotonic()
+            while not stop.is_set():
+                samples.append({"t": time.monotonic() - t0,
+                                **{c.name: rss_mb(c.proc.pid) for c in stack.children}})
+                stop.wait(10)
+
+        st = threading.Thread(target=sample, daemon=True)
+        st.start()
+        r = load_at(url, rate, minutes * 60, texts, timeout_s=5)
+        stop.set()
+        st.join()
+    per_minute = []
+    for m in range(int(minutes)):
+        rows = [row for row in r["timeline"] if m * 60 <= row["second"] < (m + 1) * 60]
+        p50s = [row["p50_ms"] for row in rows if row["p50_ms"] is not None]
+        per_minute.append({"minute": m + 1, "ok": sum(v for row in rows for k, v in row.items()
+                                                      if k.startswith("2")),
+                           "p50_ms": statistics.median(p50s) if p50s else None})
+    r.pop("timeline")
+    return {"rate": rate, "minutes": minutes, **r, "memory": samples, "per_minute": per_minute}
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def write(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
+            **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", choices=["load", "faults", "soak", "report"])
+    p.add_argument("--classifier-artifact", default="artifacts/classifier")
+    p.add_argument("--generator-artifact", default="artifacts/generator")
+    p.add_argument("--seconds", type=int, default=10, help="load: seconds per ramp step")
+    p.add_argument("--rate", type=float, default=None,
+                   help="faults/soak: turns/s (default: from the load run's capacity)")
+    p.add_argument("--minutes", type=float, default=10)
+    args = p.parse_args(argv)
+    if args.run == "report":
+        from benchmarks.reliability_report import write_report
+
+        write_report(RESULTS, Path("docs/reliability.md"))
+        return
+    common = (args.classifier_artifact, args.generator_artifact)
+    capacity = None
+    load_file = RESULTS / "load.json"
+    if load_file.exists():
+        capacity = json.loads(load_file.read_text())["capacity"]
+    if args.run == "load":
+        data = run_load_suite(*common, args.seconds)
+    elif args.run == "faults":
+        data = run_faults(*common, args.rate or max(10.0, 0.5 * (capacity or 50)))
+    else:
+        data = run_soak(*common, args.rate or max(10.0, 0.7 * (capacity or 50)), args.minutes)
+    data["artifacts"] = {"classifier": common[0], "generator": common[1]}
+    print(write(args.run, data))
+
+
+if __name__ == "__main__":
+    main()
