@@ -45,6 +45,18 @@ def cold_start(handler: str, event: str, env: dict[str, str], warm: int = 50) ->
             "max_rss_mb": r["max_rss_mb"], "torch_imported": r["torch_imported"]}
 
 
+def served_backend(env: dict[str, str]) -> str:
+    """Which ONNX model the classifier handler chose (int8 only when accurate enough)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        subprocess.run([sys.executable, "-m", "services.common.lambda_adapter",
+                        "services.classifier.lambda_handler", str(EVENTS / "model_info.json"),
+                        "--output", str(out)], cwd=REPO, env={**os.environ, **env}, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        body = json.loads(out.read_text())["invocations"][0]["response"]["body"]
+    return json.loads(body)["backend"]
+
+
 def bench_lambda(classifier: str, runs: int) -> list[dict]:
     rows = []
     for label, env in [("classifier, int8 if accurate (Lambda default)",
@@ -54,7 +66,8 @@ def bench_lambda(classifier: str, runs: int) -> list[dict]:
         env = {**env, "CLASSIFIER_LOG_LEVEL": "WARNING"}
         samples = [cold_start("services.classifier.lambda_handler", "classify.json", env)
                    for _ in range(runs)]
-        rows.append({"handler": label, **median_row(samples)})
+        rows.append({"handler": f"{label}: served {served_backend(env)}",
+                     **median_row(samples)})
     with server(["services.classifier", "--artifact", classifier],
                 {"CLASSIFIER_LOG_LEVEL": "WARNING"}) as (url, _):
         env = {"CLASSIFIER_URL": url, "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",

@@ -7,8 +7,9 @@ requests in flight (beyond it a request is counted as `client_dropped`, not sent
 stalled server cannot make the client grow without limit.
 
 Each response is recorded as (second, outcome, latency): outcome is the status code, or
-`timeout` / `connect_error` / `client_dropped`; with `label` set (a JSON field such as the
-gateway's `source`), 200s are recorded as `200:<value>` so fallbacks are visible.
+`timeout` / `connect_error` / `client_dropped`; errors as `<status>:<error code>` (e.g.
+`503:upstream_unavailable`); with `label` set (a JSON field such as the gateway's `source`),
+200s are recorded as `200:<value>` so fallbacks are visible.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class LoadResult:
 
     @property
     def rejected_429(self) -> int:
-        return self.count(lambda k: k == "429")
+        return self.count(lambda k: k.startswith("429"))
 
     @property
     def errors(self) -> int:
@@ -101,6 +102,8 @@ async def run_load(url: str, bodies: list[dict], *, rate: float, duration_s: flo
                 outcome = str(r.status_code)
                 if r.status_code == 200 and label:
                     outcome += f":{r.json().get(label)}"
+                elif r.status_code >= 400:
+                    outcome += f":{_error_code(r)}"
                 ms = (time.perf_counter() - t) * 1000
                 if 200 <= r.status_code < 300:
                     result.latencies_ms.append(ms)
@@ -132,6 +135,13 @@ async def run_load(url: str, bodies: list[dict], *, rate: float, duration_s: flo
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s + 5)
     return result
+
+
+def _error_code(r: httpx.Response) -> str:
+    try:
+        return r.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "no_error_body"
 
 
 def run(url: str, bodies: list[dict], **kwargs) -> LoadResult:

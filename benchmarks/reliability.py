@@ -98,9 +98,9 @@ def run_load_suite(classifier: str, generator: str, seconds: int) -> dict:
     out: dict = {"ramp": []}
     with StackRun(classifier, generator) as stack:
         url = stack.gateway.url(stack.host)
-        load_at(url, 20, 3, texts)  # warm-up
+        load_at(url, 10, 10, texts)  # warm-up: first use of every code path
         capacity = 0.0
-        for rate in (25, 50, 100, 150, 200, 250, 300):
+        for rate in (5, 10, 15, 20, 30, 40, 60, 80, 100, 150):
             r = load_at(url, rate, seconds, texts, timeout_s=5)
             r.pop("timeline")
             out["ramp"].append(r)
@@ -168,7 +168,7 @@ class Conversations:
 def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, before: float,
                    down: float, after: float, texts: list[str]) -> dict:
     url = stack.gateway.url(stack.host)
-    conv = Conversations(url, 5, name)
+    conv = Conversations(url, 5, name.replace(" ", "-"))  # session ids: no spaces
     # the conversations' turns spread over the whole window, so some land in the fault
     thread = conv.run(pause_s=(before + down + after) / (len(FORM_TURNS) + 1))
     box: dict = {}
@@ -194,9 +194,11 @@ def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, bef
     fault_sec, back_sec = int(before), int(before + (t_back - t_fault))
 
     def healthy(row):
+        # no errors, and for a generator fault its replies are back (templates also answer
+        # intents the generator never serves, so their presence says nothing)
         bad = sum(v for k, v in row.items() if k.startswith(("5", "timeout", "connect")))
-        degraded = sum(v for k, v in row.items() if k in ("200:template",))
-        return bad == 0 and (name != "generator" or degraded == 0)
+        back = row.get("200:generator", 0) > 0 if name.startswith("generator") else True
+        return bad == 0 and back
 
     recovered = next((row["second"] for row in timeline
                       if row["second"] >= back_sec and healthy(row)), None)

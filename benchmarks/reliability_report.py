@@ -53,8 +53,8 @@ def faults_section(d: dict) -> list[str]:
              "would); the fault starts 5 s in. Kill = SIGKILL, then a restart; stall = "
              "SIGSTOP, then SIGCONT; Redis is stopped and started again (append-only file, "
              "fsync every write). \"Recovered\" = seconds from the restart (or resume) to "
-             "the first second with no error (and, for the generator, no template "
-             "stand-in).", "",
+             "the first second with no error (and, for a generator fault, with generated "
+             "replies again).", "",
              "| scenario | down s | restart s | what clients saw during the fault | 2xx | "
              "errors | recovered after s | sessions with all slots |",
              "|---|---|---|---|---|---|---|---|"]
@@ -64,15 +64,18 @@ def faults_section(d: dict) -> list[str]:
                      f"{_outcomes(s['during_fault'])} | {s['ok']} | {s['errors']} | {rec} | "
                      f"{s['sessions_complete']}/{s['sessions']} |")
     lines += ["", "Outcome keys: `200:<source>` is a normal answer and where the reply came "
-              "from (`generator`, `template`, `fallback`, `form`, ...); `503` is a fast refusal "
-              "with a JSON error and `Retry-After`-style advice; `timeout` would be a client "
-              "that waited 5 s for nothing.", ""]
+              "from (`generator`, `template`, `fallback`, `fulfilment`); "
+              "`503:upstream_unavailable` is a fast refusal with a JSON error saying to retry "
+              "shortly; `timeout` is a client that waited 5 s for nothing: "
+              f"{sum(s['outcomes'].get('timeout', 0) for s in d['scenarios'])} in these runs.",
+              ""]
     return lines
 
 
 def soak_section(d: dict) -> list[str]:
     mem = d["memory"]
-    first, last = mem[min(1, len(mem) - 1)], mem[-1]   # after the first sample's warm-up
+    first, last = mem[0], mem[-1]
+    settled = next((m for m in mem if m["t"] >= 120), first)  # caches fill in the first minutes
     names = [k for k in first if k != "t"]
     minutes = d["per_minute"]
     p50s = [m["p50_ms"] for m in minutes if m["p50_ms"] is not None]
@@ -82,9 +85,12 @@ def soak_section(d: dict) -> list[str]:
              f"capacity) for {d['minutes']:.0f} minutes. {d['sent']} turns, {d['ok']} "
              f"answered, {d['rejected_429']} refused with 429, {d['errors']} errors; p50 "
              f"{d['p50_ms']:.1f} ms, p99 {d['p99_ms']:.1f} ms.", "",
-             "| process | RSS at 10 s MB | RSS at end MB | growth MB |", "|---|---|---|---|"]
+             "Resident memory sampled every 10 s:", "",
+             "| process | at start MB | after 2 min MB | at end MB | growth over the last "
+             f"{(last['t'] - settled['t']) / 60:.0f} min MB |", "|---|---|---|---|---|"]
     for n in names:
-        lines.append(f"| {n} | {first[n]:.0f} | {last[n]:.0f} | {last[n] - first[n]:+.0f} |")
+        lines.append(f"| {n} | {first[n]:.0f} | {settled[n]:.0f} | {last[n]:.0f} | "
+                     f"{last[n] - settled[n]:+.1f} |")
     if p50s:
         lines += ["", "Latency drift, p50 per minute (ms): "
                   + ", ".join(f"{p:.1f}" for p in p50s)

@@ -199,7 +199,7 @@ class Stack:
         if self.redis:
             self.redis.stop()
 
-    # -- fault injection (benchmarks/reliability.py, tests/test_faults.py) -----------------
+    # -- fault injection (benchmarks/reliability.py, tests/test_load_and_faults.py) ------
     def kill(self, child: Child) -> None:
         """SIGKILL: a crash, no draining."""
         child.proc.kill()

@@ -30,12 +30,14 @@ logger = logging.getLogger("services.gateway")
 
 async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
     """Readiness follows the classifier (without it no turn can be answered) and the
-    session store; the generator is optional (templates stand in). Also refreshes the
+    session store; the generator is optional (templates stand in). Polling both upstreams
+    also closes their breakers once they answer /readyz again. Also refreshes the
     active-sessions gauge."""
     s = app.state
     tick = 0
     while True:
         classifier_ok = await s.classifier.ready()
+        await s.generator.ready()  # optional, but closes its breaker as soon as it is back
         store_ok = await s.store.ping()
         s.ready = classifier_ok and store_ok
         s.not_ready_reason = None if s.ready else (

@@ -108,11 +108,19 @@ class Upstream:
                 {"closed": 0, "half_open": 1, "open": 2}[self.state])
 
     async def ready(self) -> bool:
+        """The upstream's /readyz. A ready answer also closes an open breaker: the upstream
+        is back (restarted, resumed), so there is no reason to wait out the breaker's reset
+        time and keep failing turns (measured: recovery 10 s -> about 1 s, docs/reliability.md)."""
         try:
             r = await self.client.get("/readyz", timeout=1.0)
-            return r.status_code == 200
         except httpx.HTTPError:
             return False
+        ok = r.status_code == 200
+        if ok and self.state != "closed":
+            logger.info("%s ready again: closing its circuit breaker", self.name)
+            self.breaker.close()
+            metrics.BREAKER_STATE.labels(self.name).set(0)
+        return ok
 
     async def close(self) -> None:
         await self.client.aclose()
