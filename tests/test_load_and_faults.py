@@ -101,6 +101,9 @@ def test_beyond_capacity_means_fast_429s_not_timeouts(stack, tmp_path):
 
 def test_generator_killed_and_restarted_under_load(stack):
     url = stack.gateway.url(stack.host)
+    # a healthy start: the overload test before may have left the generator a backlog
+    wait_for(lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator",
+             timeout=30)
     thread, box = load_in_background(url, rate=8, seconds=10)
     time.sleep(2)
     stack.kill(stack.generator)
