@@ -49,6 +49,17 @@ def load_in_background(url: str, rate: float, seconds: float) -> tuple[threading
     return t, box
 
 
+def kill_and_restart_under_load(stack, child, seconds: float, down: float):
+    """8 turns/s for `seconds`; `child` is SIGKILLed 2 s in and restarted `down` s later."""
+    thread, box = load_in_background(stack.gateway.url(stack.host), rate=8, seconds=seconds)
+    time.sleep(2)
+    stack.kill(child)
+    time.sleep(down)
+    stack.restart(child)
+    thread.join()
+    return box["r"]
+
+
 def say(url: str, text: str, session: str | None = None) -> httpx.Response:
     body = {"text": text, **({"session_id": session} if session else {})}
     return httpx.post(url + "/v1/chat", json=body, timeout=10)
@@ -104,30 +115,18 @@ def test_generator_killed_and_restarted_under_load(stack):
     # a healthy start: the overload test before may have left the generator a backlog
     wait_for(lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator",
              timeout=30)
-    thread, box = load_in_background(url, rate=8, seconds=10)
-    time.sleep(2)
-    stack.kill(stack.generator)
-    time.sleep(3)
-    stack.restart(stack.generator)
-    thread.join()
-    r = box["r"]
+    r = kill_and_restart_under_load(stack, stack.generator, seconds=10, down=3)
     # every turn answered: template replies while the generator was gone, no errors
     assert r.errors == 0 and r.rejected_429 == 0, r.summary()
     assert r.outcomes["200:template"] > 0 and r.outcomes["200:generator"] > 0
-    # and the generator answers again once its breaker lets a probe through
+    # and the generator answers again once it is ready (the gateway then closes its breaker)
     wait_for(lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator",
              timeout=20)
 
 
 def test_classifier_killed_and_restarted_under_load(stack):
     url = stack.gateway.url(stack.host)
-    thread, box = load_in_background(url, rate=8, seconds=8)
-    time.sleep(2)
-    stack.kill(stack.classifier)
-    time.sleep(2)
-    stack.restart(stack.classifier)
-    thread.join()
-    r = box["r"]
+    r = kill_and_restart_under_load(stack, stack.classifier, seconds=8, down=2)
     # while it was down: fast 503s (no timeouts, no connection errors at the client)
     assert set(r.outcomes) <= {"200:generator", "200:template", "503:upstream_unavailable"}, \
         r.outcomes
@@ -154,27 +153,25 @@ def test_redis_stopped_then_started_loses_no_session_state(stack):
     assert r.json()["state"]["slots"] == {"origin": "Boston", "destination": "Tokyo"}
 
 
-def test_a_stalled_classifier_costs_a_bounded_wait_not_a_hang(stack):
-    url = stack.gateway.url(stack.host)
-    stack.pause(stack.classifier)
+def turn_while_stalled(stack, child, text: str) -> tuple[httpx.Response, float]:
+    """One turn while `child` is SIGSTOPped (accepting connections, answering nothing)."""
+    stack.pause(child)
     try:
         t0 = time.monotonic()
-        r = say(url, "hello there")
-        waited = time.monotonic() - t0
-        assert r.status_code == 503 and waited < 4.0  # the classifier timeout (2 s) + slack
+        r = say(stack.gateway.url(stack.host), text)
+        return r, time.monotonic() - t0
     finally:
-        stack.resume(stack.classifier)
+        stack.resume(child)
+
+
+def test_a_stalled_classifier_costs_a_bounded_wait_not_a_hang(stack):
+    r, waited = turn_while_stalled(stack, stack.classifier, "hello there")
+    assert r.status_code == 503 and waited < 4.0  # the classifier timeout (2 s) + slack
+    url = stack.gateway.url(stack.host)
     wait_for(lambda: say(url, "hello there").status_code == 200, timeout=15)
 
 
 def test_a_stalled_generator_means_template_replies_in_bounded_time(stack):
-    url = stack.gateway.url(stack.host)
-    stack.pause(stack.generator)
-    try:
-        t0 = time.monotonic()
-        r = say(url, "set a timer for 5 minutes")
-        assert r.status_code == 200 and r.json()["source"] == "template"
-        assert "5 minutes" in r.json()["reply"] and time.monotonic() - t0 < 4.0
-    finally:
-        stack.resume(stack.generator)
-
+    r, waited = turn_while_stalled(stack, stack.generator, "set a timer for 5 minutes")
+    assert r.status_code == 200 and r.json()["source"] == "template"
+    assert "5 minutes" in r.json()["reply"] and waited < 4.0
