@@ -35,13 +35,10 @@ def choose(artifacts: Path, name: str) -> tuple[Path, bool]:
 def train(name: str, output: Path, data_dir: str | None, step: str) -> float:
     print(f"\n[{step}] training the {name} (demo preset, about {DEMO_MINUTES[name]} min on 2 "
           f"CPU cores; `make train` gives the full-quality one) -> {output}", flush=True)
+    from training.train_missing import train as train_preset
+
     t0 = time.monotonic()
-    if name == "classifier":
-        from training import classifier as trainer
-    else:
-        from training import generator as trainer
-    data = ["--data_dir", data_dir] if data_dir else []
-    trainer.main(["--preset", "demo", "--output_dir", str(output), *data])
+    train_preset(name, "demo", output, data_dir)
     return time.monotonic() - t0
 
 

@@ -15,6 +15,16 @@ from pathlib import Path
 logger = logging.getLogger("training.train_missing")
 
 
+def train(name: str, preset: str, output: Path, data_dir: str | None) -> None:
+    """Train artifact `name` ('classifier' or 'generator') with `preset` into `output`."""
+    if name == "classifier":
+        from training import classifier as trainer
+    else:
+        from training import generator as trainer
+    data = ["--data_dir", data_dir] if data_dir else []
+    trainer.main(["--preset", preset, "--output_dir", str(output), *data])
+
+
 def main(argv: list[str] | None = None) -> list[str]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output-root", required=True)
@@ -24,18 +34,13 @@ def main(argv: list[str] | None = None) -> list[str]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     root = Path(args.output_root)
     trained = []
-    data = ["--data_dir", args.data_dir] if args.data_dir else []
     for name in ("classifier", "generator"):
         out = root / name
         if (out / "manifest.json").is_file():
             logger.info("%s: present at %s, not retrained", name, out)
             continue
         logger.info("%s: training the cpu preset into %s", name, out)
-        if name == "classifier":
-            from training import classifier as trainer
-        else:
-            from training import generator as trainer
-        trainer.main(["--preset", "cpu", "--output_dir", str(out), *data])
+        train(name, "cpu", out, args.data_dir)
         trained.append(name)
     return trained
 
