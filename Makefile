@@ -84,6 +84,7 @@ bench-deploy: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 # bounded versions in tests/test_load_and_faults.py.
 reliability: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	$(PY) -m benchmarks.reliability load
+	$(PY) -m benchmarks.reliability overload
 	$(PY) -m benchmarks.reliability faults
 	$(PY) -m benchmarks.reliability report
 

@@ -4,6 +4,7 @@ with a persistent local Redis for sessions), all on 127.0.0.1 and bounded in tim
     python -m benchmarks.reliability load   # capacity ramp, at capacity, at 2x capacity
     python -m benchmarks.reliability faults # kill/restart generator and classifier, stop
                                             # Redis, stall an upstream, under load
+    python -m benchmarks.reliability overload  # 2x capacity under several in-flight caps
     python -m benchmarks.reliability soak --minutes 10   # `make soak`: 70 % of capacity
     python -m benchmarks.reliability report # docs/reliability.md from the JSON results
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import tempfile
 import threading
@@ -27,29 +27,12 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.http_load import free_port
+from benchmarks.http_load import free_port, rss_mb
 from benchmarks.loadgen import run_load
-from benchmarks.run import machine
+from benchmarks.run import machine, sample_texts
 from services.local_stack import Stack
 
 RESULTS = Path("docs/reliability")
-# Phrases that exercise every path: generated replies (timer, weather, small talk),
-# templates (balance), forms (transfer), out-of-scope fallbacks.
-FALLBACK_TEXTS = ["set a timer for 10 minutes", "what is my checking account balance",
-                  "what's the weather in paris", "hello there", "who painted the mona lisa",
-                  "transfer 20 dollars from checking to savings", "what time is it in tokyo",
-                  "how do you say thank you in french", "roll a dice", "what is 12 times 7"]
-
-
-def chat_texts(n: int = 2000) -> list[str]:
-    try:
-        from training.data import load_clinc
-
-        texts = list(load_clinc(None, "plus").test.texts)
-    except Exception:  # noqa: BLE001 - still runs without the dataset
-        texts = FALLBACK_TEXTS * 50
-    random.Random(0).shuffle(texts)
-    return texts[:n]
 
 
 def bodies(texts: list[str]) -> list[dict]:
@@ -57,22 +40,17 @@ def bodies(texts: list[str]) -> list[dict]:
     return [{"text": t, "session_id": f"load-{i}"} for i, t in enumerate(texts)]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 class StackRun:
     """The stack for one run: started in a temp dir, stopped at the end."""
 
-    def __init__(self, classifier: str, generator: str, redis: bool = True):
+    def __init__(self, classifier: str, generator: str, redis: bool = True,
+                 gateway_env: dict[str, str] | None = None):
         self.tmp = tempfile.TemporaryDirectory()
         self.stack = Stack(classifier, generator, port=free_port(),
                            classifier_port=free_port(), generator_port=free_port(),
                            log_dir=self.tmp.name, redis_port=free_port() if redis else None,
-                           gateway_env={"GATEWAY_RATE_LIMIT": "", "GATEWAY_LOG_LEVEL": "WARNING"},
+                           gateway_env={"GATEWAY_RATE_LIMIT": "", "GATEWAY_LOG_LEVEL": "WARNING",
+                                        **(gateway_env or {})},
                            classifier_env={"CLASSIFIER_LOG_LEVEL": "WARNING"},
                            generator_env={"GENERATOR_LOG_LEVEL": "WARNING"})
 
@@ -85,16 +63,17 @@ class StackRun:
         self.tmp.cleanup()
 
 
-def load_at(url: str, rate: float, seconds: float, texts: list[str], **kw) -> dict:
+def load_at(url: str, rate: float, seconds: float, texts: list[str], timeline: bool = False,
+            **kw) -> dict:
     r = asyncio.run(run_load(url, bodies(texts), rate=rate, duration_s=seconds,
                              label="source", **kw))
-    return {**r.summary(), "timeline": r.timeline()}
+    return {**r.summary(), **({"timeline": r.timeline()} if timeline else {})}
 
 
 # -- load -------------------------------------------------------------------------------------
 
 def run_load_suite(classifier: str, generator: str, seconds: int) -> dict:
-    texts = chat_texts()
+    texts = sample_texts()
     out: dict = {"ramp": []}
     with StackRun(classifier, generator) as stack:
         url = stack.gateway.url(stack.host)
@@ -102,22 +81,34 @@ def run_load_suite(classifier: str, generator: str, seconds: int) -> dict:
         capacity = 0.0
         for rate in (5, 10, 15, 20, 30, 40, 60, 80, 100, 150):
             r = load_at(url, rate, seconds, texts, timeout_s=5)
-            r.pop("timeline")
             out["ramp"].append(r)
             if r["errors"] or r["rejected_429"] or r["throughput"] < 0.95 * rate \
                     or r["p99_ms"] > 1000:
                 break
             capacity = rate
         out["capacity"] = capacity
-        at = load_at(url, capacity, 2 * seconds, texts, timeout_s=5)
-        at.pop("timeline")
-        out["at_capacity"] = at
+        out["at_capacity"] = load_at(url, capacity, 2 * seconds, texts, timeout_s=5)
         # Twice the capacity, with a client timeout a user would tolerate: what do they see?
-        over = load_at(url, 2 * capacity, 2 * seconds, texts, timeout_s=5, max_in_flight=1024)
-        over.pop("timeline")
-        out["over_capacity"] = over
-        out["memory_mb"] = {c.name: rss_mb(c.proc.pid) for c in stack.children}
+        out["over_capacity"] = load_at(url, 2 * capacity, 2 * seconds, texts, timeout_s=5,
+                                       max_in_flight=1024)
+        out["memory_mb"] = {c.name: rss_mb(c.proc.pid)["rss_mb"] for c in stack.children}
     return out
+
+
+def run_overload(classifier: str, generator: str, rate: float, caps: list[int],
+                 seconds: int) -> dict:
+    """The same over-capacity load against gateways with different caps on turns in flight
+    (GATEWAY_MAX_IN_FLIGHT): how the cap turns client timeouts into 429s."""
+    texts = sample_texts()
+    runs = []
+    for cap in caps:
+        with StackRun(classifier, generator,
+                      gateway_env={"GATEWAY_MAX_IN_FLIGHT": str(cap)}) as stack:
+            url = stack.gateway.url(stack.host)
+            load_at(url, 10, 5, texts)  # warm-up
+            r = load_at(url, rate, seconds, texts, timeout_s=5, max_in_flight=1024)
+            runs.append({"max_in_flight": cap, **r})
+    return {"rate": rate, "runs": runs}
 
 
 # -- faults -----------------------------------------------------------------------------------
@@ -135,14 +126,14 @@ class Conversations:
         self.ids = [f"{tag}-{i}" for i in range(sessions)]
         self.retries = 0
         self.final: dict[str, dict] = {}
-        self._stop = False
+        self.stopped = False
 
     def run(self, pause_s: float) -> threading.Thread:
         def go():
             with httpx.Client(base_url=self.url, timeout=5) as c:
                 for turn in FORM_TURNS:
                     for sid in self.ids:
-                        while not self._stop:
+                        while not self.stopped:
                             try:
                                 r = c.post("/v1/chat", json={"session_id": sid, "text": turn})
                                 if r.status_code == 200:
@@ -188,7 +179,7 @@ def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, bef
     t_back = time.monotonic()
     lt.join()
     thread.join(timeout=60)
-    conv._stop = True
+    conv.stopped = True
     r = box["r"]
     timeline = r.timeline()
     fault_sec, back_sec = int(before), int(before + (t_back - t_fault))
@@ -221,7 +212,7 @@ def _window(timeline: list[dict], start: int, end: int) -> dict:
 
 
 def run_faults(classifier: str, generator: str, rate: float) -> dict:
-    texts = chat_texts()
+    texts = sample_texts()
     results = []
     with StackRun(classifier, generator) as stack:
         url = stack.gateway.url(stack.host)
@@ -251,7 +242,7 @@ def _timed(fn) -> float:
 # -- soak -------------------------------------------------------------------------------------
 
 def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> dict:
-    texts = chat_texts()
+    texts = sample_texts()
     samples = []
     with StackRun(classifier, generator) as stack:
         url = stack.gateway.url(stack.host)
@@ -262,12 +253,12 @@ def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> di
             t0 = time.monotonic()
             while not stop.is_set():
                 samples.append({"t": time.monotonic() - t0,
-                                **{c.name: rss_mb(c.proc.pid) for c in stack.children}})
+                                **{c.name: rss_mb(c.proc.pid)["rss_mb"] for c in stack.children}})
                 stop.wait(10)
 
         st = threading.Thread(target=sample, daemon=True)
         st.start()
-        r = load_at(url, rate, minutes * 60, texts, timeout_s=5)
+        r = load_at(url, rate, minutes * 60, texts, timeline=True, timeout_s=5)
         stop.set()
         st.join()
     per_minute = []
@@ -294,13 +285,14 @@ def write(name: str, data: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", choices=["load", "faults", "soak", "report"])
+    p.add_argument("run", choices=["load", "overload", "faults", "soak", "report"])
     p.add_argument("--classifier-artifact", default="artifacts/classifier")
     p.add_argument("--generator-artifact", default="artifacts/generator")
     p.add_argument("--seconds", type=int, default=10, help="load: seconds per ramp step")
     p.add_argument("--rate", type=float, default=None,
                    help="faults/soak: turns/s (default: from the load run's capacity)")
     p.add_argument("--minutes", type=float, default=10)
+    p.add_argument("--caps", default="256,64,24", help="overload: GATEWAY_MAX_IN_FLIGHT values")
     args = p.parse_args(argv)
     if args.run == "report":
         from benchmarks.reliability_report import write_report
@@ -314,6 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         capacity = json.loads(load_file.read_text())["capacity"]
     if args.run == "load":
         data = run_load_suite(*common, args.seconds)
+    elif args.run == "overload":
+        data = run_overload(*common, args.rate or 2 * (capacity or 20),
+                            [int(c) for c in args.caps.split(",")], 2 * args.seconds)
     elif args.run == "faults":
         data = run_faults(*common, args.rate or max(10.0, 0.5 * (capacity or 50)))
     else:

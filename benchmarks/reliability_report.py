@@ -45,6 +45,21 @@ def load_section(d: dict) -> list[str]:
     return lines
 
 
+def overload_section(d: dict) -> list[str]:
+    lines = ["## Overload: the cap on turns in flight", "",
+             f"`python -m benchmarks.reliability overload` ({d['written']}): "
+             f"{d['rate']:.0f} turns/s (twice the capacity above) for "
+             f"{d['runs'][0]['duration_s']:.0f} s against a fresh stack per "
+             "`GATEWAY_MAX_IN_FLIGHT` value; client timeout 5 s.", "",
+             "| max in flight | answered 2xx | 429 | client timeouts | other errors | p50 ms | "
+             "p99 ms |", "|---|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        timeouts = r["outcomes"].get("timeout", 0)
+        lines.append(f"| {r['max_in_flight']} | {r['ok']} | {r['rejected_429']} | {timeouts} | "
+                     f"{r['errors'] - timeouts} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+    return lines + ["", "The default is 24 (docs/gateway.md).", ""]
+
+
 def faults_section(d: dict) -> list[str]:
     lines = ["## Faults", "",
              f"`python -m benchmarks.reliability faults` ({d['written']}). Each scenario runs "
@@ -104,7 +119,8 @@ def write_report(results: Path, out: Path) -> None:
              "comes from the command named with it; the JSON behind each section is in "
              "`docs/reliability/`. The CI tests that check the same behaviour on small "
              "models are listed at the end.", ""]
-    for name, section in (("load", load_section), ("faults", faults_section),
+    for name, section in (("load", load_section), ("overload", overload_section),
+                          ("faults", faults_section),
                           ("soak", soak_section)):
         d = _load(results, name)
         lines += section(d) if d else [f"## {name.title()}", "", "(not run yet)", ""]

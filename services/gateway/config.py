@@ -50,7 +50,7 @@ class GatewaySettings(ServiceSettings):
     max_text_chars: int = Field(1000, ge=1)
     max_texts: int = Field(64, ge=1, description="texts per /v1/classify call (as the "
                                                  "classifier's default)")
-    # Little's law: in flight = turns/s x latency. 24 keeps p99 near 2 s at 2-3x the
+    # Little's law: in flight = turns/s x latency. 24 keeps p99 near 2 s at 2x the
     # measured capacity of a 2-core host (docs/reliability.md) and still allows ~700
     # turns/s at the usual 35 ms, more than one gateway process serves.
     max_in_flight: int = Field(24, ge=1, description="chat/classify calls in flight before "
