@@ -24,18 +24,23 @@ from benchmarks.run import machine
 EVENTS = REPO / "tests" / "data" / "lambda"
 
 
+def invoke_fresh(handler: str, event: str, env: dict[str, str], repeat: int = 1) -> dict:
+    """`python -m services.common.lambda_adapter` in a fresh process: its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        subprocess.run([sys.executable, "-m", "services.common.lambda_adapter", handler,
+                        str(EVENTS / event), "--repeat", str(repeat), "--output", str(out)],
+                       cwd=REPO, env={**os.environ, **env}, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.loads(out.read_text())
+
+
 def cold_start(handler: str, event: str, env: dict[str, str], warm: int = 50) -> dict:
     """One fresh process: init (imports + app + model load/warm-up), the first invocation,
     then `warm` more of the same event."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "services.common.lambda_adapter", handler,
-                        str(EVENTS / event), "--repeat", str(warm + 1), "--output", str(out)],
-                       cwd=REPO, env={**os.environ, **env}, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wall = time.perf_counter() - t0
-        r = json.loads(out.read_text())
+    t0 = time.perf_counter()
+    r = invoke_fresh(handler, event, env, repeat=warm + 1)
+    wall = time.perf_counter() - t0
     calls = r["invocations"]
     assert all(c["response"]["statusCode"] == 200 for c in calls), calls[0]["response"]
     warm_ms = sorted(c["ms"] for c in calls[1:])
@@ -47,14 +52,8 @@ def cold_start(handler: str, event: str, env: dict[str, str], warm: int = 50) ->
 
 def served_backend(env: dict[str, str]) -> str:
     """Which ONNX model the classifier handler chose (int8 only when accurate enough)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        subprocess.run([sys.executable, "-m", "services.common.lambda_adapter",
-                        "services.classifier.lambda_handler", str(EVENTS / "model_info.json"),
-                        "--output", str(out)], cwd=REPO, env={**os.environ, **env}, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        body = json.loads(out.read_text())["invocations"][0]["response"]["body"]
-    return json.loads(body)["backend"]
+    r = invoke_fresh("services.classifier.lambda_handler", "model_info.json", env)
+    return json.loads(r["invocations"][0]["response"]["body"])["backend"]
 
 
 def bench_lambda(classifier: str, runs: int) -> list[dict]:

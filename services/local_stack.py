@@ -103,12 +103,13 @@ def wait_ready(children: list[Child], host: str, timeout: float) -> None:
 
 
 class RedisProcess:
-    """A local redis-server for the gateway's sessions, with append-only persistence
+    """A local redis-server for the gateway's sessions. `persistent`: append-only file
     (fsync every write) in DATA_DIR, so stopping and starting it loses nothing."""
 
-    def __init__(self, port: int, data_dir: Path):
+    def __init__(self, port: int, data_dir: Path, persistent: bool = True):
         self.port = port
         self.data_dir = data_dir
+        self.persistent = persistent
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -124,8 +125,9 @@ class RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.data_dir.resolve()), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+             str(self.data_dir.resolve()), "--save", "",
+             *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+               else ["--appendonly", "no"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         deadline = time.monotonic() + timeout
         while not port_in_use("127.0.0.1", self.port):

@@ -74,25 +74,11 @@ def running(args: list[str], env: dict[str, str], tmp: Path, port: int | None = 
 @contextlib.contextmanager
 def redis_server(tmp: Path):
     """A real redis-server (Debian package; `.ci/run` installs it) on a free port."""
-    import shutil
+    from services.local_stack import RedisProcess
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server not found: apt-get install redis-server")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    redis = RedisProcess(free_port(), tmp, persistent=False)
+    redis.start()
     try:
-        deadline = time.time() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield url
+        yield redis.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        redis.stop()
