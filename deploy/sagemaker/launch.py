@@ -103,22 +103,23 @@ def endpoint_requests(args: argparse.Namespace) -> dict:
     name = args.endpoint_name
     env = {"SAGEMAKER_BIND_TO_PORT": "8080", **_pairs(args.env, "--env")}
     resource = f"endpoint/{name}/variant/AllTraffic"
+    versioned = f"{name}-{args.version}"[:NAME_MAX]  # the model and its endpoint config
     reqs = {
         "create_model": {
-            "ModelName": f"{name}-{args.version}"[:NAME_MAX],
+            "ModelName": versioned,
             "PrimaryContainer": {"Image": args.image, "ModelDataUrl": args.model_data,
                                  "Environment": env},
             "ExecutionRoleArn": args.role},
         "create_endpoint_config": {
-            "EndpointConfigName": f"{name}-{args.version}"[:NAME_MAX],
+            "EndpointConfigName": versioned,
             "ProductionVariants": [{
-                "VariantName": "AllTraffic", "ModelName": f"{name}-{args.version}"[:NAME_MAX],
+                "VariantName": "AllTraffic", "ModelName": versioned,
                 "InitialInstanceCount": args.min_instances,
                 "InstanceType": args.instance_type or SERVE_INSTANCES[(args.model, args.preset)],
                 # /ping must answer while the model loads; a generator needs longer to load
                 "ContainerStartupHealthCheckTimeoutInSeconds": 600}]},
         "create_endpoint": {"EndpointName": name,
-                            "EndpointConfigName": f"{name}-{args.version}"[:NAME_MAX]},
+                            "EndpointConfigName": versioned},
     }
     if args.max_instances > args.min_instances:
         dim = "sagemaker:variant:DesiredInstanceCount"
