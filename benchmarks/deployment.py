@@ -24,14 +24,18 @@ from benchmarks.run import machine
 EVENTS = REPO / "tests" / "data" / "lambda"
 
 
-def invoke_fresh(handler: str, event: str, env: dict[str, str], repeat: int = 1) -> dict:
-    """`python -m services.common.lambda_adapter` in a fresh process: its JSON result."""
+def invoke_fresh(handler: str, events: list[str], env: dict[str, str],
+                 repeat: int = 1) -> dict:
+    """`python -m services.common.lambda_adapter` in a fresh process (a real cold start)
+    with events from tests/data/lambda/: its JSON result, or the end of its output."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
-        subprocess.run([sys.executable, "-m", "services.common.lambda_adapter", handler,
-                        str(EVENTS / event), "--repeat", str(repeat), "--output", str(out)],
-                       cwd=REPO, env={**os.environ, **env}, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = subprocess.run([sys.executable, "-m", "services.common.lambda_adapter", handler,
+                            *[str(EVENTS / e) for e in events], "--repeat", str(repeat),
+                            "--output", str(out)], cwd=REPO, env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"{handler} failed:\n{r.stdout[-3000:]}{r.stderr[-3000:]}")
         return json.loads(out.read_text())
 
 
@@ -39,7 +43,7 @@ def cold_start(handler: str, event: str, env: dict[str, str], warm: int = 50) ->
     """One fresh process: init (imports + app + model load/warm-up), the first invocation,
     then `warm` more of the same event."""
     t0 = time.perf_counter()
-    r = invoke_fresh(handler, event, env, repeat=warm + 1)
+    r = invoke_fresh(handler, [event], env, repeat=warm + 1)
     wall = time.perf_counter() - t0
     calls = r["invocations"]
     assert all(c["response"]["statusCode"] == 200 for c in calls), calls[0]["response"]
@@ -52,7 +56,7 @@ def cold_start(handler: str, event: str, env: dict[str, str], warm: int = 50) ->
 
 def served_backend(env: dict[str, str]) -> str:
     """Which ONNX model the classifier handler chose (int8 only when accurate enough)."""
-    r = invoke_fresh("services.classifier.lambda_handler", "model_info.json", env)
+    r = invoke_fresh("services.classifier.lambda_handler", ["model_info.json"], env)
     return json.loads(r["invocations"][0]["response"]["body"])["backend"]
 
 

@@ -6,26 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.servers import REPO
+from benchmarks.deployment import invoke_fresh
 
 pytest.importorskip("mangum")
 pytestmark = pytest.mark.slow
-EVENTS = REPO / "tests" / "data" / "lambda"
-
-
-def invoke(handler: str, events: list[str], env: dict, tmp_path, repeat: int = 1) -> dict:
-    out = tmp_path / "result.json"
-    r = subprocess.run([sys.executable, "-m", "services.common.lambda_adapter", handler,
-                        *[str(EVENTS / e) for e in events], "--repeat", str(repeat),
-                        "--output", str(out)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return json.loads(out.read_text())
 
 
 def body_of(response: dict) -> dict:
@@ -35,13 +22,11 @@ def body_of(response: dict) -> dict:
     return json.loads(body)
 
 
-def test_classifier_handler_answers_api_gateway_events(small_artifact, tmp_path):
-    import os
-
-    env = {**os.environ, "CLASSIFIER_ARTIFACT": str(small_artifact)}
-    result = invoke("services.classifier.lambda_handler",
-                    ["classify.json", "classify_base64.json", "classify_invalid.json",
-                     "healthz.json"], env, tmp_path, repeat=2)
+def test_classifier_handler_answers_api_gateway_events(small_artifact):
+    env = {"CLASSIFIER_ARTIFACT": str(small_artifact)}
+    result = invoke_fresh("services.classifier.lambda_handler",
+                          ["classify.json", "classify_base64.json", "classify_invalid.json",
+                           "healthz.json"], env, repeat=2)
     calls = [c["response"] for c in result["invocations"]]
     ok, b64, invalid, health = calls[:4]
     assert ok["statusCode"] == 200
@@ -55,19 +40,17 @@ def test_classifier_handler_answers_api_gateway_events(small_artifact, tmp_path)
     assert health["statusCode"] == 200
     # the second round is served by the same (warm) instance, same answers
     assert [c["statusCode"] for c in calls[4:]] == [200, 200, 422, 200]
-    assert body_of(calls[4]) ["predictions"] == preds
+    assert body_of(calls[4])["predictions"] == preds
     # the ONNX path needs no torch: the Lambda image does not ship it
     assert result["torch_imported"] is False
 
 
-def test_gateway_handler_answers_api_gateway_events(standin, tmp_path):
-    import os
-
-    env = {**os.environ, "CLASSIFIER_URL": standin.url, "GENERATOR_URL": "http://127.0.0.1:9",
+def test_gateway_handler_answers_api_gateway_events(standin):
+    env = {"CLASSIFIER_URL": standin.url, "GENERATOR_URL": "http://127.0.0.1:9",
            "GATEWAY_API_KEYS": "lambda-test-key", "GATEWAY_RATE_LIMIT": ""}
-    result = invoke("services.gateway.lambda_handler",
-                    ["chat.json", "chat_no_key.json", "labels.json", "healthz.json"], env,
-                    tmp_path)
+    result = invoke_fresh("services.gateway.lambda_handler",
+                          ["chat.json", "chat_no_key.json", "labels.json", "healthz.json"],
+                          env)
     chat, no_key, labels, health = [c["response"] for c in result["invocations"]]
     assert chat["statusCode"] == 200, chat
     body = body_of(chat)
