@@ -30,8 +30,9 @@ class FastTokenizer:
     """The artifact's `tokenizer.json` through the `tokenizers` library alone: the same
     normalisation, special tokens, truncation (max_length including them) and right padding
     as transformers' fast tokenizer, which wraps this very object. Used by the ONNX backend
-    so that serving imports neither transformers nor, through it, torch: ~1.5 s less cold
-    start, and the Lambda image ships without both (tests compare the ids on CLINC150)."""
+    so that serving imports neither transformers nor, through it, torch: a faster start, a
+    smaller process (the service's peak memory in docs/benchmarks.md), and a Lambda image
+    without both (tests compare the ids on CLINC150)."""
 
     def __init__(self, model_dir, max_length: int):
         import json
