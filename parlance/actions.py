@@ -1,6 +1,7 @@
-"""Local fulfilment: answers the assistant can compute itself, passed to the generator as
-`facts`. Shared by the generator's data builder (so training sees the facts the gateway will
-send) and the gateway.
+"""Built-in actions: answers the assistant can compute itself, passed to the generator (or
+filled into templates) as `facts`. A registry keyed by name; a pack binds an intent to one
+with `action:` in intents.yml. Shared by the generator's data builder (so training sees the
+facts the gateway will send) and the gateway.
 
 - arithmetic: a whitelist evaluator over Python's `ast` (never `eval`), with bounded
   exponents and operand sizes so a request cannot make the process compute for minutes;
@@ -17,18 +18,13 @@ import math
 import operator
 import random
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from zoneinfo import ZoneInfo
 
 from .slots import place_timezone
-
-# The facts `fulfil` can return for each raw intent (the templates may use these names).
-FACT_NAMES: dict[str, tuple[str, ...]] = {
-    "time": ("time",), "date": ("date",), "timezone": ("timezone",),
-    "calculator": ("result",), "measurement_conversion": ("result",),
-    "flip_coin": ("outcome",), "roll_dice": ("outcome",), "spelling": ("spelled",),
-}
 
 # user word -> (pint unit, singular, plural)
 _UNITS: dict[str, tuple[str, str, str]] = {}
@@ -38,8 +34,7 @@ for _pint, _sing, _plur, _aliases in [
     ("yard", "yard", "yards", ["yd", "yards"]),
     ("mile", "mile", "miles", ["mi", "miles"]),
     ("meter", "meter", "meters", ["m", "meters", "metre", "metres"]),
-    ("centimeter", "centimeter", "centimeters", ["cm", "centimeters", "centimetres",
-                                                 "centimetre"]),
+    ("centimeter", "centimeter", "centimeters", ["cm", "centimeters", "centimetres", "centimetre"]),
     ("millimeter", "millimeter", "millimeters", ["mm", "millimeters", "millimetres"]),
     ("kilometer", "kilometer", "kilometers", ["km", "kilometers", "kilometres", "kilometre"]),
     ("ounce", "ounce", "ounces", ["oz", "ounces"]),
@@ -74,7 +69,7 @@ def unit_name(word: str | None) -> str | None:
 
 
 def unit_quantity(n: float, unit: str) -> str:
-    """"3", "foot" -> "3 feet"."""
+    """ "3", "foot" -> "3 feet"."""
     _, sing, plur = _UNITS[unit.lower()]
     text = format_number(n)
     return f"{text} {sing if text == '1' else plur}"
@@ -101,7 +96,7 @@ def _ureg():
 
 
 def convert(quantity: str, target_unit: str) -> str | None:
-    """"3 feet", "inches" -> "36 inches"; None when either unit is unknown or incompatible."""
+    """ "3 feet", "inches" -> "36 inches"; None when either unit is unknown or incompatible."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s+(.+?)\s*", quantity)
     src, dst = (m and unit_name(m.group(2))), unit_name(target_unit)
     if not m or not src or not dst:
@@ -118,8 +113,14 @@ def convert(quantity: str, target_unit: str) -> str | None:
 
 # ---------------------------------------------------------------- arithmetic
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow, ast.Mod: operator.mod}
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+    ast.Mod: operator.mod,
+}
 _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _MAX_OPERAND = 1e15
 _MAX_EXPONENT = 100
@@ -131,8 +132,13 @@ def calculate(expression: str) -> str | None:
     "15 % of 3143", "2 ^ 10"); None when it is not a valid, bounded arithmetic expression."""
     if len(expression) > _MAX_EXPR_CHARS:
         return None
-    src = (expression.replace("×", "*").replace("÷", "/").replace(",", "")
-           .replace("the square root of", "sqrt").replace("square root of", "sqrt"))
+    src = (
+        expression.replace("×", "*")
+        .replace("÷", "/")
+        .replace(",", "")
+        .replace("the square root of", "sqrt")
+        .replace("square root of", "sqrt")
+    )
     src = re.sub(r"sqrt\s*(\d+(?:\.\d+)?|\([^()]*\))", r"sqrt(\1)", src)
     src = re.sub(r"(\d+(?:\.\d+)?)\s*%\s*of", r"(\1 / 100) *", src).replace("^", "**")
     try:
@@ -153,18 +159,24 @@ def _eval(node: ast.AST) -> float:
         if isinstance(node.op, ast.Pow) and (abs(right) > _MAX_EXPONENT or abs(left) > 1e6):
             raise ValueError("exponent too large")
         result = _BINOPS[type(node.op)](left, right)
-        if isinstance(result, complex) or abs(result) > _MAX_OPERAND ** 2:
+        if isinstance(result, complex) or abs(result) > _MAX_OPERAND**2:
             raise ValueError("result out of range")
         return result
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
         return _UNOPS[type(node.op)](_eval(node.operand))
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id == "sqrt" and len(node.args) == 1 and not node.keywords):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "sqrt"
+        and len(node.args) == 1
+        and not node.keywords
+    ):
         return math.sqrt(_eval(node.args[0]))
     raise ValueError(f"not allowed: {type(node).__name__}")
 
 
 # ---------------------------------------------------------------- time, chance, spelling
+
 
 def _zone(place: str | None, default_tz: str) -> tuple[ZoneInfo, str | None]:
     tz = place_timezone(place) if place else None
@@ -184,7 +196,7 @@ def current_date(now: datetime, place: str | None = None, default_tz: str = "UTC
 
 
 def timezone_of(place: str, now: datetime) -> str | None:
-    """"Eastern Standard Time (UTC-5)"-like description; None for an unknown place."""
+    """ "Eastern Standard Time (UTC-5)"-like description; None for an unknown place."""
     tz = place_timezone(place)
     if not tz:
         return None
@@ -193,8 +205,11 @@ def timezone_of(place: str, now: datetime) -> str | None:
     minutes = int(offset.total_seconds() // 60) if offset is not None else 0
     sign = "+" if minutes >= 0 else "-"
     hh, mm = divmod(abs(minutes), 60)
-    return f"{tz.split('/')[-1].replace('_', ' ')} time (UTC{sign}{hh}" + (
-        f":{mm:02d}" if mm else "") + ")"
+    return (
+        f"{tz.split('/')[-1].replace('_', ' ')} time (UTC{sign}{hh}"
+        + (f":{mm:02d}" if mm else "")
+        + ")"
+    )
 
 
 def roll_dice(spec: str, rng: random.Random) -> str:
@@ -211,32 +226,131 @@ def spell(word: str) -> str:
     return "-".join(word.upper())
 
 
-def fulfil(raw_intent: str, slots: dict[str, str], now: datetime | None = None,
-           rng: random.Random | None = None, default_tz: str = "UTC") -> dict[str, str]:
-    """Facts for a raw intent from its slots; {} when nothing is computable."""
+@dataclass(frozen=True)
+class ActionContext:
+    """What an action may use besides the slots: the request's clock, a random source (seeded
+    by the data builder and tests), and the pack's default time zone."""
+
+    now: datetime
+    rng: random.Random
+    default_tz: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Action:
+    """A built-in action: the facts it can return (templates may use these names), the slot
+    types it reads, those without which it returns nothing (`needs`), and the function. It
+    reads slots by type, so a pack may name its slots as it likes."""
+
+    name: str
+    facts: tuple[str, ...]
+    reads: tuple[str, ...]
+    needs: tuple[str, ...]
+    run: Callable[[dict[str, str], ActionContext], dict[str, str]]
+    description: str = ""
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def action(
+    name: str,
+    facts: tuple[str, ...],
+    reads: tuple[str, ...] = (),
+    needs: tuple[str, ...] = (),
+    description: str = "",
+):
+    def register(fn):
+        ACTIONS[name] = Action(name, facts, reads, needs, fn, description)
+        return fn
+
+    return register
+
+
+@action(
+    "current_time",
+    ("time",),
+    ("place",),
+    description="the time now, at a place or the default zone",
+)
+def _current_time(typed, ctx):
+    return {"time": current_time(ctx.now, typed.get("place"), ctx.default_tz)}
+
+
+@action(
+    "current_date",
+    ("date",),
+    ("place",),
+    description="today's date, at a place or the default zone",
+)
+def _current_date(typed, ctx):
+    return {"date": current_date(ctx.now, typed.get("place"), ctx.default_tz)}
+
+
+@action("timezone", ("timezone",), ("place",), ("place",), "the time zone of a place")
+def _timezone(typed, ctx):
+    tz = timezone_of(typed["place"], ctx.now) if typed.get("place") else None
+    return {"timezone": tz} if tz else {}
+
+
+@action(
+    "calculate", ("result",), ("expression",), ("expression",), "arithmetic on an expression slot"
+)
+def _calculate(typed, ctx):
+    result = calculate(typed["expression"]) if "expression" in typed else None
+    return {"result": result} if result is not None else {}
+
+
+@action(
+    "convert_units",
+    ("result",),
+    ("quantity", "target_unit"),
+    ("quantity", "target_unit"),
+    "unit conversion",
+)
+def _convert_units(typed, ctx):
+    if "quantity" not in typed or "target_unit" not in typed:
+        return {}
+    result = convert(typed["quantity"], typed["target_unit"])
+    return {"result": result} if result is not None else {}
+
+
+@action("flip_coin", ("outcome",), description="heads or tails")
+def _flip_coin(typed, ctx):
+    return {"outcome": ctx.rng.choice(["heads", "tails"])}
+
+
+@action(
+    "roll_dice",
+    ("outcome",),
+    ("dice",),
+    description="rolls dice ('2d6'; one six-sided die by default)",
+)
+def _roll_dice(typed, ctx):
+    return {"outcome": roll_dice(typed.get("dice", "1d6"), ctx.rng)}
+
+
+@action("spell", ("spelled",), ("word",), ("word",), "spells a word letter by letter")
+def _spell(typed, ctx):
+    return {"spelled": spell(typed["word"])} if "word" in typed else {}
+
+
+def run_action(
+    name: str | None,
+    slots: dict[str, str],
+    slot_types: dict[str, str],
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+    default_tz: str = "UTC",
+) -> dict[str, str]:
+    """Facts of action `name` (None: no action, no facts) from the turn's slots, which it
+    reads by type (`slot_types`: slot name -> type name)."""
+    if name is None:
+        return {}
     now = now or datetime.now(UTC)
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    rng = rng or random.Random()
-    place = slots.get("place")
-    facts: dict[str, str] = {}
-    if raw_intent == "time":
-        facts["time"] = current_time(now, place, default_tz)
-    elif raw_intent == "date":
-        facts["date"] = current_date(now, place, default_tz)
-    elif raw_intent == "timezone" and place and (tz := timezone_of(place, now)):
-        facts["timezone"] = tz
-    elif raw_intent == "calculator" and "expression" in slots:
-        if (result := calculate(slots["expression"])) is not None:
-            facts["result"] = result
-    elif (raw_intent == "measurement_conversion" and "quantity" in slots
-          and "target_unit" in slots):
-        if (result := convert(slots["quantity"], slots["target_unit"])) is not None:
-            facts["result"] = result
-    elif raw_intent == "flip_coin":
-        facts["outcome"] = rng.choice(["heads", "tails"])
-    elif raw_intent == "roll_dice":
-        facts["outcome"] = roll_dice(slots.get("dice", "1d6"), rng)
-    elif raw_intent == "spelling" and "word" in slots:
-        facts["spelled"] = spell(slots["word"])
-    return facts
+    typed: dict[str, str] = {}
+    for slot, value in slots.items():
+        typed.setdefault(slot_types.get(slot, slot), value)
+    return ACTIONS[name].run(typed, ActionContext(now, rng or random.Random(), default_tz))
