@@ -1,6 +1,8 @@
-"""Fine-tune the intent classifier on CLINC150 and write a classifier artifact.
+"""Fine-tune the intent classifier of an assistant pack (default: the bundled CLINC150) and
+write a classifier artifact.
 
     python -m training.classifier --preset cpu --data-dir DIR --output-dir OUT
+    python -m training.classifier --pack assistants/bike_shop --output-dir OUT
     python -m training.classifier --preset paper --output-dir OUT      # RoBERTa-large + LoRA
 
 In the manner of transformers' `run_glue.py`: dataclass arguments (`--help` documents them all;
@@ -41,7 +43,7 @@ from services.classifier.modeling import HeadConfig, IntentClassifier, build_enc
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
 from training.cli import parse_with_presets
-from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_clinc
+from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, Split, load_pack_data
 from training.evaluate import evaluate_artifact, write_report
 
 logger = logging.getLogger("training.classifier")
@@ -133,6 +135,17 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    pack: str = field(default="clinc150",
+                      metadata={"help": "assistant pack directory or bundled pack name"})
+    background: str = field(
+        default="auto",
+        metadata={"help": "add the bundled out-of-domain sentences as out-of-scope data: "
+                          "'auto' (the pack's setting; by default when it has none), 'yes', "
+                          "'no'"})
+    ignore_pack_oos: bool = field(
+        default=False,
+        metadata={"help": "studies: drop the pack's own out-of-scope training and validation "
+                          "examples, as if it had none (test keeps them)"})
     data_dir: str | None = field(
         default=None,
         metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"})
@@ -202,6 +215,32 @@ def git_commit() -> str:
                               cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def load_data(dargs: DataArguments, seed: int) -> ClincData:
+    from parlance.pack import load_pack
+
+    pack = load_pack(dargs.pack)
+    background = {"auto": None, "yes": True, "no": False}.get(dargs.background)
+    if dargs.background not in ("auto", "yes", "no"):
+        raise ValueError("--background must be auto, yes or no")
+    if dargs.ignore_pack_oos:
+        from training.data import load_pack_data as load
+
+        data = load(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, seed, False)
+        for name in ("train", "val"):
+            split = data.split(name)
+            keep = [i for i, x in enumerate(split.intents) if x != OOS]
+            setattr(data, name, Split([split.texts[i] for i in keep],
+                                      [split.intents[i] for i in keep]))
+        data.source += "#no-pack-oos"
+        if background is not False:
+            from training.data import with_background
+
+            data = with_background(data, pack, True, seed)
+        return data
+    return load_pack_data(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, seed,
+                          background)
 
 
 def subset_data(data: ClincData, dargs: DataArguments) -> ClincData:
@@ -285,10 +324,18 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
     scorer.fit_combo(val_logits, val_feats, y_val != oos_index)
     from training.metrics import auroc
 
+    has_oos = bool((y_val == oos_index).any())
     val_auroc = {s: auroc(scorer.scores(val_logits, val_feats, s), y_val != oos_index)
-                 for s in SCORES}
-    scorer.score = max(val_auroc, key=val_auroc.get) if oargs.ood_score == "auto" \
-        else oargs.ood_score
+                 for s in SCORES} if has_oos else {}
+    if oargs.ood_score != "auto":
+        scorer.score = oargs.ood_score
+    elif has_oos:
+        scorer.score = max(val_auroc, key=val_auroc.get)
+    else:
+        # Nothing to rank scores by: the distance to the training examples' classes needs
+        # no out-of-scope data (docs/ood.md); the threshold keeps the target share of
+        # in-scope validation queries answered correctly.
+        scorer.score = "maha"
     argmax = val_logits.argmax(-1)
     choice = calibration.pick_threshold(
         scorer.scores(val_logits, val_feats), argmax, y_val, oos_index,
@@ -314,7 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
                 margs.method)
 
     # -- data ----------------------------------------------------------------------------
-    data = load_clinc(dargs.data_dir, dargs.variant, dargs.hub_dataset)
+    data = load_data(dargs, targs.seed)
     if dargs.intents or dargs.max_intents or dargs.max_train_per_intent:
         data = subset_data(data, dargs)
     logger.info("data %s: train=%d val=%d test=%d labels=%d (%s)", data.source, len(data.train),
@@ -372,7 +419,9 @@ def main(argv: list[str] | None = None) -> dict:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "data": {"source": data.source, "variant": dargs.variant, "checksum": data.checksum,
-                 "sizes": {s: len(data.split(s)) for s in ("train", "val", "test")}},
+                 "sizes": {s: len(data.split(s)) for s in ("train", "val", "test")},
+                 "background": data.background},
+        "pack": data.pack,
         "labels": data.labels,
         "oos_threshold": scorer.threshold,
         "temperature": scorer.temperature,

@@ -1,4 +1,5 @@
-"""CLINC150 loading: the original oos-eval JSON layout on disk, or the hub dataset `clinc_oos`.
+"""Training data of an assistant pack: its inline examples, or (CLINC150) the original
+oos-eval JSON layout on disk, or the hub dataset `clinc_oos`.
 
 Both sources produce the same `ClincData`: three splits of (text, intent-name) pairs with the
 out-of-scope queries labelled ``oos`` and kept in the same split as the in-scope ones, and one
@@ -60,6 +61,8 @@ class ClincData:
     source: str  # "dir:/path/data_full.json" or "hub:clinc_oos/plus"
     checksum: str  # sha256 over the loaded examples; identical data -> identical checksum
     domains: dict[str, list[str]] = field(default_factory=dict)  # domain -> intents
+    pack: dict | None = None  # name, version, checksum of the pack the data belongs to
+    background: dict | None = None  # background out-of-scope sentences added, per split
 
     def split(self, name: str) -> Split:
         return getattr(self, name)
@@ -72,7 +75,8 @@ class ClincData:
         """The same data with another training split (checksum recomputed)."""
         splits = {"train": train, "val": self.val, "test": self.test}
         return ClincData(**splits, labels=self.labels, source=self.source,
-                         checksum=_checksum(splits), domains=self.domains)
+                         checksum=_checksum(splits), domains=self.domains, pack=self.pack,
+                         background=self.background)
 
     def restrict(self, intents: list[str], max_per_intent: int | None = None) -> ClincData:
         """A smaller copy for tests and smoke runs: only `intents` (plus oos), optionally capped."""
@@ -102,6 +106,7 @@ class ClincData:
             source=self.source + f"#subset:{len(labels) - 1}",
             checksum=_checksum(splits),
             domains={d: [i for i in v if i in keep] for d, v in self.domains.items()},
+            pack=self.pack, background=self.background,
         )
 
 
@@ -113,11 +118,12 @@ def _checksum(splits: dict[str, Split]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _finish(splits: dict[str, Split], source: str, domains: dict[str, list[str]]) -> ClincData:
+def _finish(splits: dict[str, Split], source: str, domains: dict[str, list[str]],
+            require_oos: bool = True, require_test: bool = True) -> ClincData:
     for name in SPLITS:
-        if len(splits[name]) == 0:
+        if len(splits[name]) == 0 and (name != "test" or require_test):
             raise DataError(f"{source}: split {name!r} is empty")
-    if splits["train"].n_oos == 0:
+    if require_oos and splits["train"].n_oos == 0:
         raise DataError(f"{source}: no out-of-scope ('oos') training examples")
     intents = {i for s in splits.values() for i in s.intents} - {OOS}
     labels = sorted(intents) + [OOS]
@@ -211,9 +217,9 @@ def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> C
         if names is None or "text" not in part.column_names:
             raise DataError(f"hub dataset {name!r}: expected columns text + intent (ClassLabel)")
         splits[ours] = Split(list(part["text"]), [names[i] for i in part["intent"]])
-    # The hub carries no domain map; use the copy of the upstream domains.json shipped here.
-    packaged = Path(__file__).resolve().parents[1] / "services" / "common" / "resources"
-    return _finish(splits, f"hub:{name}/{variant}", load_domains(packaged, "clinc150_domains.json"))
+    # The hub carries no domain map; use the copy of the upstream domains.json in the pack.
+    packaged = Path(__file__).resolve().parents[1] / "assistants" / "clinc150"
+    return _finish(splits, f"hub:{name}/{variant}", load_domains(packaged, "domains.json"))
 
 
 def load_clinc(data_dir: str | os.PathLike | None = None, variant: str = "full",
@@ -223,3 +229,82 @@ def load_clinc(data_dir: str | os.PathLike | None = None, variant: str = "full",
     if data_dir:
         return load_from_dir(data_dir, variant)
     return load_from_hub(variant, hub_name)
+
+
+# ---------------------------------------------------------------- assistant packs
+
+def _held_out(texts: list[str], share: float, seed: int, key: str) -> tuple[list[str], list[str]]:
+    """A seeded split of one intent's examples into (train, val): at least one of each when
+    there are two or more."""
+    import random
+
+    order = list(range(len(texts)))
+    random.Random(f"{seed}:{key}").shuffle(order)
+    n_val = min(max(1, round(len(texts) * share)), len(texts) - 1) if len(texts) > 1 else 0
+    val = set(order[:n_val])
+    return ([t for i, t in enumerate(texts) if i not in val],
+            [t for i, t in enumerate(texts) if i in val])
+
+
+def load_pack_data(pack, data_dir: str | os.PathLike | None = None, variant: str | None = None,
+                   hub_name: str = "clinc_oos", seed: int = 42,
+                   background: bool | None = None) -> ClincData:
+    """The pack's examples as train / val / test splits with the pack's labels.
+
+    External examples (`examples_from`) come from their loader; inline ones are split per
+    intent: `test_examples` are the test split, and a seeded share of `examples` is held out
+    for validation. Out-of-scope examples (the pack's own, or the bundled background set when
+    `background` or the pack's setting asks for it, by default when the pack has none) are
+    labelled `oos`; a pack without any still trains (its threshold comes from in-scope
+    validation queries alone, docs/ood.md)."""
+    from parlance.pack.models import OOS as PACK_OOS
+
+    assert PACK_OOS == OOS
+    source = pack.assistant.examples_from
+    if source is not None:
+        if source.loader != "clinc150":  # pragma: no cover - the model allows no other
+            raise DataError(f"unknown examples loader {source.loader!r}")
+        data = load_clinc(data_dir, variant or source.variant, hub_name)
+        unknown = set(data.labels) - set(pack.labels)
+        if unknown:
+            raise DataError(f"{data.source}: intents not in pack {pack.name!r}: "
+                            f"{sorted(unknown)[:5]}")
+        data.pack = pack.identity()
+        return with_background(data, pack, background, seed)
+    splits = {name: Split([], []) for name in SPLITS}
+    share = pack.assistant.validation_share
+    for intent, examples in pack.examples.items():
+        texts = [e.text for e in examples]
+        train, val = _held_out(texts, share, seed, intent)
+        splits["train"].texts += train
+        splits["train"].intents += [intent] * len(train)
+        splits["val"].texts += val
+        splits["val"].intents += [intent] * len(val)
+        test = [e.text for e in pack.test_examples.get(intent, [])]
+        splits["test"].texts += test
+        splits["test"].intents += [intent] * len(test)
+    data = _finish(splits, f"pack:{pack.name}@{pack.version}", {}, require_oos=False,
+                   require_test=False)
+    data.labels = pack.labels  # every intent, `oos` last, even one with no test example
+    data.pack = pack.identity()
+    return with_background(data, pack, background, seed)
+
+
+def with_background(data: ClincData, pack, background: bool | None, seed: int) -> ClincData:
+    wanted = pack.assistant.out_of_scope.background if background is None else background
+    if wanted is None:
+        wanted = data.train.n_oos == 0
+    if not wanted:
+        return data
+    from training.background import background_split
+
+    train, val = background_split([t for t, i in zip(data.train.texts, data.train.intents,
+                                                     strict=True) if i != OOS], seed=seed)
+    splits = {"train": Split(data.train.texts + train, data.train.intents + [OOS] * len(train)),
+              "val": Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
+              "test": data.test}
+    out = ClincData(**splits, labels=data.labels, source=data.source + "+background",
+                    checksum=_checksum(splits), domains=data.domains)
+    out.pack = getattr(data, "pack", None)
+    out.background = {"train": len(train), "val": len(val)}
+    return out

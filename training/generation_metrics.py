@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from services.common.responses import PLACEHOLDER, fill
+
 from services.generator.text import invented_values, is_degenerate
 from training.response_data import ResponseExample
 

@@ -40,12 +40,17 @@ from transformers import (
     set_seed,
 )
 
-from services.common.responses import TemplateFiller
-from services.generator.model import MANIFEST, MODEL_DIR, GenerationRequest, GeneratorModel
-from services.generator.text import PLACEHOLDER_TOKENS, check_reply, source_text
+from services.generator.model import (
+    MANIFEST,
+    MODEL_DIR,
+    PACK_DIR,
+    GenerationRequest,
+    GeneratorModel,
+)
+from services.generator.text import ReplyDomain, check_reply, source_text
 from training.classifier import OFFLINE_MINILM, base_model_name, git_commit, resolve_model_path
 from training.cli import parse_with_presets
-from training.data import load_clinc
+from training.data import load_pack_data
 from training.generation_metrics import reply_metrics
 from training.response_data import ResponseExample, build_examples, checksum, summary
 
@@ -132,10 +137,13 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    pack: str = field(default="clinc150",
+                      metadata={"help": "assistant pack directory or bundled pack name"})
     data_dir: str | None = field(
         default=None,
         metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"})
-    variant: str = field(default="plus", metadata={"help": "CLINC150 variant"})
+    variant: str | None = field(default=None, metadata={"help": "CLINC150 variant (default: "
+                                                                "the pack's)"})
     hub_dataset: str = field(default="clinc_oos", metadata={"help": "hub dataset id"})
     intents: str | None = field(
         default=None, metadata={"help": "tests/smoke runs: comma-separated raw intents"})
@@ -164,24 +172,34 @@ def parse_args(argv: list[str] | None = None):
         argv)
 
 
+def copy_pack(pack, dest: Path) -> None:
+    """The pack's files beside the model: the service serves exactly what it was trained
+    for, with no other file to find (its conversation tests stay behind)."""
+    from parlance.pack.loader import FILES
+
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for name in FILES:
+        if (pack.root / name).is_file():
+            shutil.copy2(pack.root / name, dest / name)
+
+
 def end_token_id(tokenizer) -> int:
     return tokenizer.eos_token_id if tokenizer.eos_token_id is not None \
         else tokenizer.sep_token_id
 
 
-def decoder_vocabulary(tokenizer) -> list[int]:
+def decoder_vocabulary(tokenizer, domain: ReplyDomain) -> list[int]:
     """Every token the templates use, and the placeholders: all a delexicalised reply needs
     (the service narrows a bert2bert decoder to these; services/generator/model.py)."""
-    from services.common.responses import default_responses
-
-    ids = set(tokenizer.convert_tokens_to_ids(PLACEHOLDER_TOKENS))
-    for reply in default_responses().all_replies():
+    ids = set(tokenizer.convert_tokens_to_ids(domain.placeholder_tokens))
+    for reply in domain.pack.responses.all_replies():
         ids.update(tokenizer(reply, add_special_tokens=False)["input_ids"])
     return sorted(ids)
 
 
 @torch.no_grad()
-def init_placeholder_embeddings(model, tokenizer) -> None:
+def init_placeholder_embeddings(model, tokenizer, tokens: list[str]) -> None:
     """Start each placeholder token at the mean embedding of its name's word pieces
     ("<target_unit>" at mean("target", "unit")), in every input and output embedding.
 
@@ -191,7 +209,7 @@ def init_placeholder_embeddings(model, tokenizer) -> None:
     next to the slot name the source spells out ("slots: duration")."""
     pieces = {tokenizer.convert_tokens_to_ids(tok): tokenizer(
         tok.strip("<>").replace("_", " "), add_special_tokens=False)["input_ids"]
-        for tok in PLACEHOLDER_TOKENS}
+        for tok in tokens}
     matrices = []
     for part in (model.get_encoder(), model.get_decoder(), model):
         emb = part.get_input_embeddings()
@@ -205,9 +223,9 @@ def init_placeholder_embeddings(model, tokenizer) -> None:
             weight[new_id] = weight[ids].mean(0)
 
 
-def build_model(margs: ModelArguments, model_path: str, tokenizer):
+def build_model(margs: ModelArguments, model_path: str, tokenizer, tokens: list[str]):
     """The model with the placeholder tokens added to its vocabulary."""
-    tokenizer.add_tokens(PLACEHOLDER_TOKENS)
+    tokenizer.add_tokens(tokens)
     end = end_token_id(tokenizer)
     if margs.architecture == "bert2bert":
         model = EncoderDecoderModel.from_encoder_decoder_pretrained(model_path, model_path)
@@ -225,7 +243,7 @@ def build_model(margs: ModelArguments, model_path: str, tokenizer):
         cfg.pad_token_id = tokenizer.pad_token_id
         cfg.eos_token_id = end
     model.config.vocab_size = len(tokenizer)
-    init_placeholder_embeddings(model, tokenizer)
+    init_placeholder_embeddings(model, tokenizer, tokens)
     if margs.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
@@ -294,10 +312,10 @@ def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
     for i in range(0, len(reqs), gargs.eval_batch_size):
         results.extend(gen.respond(reqs[i:i + gargs.eval_batch_size]))
     batch_seconds = time.perf_counter() - started
-    raw = [check_reply(r.delexicalised, e.text, e.slots, e.facts).reply
+    raw = [check_reply(r.delexicalised, e.text, e.slots, e.facts, gen.domain).reply
            for r, e in zip(results, examples, strict=True)]
     served = [r.reply for r in results]
-    filler = TemplateFiller()
+    filler = gen.filler
     baseline = [filler.reply(e.core_intent, e.text, e.slots, e.facts) or "" for e in examples]
 
     # Batch-1 latency over a fixed sample, model and baseline.
@@ -365,11 +383,18 @@ def main(argv: list[str] | None = None) -> dict:
                 margs.model_name_or_path, margs.architecture, margs.method)
 
     # -- data ----------------------------------------------------------------------------
-    data = load_clinc(dargs.data_dir, dargs.variant, dargs.hub_dataset)
+    from parlance.pack import load_pack
+
+    pack = load_pack(dargs.pack)
+    domain = ReplyDomain(pack)
+    if not domain.label_map.generated:
+        raise SystemExit(f"pack {pack.name!r} has no generated core intents: nothing to train")
+    data = load_pack_data(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, targs.seed,
+                          background=False)
     intents = {x.strip() for x in dargs.intents.split(",")} if dargs.intents else None
     caps = {"train": dargs.max_train_per_intent, "val": dargs.max_eval_per_intent,
             "test": dargs.max_eval_per_intent}
-    examples = build_examples(data, seed=targs.seed, intents=intents,
+    examples = build_examples(data, pack, seed=targs.seed, intents=intents,
                               max_per_intent={k: v for k, v in caps.items() if v})
     for split, exs in examples.items():
         logger.info("%s: %s", split, json.dumps(summary(exs)))
@@ -377,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
     # -- model ---------------------------------------------------------------------------
     model_path = resolve_model_path(margs.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = build_model(margs, model_path, tokenizer)
+    model = build_model(margs, model_path, tokenizer, domain.placeholder_tokens)
     train_ds = to_features(examples["train"], tokenizer, margs)
     val_ds = to_features(examples["val"], tokenizer, margs)
     trainer = Seq2SeqTrainer(
@@ -402,6 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = model.float().eval()
     model.save_pretrained(str(out_dir / MODEL_DIR))
     tokenizer.save_pretrained(str(out_dir / MODEL_DIR))
+    copy_pack(pack, out_dir / PACK_DIR)
     if not gargs.keep_checkpoints:
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
 
@@ -414,6 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
         "method": margs.method,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
+        "pack": pack.identity(),
         "data": {"source": data.source, "variant": dargs.variant, "checksum": data.checksum,
                  "examples_checksum": checksum(examples),
                  "sizes": {s: len(v) for s, v in examples.items()}},
@@ -421,8 +448,8 @@ def main(argv: list[str] | None = None) -> dict:
         "generation": {"num_beams": gargs.num_beams,
                        "no_repeat_ngram_size": gargs.no_repeat_ngram_size,
                        "max_source_length": margs.max_source_length,
-                       "delexicalised": True, "placeholders": PLACEHOLDER_TOKENS,
-                       "decoder_vocabulary": decoder_vocabulary(tokenizer)},
+                       "delexicalised": True, "placeholders": domain.placeholder_tokens,
+                       "decoder_vocabulary": decoder_vocabulary(tokenizer, domain)},
         "training": {"seconds": round(train_seconds, 1),
                      "device": "cuda" if torch.cuda.is_available() else "cpu",
                      "torch_threads": torch.get_num_threads(),

@@ -1,10 +1,10 @@
-"""Builds the generator's examples from CLINC150 utterances.
+"""Builds the generator's examples from a pack's utterances (CLINC150's by default).
 
 For every utterance of a raw intent that maps to a generated core intent (train, val and
 test kept apart, exactly as CLINC150 splits them):
 
-    slots   = the shared slot extractor on the text, for the raw intent's slot kinds
-    facts   = local fulfilment for the raw intent (time, a calculation, a coin flip, ...)
+    slots   = the pack's slot extractor on the text, for the raw intent's slots
+    facts   = the raw intent's action (time, a calculation, a coin flip, ...)
     target  = one of the raw intent's templates whose placeholders are exactly the
               available slots and facts (seeded choice), delexicalised
     refs    = all such templates: the multi-reference set the evaluation scores against
@@ -25,11 +25,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.common.fulfilment import fulfil
-from services.common.label_map import LabelMap, load_label_map
-from services.common.responses import Responses, default_responses
-from services.common.slots import SlotExtractor
-from training.data import ClincData, load_clinc
+from parlance.actions import run_action
+from parlance.pack import Pack, load_pack
+from training.data import ClincData, load_pack_data
 
 # Facts such as the current time are computed against a clock that moves from one example
 # to the next (seeded), so the model sees many different values around the placeholders.
@@ -48,16 +46,15 @@ class ResponseExample:
     references: list[str]  # every valid delexicalised reply for this input
 
 
-def build_examples(data: ClincData, responses: Responses | None = None,
-                   label_map: LabelMap | None = None, seed: int = 42,
+def build_examples(data: ClincData, pack: Pack | None = None, seed: int = 42,
                    splits: tuple[str, ...] = ("train", "val", "test"),
                    max_per_intent: dict[str, int] | None = None,
                    intents: set[str] | None = None) -> dict[str, list[ResponseExample]]:
     """`max_per_intent[split]` caps utterances per raw intent (first N, in file order);
     `intents` restricts to some raw intents (tests train on a subset)."""
-    responses = responses or default_responses()
-    label_map = label_map or load_label_map()
-    extractor = SlotExtractor()
+    pack = pack or load_pack()
+    responses, label_map = pack.responses, pack.label_map
+    generated = set(pack.generated_intents)
     out: dict[str, list[ResponseExample]] = {}
     for split in splits:
         examples: list[ResponseExample] = []
@@ -65,7 +62,8 @@ def build_examples(data: ClincData, responses: Responses | None = None,
         part = data.split(split)
         for i, (text, raw) in enumerate(zip(part.texts, part.intents, strict=True)):
             entry = responses.by_raw.get(raw)
-            if entry is None or (intents is not None and raw not in intents):
+            if entry is None or raw not in generated or (intents is not None
+                                                         and raw not in intents):
                 continue
             cap = (max_per_intent or {}).get(split)
             if cap is not None and seen[raw] >= cap:
@@ -74,8 +72,9 @@ def build_examples(data: ClincData, responses: Responses | None = None,
             # Per-example generator: independent of iteration order elsewhere.
             rng = random.Random(f"{seed}:{split}:{i}:{text}")
             now = BASE_CLOCK + timedelta(minutes=rng.randrange(365 * 24 * 60))
-            slots = {k: s.value for k, s in extractor.extract(text, entry.slots, now).items()}
-            facts = fulfil(raw, slots, now=now, rng=rng)
+            slots = pack.extract_slots(text, entry.slots, now)
+            facts = run_action(pack.intents[raw].action, slots, pack.slot_types, now=now,
+                               rng=rng, default_tz=pack.assistant.default_timezone)
             refs = entry.valid_replies(set(slots) | set(facts))
             examples.append(ResponseExample(split, label_map.core_of(raw), raw, text, slots,
                                             facts, rng.choice(refs), refs))
@@ -100,13 +99,15 @@ def summary(examples: list[ResponseExample]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pack", default="clinc150", help="pack directory or bundled name")
     parser.add_argument("--data-dir", default=None, help="CLINC150 directory (else the hub)")
-    parser.add_argument("--variant", default="plus")
+    parser.add_argument("--variant", default=None)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", required=True, help="JSON lines file to write")
     args = parser.parse_args(argv)
-    data = load_clinc(args.data_dir, variant=args.variant)
-    examples = build_examples(data, seed=args.seed)
+    pack = load_pack(args.pack)
+    data = load_pack_data(pack, args.data_dir, args.variant, seed=args.seed, background=False)
+    examples = build_examples(data, pack, seed=args.seed)
     with open(args.out, "w", encoding="utf-8") as f:
         for split in examples:
             for ex in examples[split]:

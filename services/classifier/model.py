@@ -77,7 +77,8 @@ class ClassifierModel:
             "version": self.version, "backend": self.backend.name,
             "base_model": m.get("base_model"), "preset": m.get("preset"),
             "created_at": m.get("created_at"), "git_commit": m.get("git_commit"),
-            "labels": len(self.labels), "oos_score": self.scorer.score,
+            "labels": len(self.labels), "label_names": list(self.labels),
+            "pack": m.get("pack"), "oos_score": self.scorer.score,
             "oos_threshold": self.scorer.threshold, "temperature": self.scorer.temperature,
             "metrics": {k: m.get("metrics", {}).get(k) for k in
                         ("inscope_accuracy", "oos_recall", "oos_auroc", "ece")},

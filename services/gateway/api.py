@@ -30,7 +30,7 @@ router = APIRouter(tags=["gateway"], dependencies=_DOCUMENTED_AUTH,
 async def chat(body: ChatRequest, request: Request) -> Response:
     s = request.app.state
     payload = await service.chat(body, s.settings, s.store, s.dialogue, s.classifier,
-                                 s.label_map)
+                                 s.label_map, s.label_error)
     # The hot path: the dict serialised once, not re-validated against `response_model`
     # (which still documents the shape; the tests check bodies against it).
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")

@@ -11,21 +11,59 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from parlance.pack import Pack, load_pack
 from services.common.app import build_app
-from services.common.files import read_yaml_mapping
-from services.common.label_map import clinc_raw_intents, load_label_map
 from services.common.logging import configure_logging
-from services.common.responses import default_responses
 from services.gateway import metrics
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
-from services.gateway.forms import RESOURCES, FormsError, load_forms
 from services.gateway.security import Guard, GuardMiddleware
 from services.gateway.sessions import make_store
 from services.gateway.upstreams import Upstream
 
 logger = logging.getLogger("services.gateway")
+
+
+class LabelMismatch(RuntimeError):
+    """The classifier was trained for another assistant than the gateway's pack."""
+
+
+def label_mismatch(pack: Pack, info: dict) -> str | None:
+    """Why the classifier's labels (its /v1/model) do not fit the pack, or None."""
+    names = info.get("label_names")
+    if not isinstance(names, list):
+        return None  # an older classifier that does not list them
+    missing = sorted(set(pack.labels) - set(names))
+    unknown = sorted(set(names) - set(pack.labels))
+    if not missing and not unknown:
+        return None
+    trained = (info.get("pack") or {}).get("name", "an unknown pack")
+    return (f"the classifier was trained for {trained!r}, not for pack {pack.name!r}: "
+            + "; ".join(x for x in (
+                f"intents it does not know: {', '.join(missing[:8])}" if missing else "",
+                f"labels the pack does not have: {', '.join(unknown[:8])}" if unknown else "")
+                if x)
+            + ". Train a classifier for this pack (parlance train) or set PARLANCE_PACK.")
+
+
+async def _check_labels(app: FastAPI) -> bool:
+    """Compares the classifier's labels with the pack once the classifier answers; a
+    mismatch keeps the gateway unready for good, with the reason."""
+    s = app.state
+    if s.labels_checked:
+        return s.label_error is None
+    try:
+        r = await s.classifier.client.get("/v1/model", timeout=2.0)
+    except Exception:  # noqa: BLE001 - not reachable yet: try again next tick
+        return False
+    if r.status_code != 200:
+        return False
+    s.labels_checked = True
+    s.label_error = label_mismatch(s.pack, r.json())
+    if s.label_error:
+        logger.error("refusing to serve: %s", s.label_error)
+    return s.label_error is None
 
 
 async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
@@ -36,11 +74,12 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
     s = app.state
     tick = 0
     while True:
-        classifier_ok = await s.classifier.ready()
+        classifier_ok = await s.classifier.ready() and await _check_labels(app)
         await s.generator.ready()  # optional, but closes its breaker as soon as it is back
         store_ok = await s.store.ping()
         s.ready = classifier_ok and store_ok
         s.not_ready_reason = None if s.ready else (
+            s.label_error if s.label_error else
             "the classifier is not ready" if not classifier_ok else
             "the session store is unreachable")
         # Counting sessions is a SCAN over every key with Redis: every 15 s is plenty for
@@ -55,12 +94,9 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     configure_logging(settings.log_level, settings.log_json)
-    # Fail fast on a broken label map, templates or forms: deployment errors.
-    label_map = load_label_map()
-    responses = default_responses()
-    forms = load_forms(raw_intents=clinc_raw_intents())
-    replies = read_yaml_mapping(RESOURCES / "replies.yaml", FormsError, "gateway replies",
-                                "core_intents")
+    # Fail fast on a broken pack: a deployment error, with every problem listed.
+    pack = load_pack(settings.pack)
+    logger.info("assistant pack %s %s (%s)", pack.name, pack.version, pack.root)
 
     def upstream(name: str, url: str, timeout: float) -> Upstream:
         return Upstream(name, url, timeout, settings.connect_timeout_s, settings.retries,
@@ -76,8 +112,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                                settings.generator_timeout_s)
         s.store = make_store(settings.redis_url, settings.session_ttl_s,
                              settings.session_lock_timeout_s)
-        s.label_map = label_map
-        s.dialogue = Dialogue(settings, label_map, responses, forms, replies, s.generator)
+        s.pack = pack
+        s.label_map = pack.label_map
+        s.labels_checked, s.label_error = False, None
+        s.dialogue = Dialogue(settings, pack, s.generator)
+        # A classifier that is already up is checked now, so a wrong one stops the start.
+        if await s.classifier.ready() and not await _check_labels(app):
+            raise LabelMismatch(s.label_error)
         watcher = asyncio.create_task(_watch(app))
         try:
             yield

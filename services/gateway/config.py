@@ -33,6 +33,10 @@ class GatewaySettings(ServiceSettings):
     breaker_fail_max: int = Field(5, ge=1)
     breaker_reset_s: float = Field(10.0, gt=0)
 
+    # The assistant: a pack directory or a bundled pack's name
+    pack: str = Field("clinc150", validation_alias=AliasChoices("PARLANCE_PACK",
+                                                                "GATEWAY_PACK"))
+
     # Dialogue
     confidence_threshold: float = Field(0.3, ge=0, le=1)  # Rasa's NLU fallback default
     session_ttl_s: int = Field(3600, ge=1)

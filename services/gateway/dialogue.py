@@ -18,26 +18,18 @@ from __future__ import annotations
 import logging
 import random
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from services.common.fulfilment import fulfil
-from services.common.label_map import LabelMap
-from services.common.responses import Responses, TemplateFiller, fill
-from services.common.slots import SlotExtractor
+from parlance.actions import run_action
+from parlance.pack import Pack
+from parlance.templates import TemplateFiller, fill
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
-from services.gateway.forms import FormSpec, fill_slots
+from services.gateway.forms import FormSpec, fill_slots, forms_of
 from services.gateway.upstreams import Upstream, UpstreamError
 
 logger = logging.getLogger(__name__)
-
-_CANCEL = re.compile(r"\b(never ?mind|forget (it|that)|cancel( that| it)?|stop)\b", re.I)
-_YES = re.compile(r"^\s*(yes|yeah|yep|yup|sure|ok(ay)?|correct|right|go ahead|do it|"
-                  r"please do|confirm(ed)?)\b", re.I)
-_NO = re.compile(r"^\s*(no|nope|nah|don'?t|do not|negative)\b", re.I)
-_MAYBE = re.compile(r"^\s*(maybe|not sure|perhaps|let me think)\b", re.I)
 
 
 @dataclass
@@ -57,18 +49,23 @@ class TurnResult:
 
 
 class Dialogue:
-    def __init__(self, settings: GatewaySettings, label_map: LabelMap, responses: Responses,
-                 forms: dict[str, FormSpec], replies: dict, generator: Upstream,
-                 extractor: SlotExtractor | None = None):
+    def __init__(self, settings: GatewaySettings, pack: Pack, generator: Upstream):
         self.settings = settings
-        self.label_map = label_map
-        self.responses = responses
-        self.forms = forms
-        self.form_of = {i: f for f in forms.values() for i in f.intents}
-        self.replies = replies
+        self.pack = pack
+        self.label_map = pack.label_map
+        self.forms: dict[str, FormSpec] = forms_of(pack)
+        self.form_of = {i: f for f in self.forms.values() for i in f.intents}
+        self.texts = pack.dialogue
+        # raw intent -> affirm | deny | maybe | cancel | repeat
+        self.meta = {i: group for group, intents in pack.dialogue.meta_intents.model_dump()
+                     .items() for i in intents}
+        self.patterns = {name: re.compile(p, re.I) for name, p in
+                         pack.dialogue.patterns.model_dump().items()}
         self.generator = generator
-        self.extractor = extractor or SlotExtractor()
-        self.filler = TemplateFiller(responses)
+        self.extractor = pack.extractor
+        self.filler = TemplateFiller(pack.responses)
+        self.default_timezone = (settings.default_timezone if settings.default_timezone != "UTC"
+                                 else pack.assistant.default_timezone)
 
     # -- one turn ------------------------------------------------------------------------
     async def turn(self, text: str, state: dict, p: Prediction,
@@ -76,10 +73,10 @@ class Dialogue:
         now = now or datetime.now(UTC)
         notes: list[str] = []
         form = state.get("form")
-        if form and time.time() - form["updated"] > self.settings.form_idle_s:
+        if form and now.timestamp() - form["updated"] > self.settings.form_idle_s:
             metrics.FORMS.labels(form["name"], "expired").inc()
             state["form"] = form = None
-            notes.append(self.replies["form"]["expired"])
+            notes.append(self.texts.form.expired)
         if form:
             result = await self._in_form(text, state, form, p, now)
         else:
@@ -95,44 +92,51 @@ class Dialogue:
                        now: datetime) -> TurnResult:
         spec = self.forms[form["name"]]
         confident = p.confidence >= self.settings.confidence_threshold and not p.oos
-        meta = p.raw if confident and p.core == "dialogue_control" else None
-        if meta == "cancel" or _CANCEL.search(text):
-            return self._end_form(state, spec, "cancelled", self.replies["form"]["cancelled"])
+        meta = self.meta.get(p.raw) if confident else None
+        if meta == "cancel" or self.patterns["cancel"].search(text):
+            return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
         filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor,
                             now)
         if form.get("confirming") and not filled.updates:
-            if meta == "yes" or _YES.search(text):
-                done = spec.text(spec.done, form["values"])
-                return self._end_form(state, spec, "completed", done, source="fulfilment")
-            if meta == "no" or _NO.search(text):
-                return self._end_form(state, spec, "declined", self.replies["form"]["declined"])
-            if meta == "maybe" or _MAYBE.search(text):
-                return TurnResult(self.replies["form"]["maybe"], "fulfilment")
+            if meta == "affirm" or self.patterns["affirm"].search(text):
+                return self._complete(state, spec, form)
+            if meta == "deny" or self.patterns["deny"].search(text):
+                return self._end_form(state, spec, "declined", self.texts.form.declined)
+            if meta == "maybe" or self.patterns["maybe"].search(text):
+                return TurnResult(self.texts.form.maybe, "fulfilment")
         if filled.updates or filled.errors:
             corrected = [k for k in filled.updates if k in form["values"]]
             form["values"].update(filled.updates)
-            form["updated"] = time.time()
+            form["updated"] = now.timestamp()
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
-            return self._after_filling(spec, form, filled)
-        if confident and p.core not in ("dialogue_control", "out_of_scope") \
-                and p.raw not in self.form_of:
+            return self._after_filling(state, spec, form, filled)
+        if confident and meta is None and p.raw not in self.form_of:
             # A digression: answer it, then come back to the form.
             answer = await self._answer(text, state, p, now)
             prompt, _ = self._next_step(spec, form)
-            resume = fill(self.replies["form"]["resume"], {"prompt": prompt})
+            resume = fill(self.texts.form.resume, {"prompt": prompt})
             answer.reply = f"{answer.reply} {resume}"
             return answer
         prompt, source = self._next_step(spec, form)
-        return TurnResult(fill(self.replies["form"]["reask"], {"prompt": prompt}), source)
+        return TurnResult(fill(self.texts.form.reask, {"prompt": prompt}), source)
 
-    def _after_filling(self, spec: FormSpec, form: dict, filled) -> TurnResult:
-        """The next question (or the confirmation), prefixed by why a value was refused."""
+    def _after_filling(self, state: dict, spec: FormSpec, form: dict, filled) -> TurnResult:
+        """The next question (or the confirmation), prefixed by why a value was refused; a
+        form without a confirmation completes as soon as its last slot is filled."""
+        if not spec.missing(form["values"]) and spec.confirm is None and not filled.errors:
+            result = self._complete(state, spec, form)
+            result.slots = dict(filled.updates)
+            return result
         reply, source = self._next_step(spec, form)
         if filled.errors:
-            reply = fill(self.replies["form"]["invalid"],
+            reply = fill(self.texts.form.invalid,
                          {"problem": "; ".join(filled.errors), "prompt": reply})
         return TurnResult(reply, source, dict(filled.updates))
+
+    def _complete(self, state: dict, spec: FormSpec, form: dict) -> TurnResult:
+        done = spec.text(spec.done, form["values"])
+        return self._end_form(state, spec, "completed", done, source="fulfilment")
 
     def _next_step(self, spec: FormSpec, form: dict) -> tuple[str, str]:
         missing = spec.missing(form["values"])
@@ -140,7 +144,7 @@ class Dialogue:
             form["awaiting"], form["confirming"] = missing[0], False
             return spec.slot(missing[0]).prompt, "fulfilment"
         form["awaiting"], form["confirming"] = None, True
-        return spec.text(spec.confirm, form["values"]), "fulfilment"
+        return spec.text(spec.confirm or "", form["values"]), "fulfilment"
 
     def _end_form(self, state: dict, spec: FormSpec, event: str, reply: str,
                   source: str = "fulfilment") -> TurnResult:
@@ -165,42 +169,56 @@ class Dialogue:
             state["misses"] = state.get("misses", 0) + 1
             stage = "rephrase" if state["misses"] < 2 else "capabilities"
             metrics.FALLBACKS.labels("oos" if p.oos else "low_confidence").inc()
-            return TurnResult(self.replies["fallback"][stage], "fallback")
+            return TurnResult(getattr(self.texts.fallback, stage), "fallback")
         state["misses"] = 0
         spec = self.form_of.get(p.raw)
         if spec is not None:
             form = {"name": spec.name, "values": {}, "awaiting": None, "confirming": False,
-                    "updated": time.time()}
+                    "updated": now.timestamp()}
             filled = fill_slots(spec, text, {}, None, self.extractor, now)
             form["values"].update(filled.updates)
             state["form"] = form
             metrics.FORMS.labels(spec.name, "started").inc()
-            return self._after_filling(spec, form, filled)
+            return self._after_filling(state, spec, form, filled)
         return await self._answer(text, state, p, now)
 
     async def _answer(self, text: str, state: dict, p: Prediction,
                       now: datetime) -> TurnResult:
-        if self.label_map.is_generated(p.core):
-            return await self._generate(text, p, now)
-        if p.core == "dialogue_control":
-            reply = self.replies["dialogue_control"].get(p.raw, "Okay.")
+        meta = self.meta.get(p.raw)
+        if meta is not None:
+            reply = getattr(self.texts.meta, meta)
             return TurnResult(fill(reply, {"last_reply": state.get("last_reply")
                                            or "I haven't said anything yet."}), "template")
-        return TurnResult(self.replies["core_intents"].get(
-            p.core, self.replies["fallback"]["capabilities"]), "template")
+        slots, facts = self._slots_and_facts(text, p.raw, now)
+        if self.label_map.is_generated(p.core):
+            return await self._generate(text, p, slots, facts)
+        reply = self.filler.reply_for(p.raw, p.core, text, slots, facts)
+        source = "fulfilment" if facts and reply else "template"
+        return TurnResult(reply or self.texts.fallback.capabilities, source, slots)
 
-    async def _generate(self, text: str, p: Prediction, now: datetime) -> TurnResult:
-        kinds = self.responses.slot_kinds(p.raw)
-        slots = {k: s.value for k, s in self.extractor.extract(text, kinds, now).items()}
-        facts = fulfil(p.raw, slots, now=now, rng=random.Random(),
-                       default_tz=self.settings.default_timezone)
+    def _slots_and_facts(self, text: str, raw: str, now: datetime
+                         ) -> tuple[dict[str, str], dict[str, str]]:
+        intent = self.pack.intents.get(raw)
+        if intent is None:
+            return {}, {}
+        slots = self.pack.extract_slots(text, intent.slots, now)
+        facts = run_action(intent.action, slots, self.pack.slot_types, now=now,
+                           rng=random.Random(), default_tz=self.default_timezone)
+        return slots, facts
+
+    async def _generate(self, text: str, p: Prediction, slots: dict[str, str],
+                        facts: dict[str, str]) -> TurnResult:
         try:
             out = await self.generator.post("/v1/generate", {
-                "intent": p.core, "text": text[:1000], "slots": slots, "facts": facts})
-            return TurnResult(out["reply"], "generator", slots)
+                "intent": p.core, "raw_intent": p.raw, "text": text[:1000], "slots": slots,
+                "facts": facts})
+            # The generator answers from a template itself when its model's reply fails a
+            # check: that is what the user got, and what the response says.
+            source = "template" if out.get("source") == "template" else "generator"
+            return TurnResult(out["reply"], source, slots)
         except UpstreamError as e:
             logger.warning("generator unavailable, answering from a template: %s", e.reason)
             metrics.FALLBACKS.labels("generator_unavailable").inc()
-            reply = self.filler.reply(p.core, text, slots, facts) or \
-                self.replies["fallback"]["capabilities"]
+            reply = self.filler.reply_for(p.raw, p.core, text, slots, facts) or \
+                self.texts.fallback.capabilities
             return TurnResult(reply, "template", slots)

@@ -1,4 +1,4 @@
-"""Forms declared as data (`resources/forms.yaml`): loading, and filling slots from a turn.
+"""Forms of the pack (`forms.yml`) as the dialogue uses them, and filling slots from a turn.
 
 Filling is deliberately independent of the classifier: "make that 300" or "from savings"
 mid-form is recognised by the slot extractor whatever intent the classifier guesses.
@@ -9,23 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
-from services.common.files import read_yaml_mapping
-from services.common.responses import PLACEHOLDER, fill
-from services.common.slots import KINDS, SlotExtractor
-
-RESOURCES = Path(__file__).parent / "resources"
-
-
-class FormsError(ValueError):
-    """The forms file is missing or inconsistent."""
+from parlance.pack import Pack
+from parlance.slots import SlotExtractor
+from parlance.templates import fill
 
 
 @dataclass(frozen=True)
 class SlotSpec:
     name: str
-    kind: str
+    kind: str  # the slot's type
     prompt: str
     cues: tuple[str, ...] = ()
     accept_number: bool = False
@@ -39,9 +32,9 @@ class FormSpec:
     name: str
     intents: tuple[str, ...]
     slots: tuple[SlotSpec, ...]
-    confirm: str
+    confirm: str | None
     done: str
-    distinct: tuple[str, ...] = ()
+    distinct: tuple[tuple[str, str], ...] = ()
 
     def slot(self, name: str) -> SlotSpec:
         return next(s for s in self.slots if s.name == name)
@@ -53,40 +46,18 @@ class FormSpec:
         return fill(template, values)
 
 
-def load_forms(path: str | Path = RESOURCES / "forms.yaml",
-               raw_intents: set[str] | None = None) -> dict[str, FormSpec]:
-    doc = read_yaml_mapping(path, FormsError, "forms file", "forms")
-    errors, forms, owner = [], {}, {}
-    for name, f in doc["forms"].items():
-        try:
-            slots = tuple(SlotSpec(name=s["name"], kind=s["kind"], prompt=s["prompt"],
-                                   cues=tuple(s.get("cues", ())),
-                                   accept_number=bool(s.get("accept_number", False)),
-                                   free_text=bool(s.get("free_text", False)),
-                                   min=s.get("min"), max=s.get("max")) for s in f["slots"])
-            spec = FormSpec(name, tuple(f["intents"]), slots, f["confirm"], f["done"],
-                            tuple(f.get("distinct", ())))
-        except (KeyError, TypeError) as e:
-            errors.append(f"{name}: malformed ({e!r}); needs intents, slots (name, kind, "
-                          "prompt), confirm, done")
-            continue
-        names = {s.name for s in slots}
-        for s in slots:
-            if s.kind not in KINDS:
-                errors.append(f"{name}.{s.name}: unknown slot kind {s.kind!r}")
-        for text in (spec.confirm, spec.done):
-            unknown = set(PLACEHOLDER.findall(text)) - names
-            if unknown:
-                errors.append(f"{name}: {text!r} uses unknown slots {sorted(unknown)}")
-        for intent in spec.intents:
-            if raw_intents is not None and intent not in raw_intents:
-                errors.append(f"{name}: unknown raw intent {intent!r}")
-            if intent in owner:
-                errors.append(f"{name}: raw intent {intent!r} already starts {owner[intent]!r}")
-            owner[intent] = name
-        forms[name] = spec
-    if errors:
-        raise FormsError(f"{path}: " + "; ".join(errors))
+def forms_of(pack: Pack) -> dict[str, FormSpec]:
+    """The pack's forms (already checked by the pack loader)."""
+    forms = {}
+    for name, f in pack.forms_file.forms.items():
+        slots = tuple(SlotSpec(name=s.slot, kind=pack.slot_types[s.slot], prompt=s.prompt,
+                               cues=tuple(s.cues), accept_number=s.accept_number,
+                               free_text=s.free_text or pack.slot_types[s.slot] in {
+                                   t for t, spec in pack.slots_file.types.items()
+                                   if spec.kind == "free_text"},
+                               min=s.min, max=s.max) for s in f.slots)
+        forms[name] = FormSpec(name, tuple(f.intents), slots, f.confirm, f.done,
+                               tuple(tuple(p) for p in f.distinct))
     return forms
 
 
@@ -111,7 +82,7 @@ def fill_slots(spec: FormSpec, text: str, values: dict[str, str], awaiting: str 
     """Slot values for `spec` found in `text`: by cue word, else the slot being asked for,
     else the first empty slot of that kind, else (a correction) the one filled slot of that
     kind. Values that fail validation are reported, not filled."""
-    kinds = {s.kind for s in spec.slots} | ({"number"} if any(
+    kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | ({"number"} if any(
         s.accept_number for s in spec.slots) else set())
     found = extractor.extract_all(text, kinds, now)
     has_money = any(f.kind == "money" for f in found)
@@ -147,7 +118,7 @@ def fill_slots(spec: FormSpec, text: str, values: dict[str, str], awaiting: str 
         spec_slot = spec.slot(awaiting)
         if spec_slot.free_text and not found and text.strip():
             result.updates[awaiting] = text.strip().rstrip(".!?")
-    for a, b in zip(spec.distinct[::2], spec.distinct[1::2], strict=False):
+    for a, b in spec.distinct:
         merged = {**values, **result.updates}
         if a in merged and b in merged and merged[a].lower() == merged[b].lower():
             result.errors.append(f"{a.replace('_', ' ')} and {b.replace('_', ' ')} must differ")

@@ -7,8 +7,9 @@ import logging
 import re
 import uuid
 
+from parlance.label_map import LabelMap
+from parlance.state import dump_state, load_state
 from services.common.errors import InvalidInput, Overloaded, ServiceError, UpstreamUnavailable
-from services.common.label_map import LabelMap
 from services.common.validation import check_text, check_texts
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
@@ -51,7 +52,10 @@ async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> 
 
 
 async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
-               dialogue: Dialogue, classifier: Upstream, label_map: LabelMap) -> dict:
+               dialogue: Dialogue, classifier: Upstream, label_map: LabelMap,
+               label_error: str | None = None) -> dict:
+    if label_error:
+        raise UpstreamUnavailable(label_error)
     check_text("text", req.text, settings.max_text_chars)
     if req.session_id is not None and not _SESSION_ID.match(req.session_id):
         raise InvalidInput("session_id: 1-128 characters of letters, digits and ._:-")
@@ -59,10 +63,13 @@ async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
     if settings.log_user_text:
         logger.info("turn", extra={"session_id": session_id, "text": req.text})
     async with store.lock(session_id):
-        state = await store.get(session_id) or {}
+        state, dropped = load_state(await store.get(session_id))
+        if dropped:
+            logger.warning("session state dropped: %s", dropped,
+                           extra={"session_id": session_id})
         prediction = await classify_one(classifier, label_map, req.text)
         result = await dialogue.turn(req.text, state, prediction)
-        await store.put(session_id, state)
+        await store.put(session_id, dump_state(state))
     metrics.CHATS.labels(prediction.core, result.source).inc()
     form = result.form
     return {

@@ -26,7 +26,7 @@ Settings = Annotated[GeneratorSettings, Depends(app_settings)]
 async def generate(body: GenerateRequest, ready: Ready, settings: Settings,
                    request: Request) -> dict:
     model, batcher = ready
-    result = await service.generate(body, settings, request.app.state.label_map, batcher)
+    result = await service.generate(body, settings, request.app.state.domain, batcher)
     return {"reply": result.reply, "model": {"version": model.version},
             "generated_tokens": result.generated_tokens, "source": result.source}
 

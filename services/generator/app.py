@@ -6,21 +6,20 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.common.app import build_app, model_lifespan
-from services.common.label_map import load_label_map
 from services.common.logging import configure_logging
 from services.generator import metrics
 from services.generator.api import router
 from services.generator.config import GeneratorSettings
-from services.generator.model import GeneratorModel, read_manifest
+from services.generator.model import GeneratorModel, load_domain, read_manifest
 from services.generator.service import make_batcher
 
 
 def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
     settings = settings or GeneratorSettings()
     configure_logging(settings.log_level, settings.log_json)
-    # Fail fast on a wrong path, a broken manifest or label map: deployment errors.
+    # Fail fast on a wrong path, a broken manifest or pack copy: deployment errors.
     read_manifest(settings.artifact)
-    label_map = load_label_map()
+    domain = load_domain(settings.artifact)
 
     def load() -> GeneratorModel:
         return GeneratorModel(settings.artifact, num_beams=settings.num_beams,
@@ -38,5 +37,16 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
                               lambda m, ex: make_batcher(m, settings, ex), on_ready)
     app = build_app(title="Parlance generator", version="1", settings=settings,
                     lifespan=lifespan, routers=[router])
-    app.state.label_map = label_map
+    app.state.domain = domain
+    generated = domain.label_map.generated
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        # The valid core intents depend on the artifact's pack: documented as an enum.
+        schema = default_openapi()  # built once, then cached by FastAPI
+        props = schema["components"]["schemas"]["GenerateRequest"]["properties"]
+        props["intent"]["enum"] = generated
+        return schema
+
+    app.openapi = openapi
     return app

@@ -16,13 +16,19 @@ from pathlib import Path
 import torch
 
 from services.common.files import read_manifest as common_read_manifest
-from services.common.responses import TemplateFiller
-from services.generator.text import check_reply, clean_output, source_text
+from services.generator.text import (
+    ReplyDomain,
+    check_reply,
+    clean_output,
+    default_domain,
+    source_text,
+)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
+PACK_DIR = "pack"  # a copy of the assistant pack the model was trained for
 
 
 class ArtifactError(ValueError):
@@ -36,6 +42,7 @@ class GenerationRequest:
     slots: dict[str, str] = field(default_factory=dict)
     facts: dict[str, str] = field(default_factory=dict)
     max_new_tokens: int = 48
+    raw_intent: str | None = None  # picks the fallback template when the model's reply fails
 
 
 @dataclass
@@ -52,6 +59,19 @@ def read_manifest(artifact_dir: str | Path) -> dict:
     if not (Path(artifact_dir) / MODEL_DIR).is_dir():
         raise ArtifactError(f"{artifact_dir}: missing the {MODEL_DIR}/ directory")
     return manifest
+
+
+def load_domain(artifact_dir: str | Path) -> ReplyDomain:
+    """The artifact's own copy of its pack (older artifacts: the bundled CLINC150 pack)."""
+    from parlance.pack import PackError, load_pack
+
+    pack_dir = Path(artifact_dir) / PACK_DIR
+    if not (pack_dir / "assistant.yml").is_file():
+        return default_domain()
+    try:
+        return ReplyDomain(load_pack(pack_dir))
+    except PackError as e:
+        raise ArtifactError(f"{artifact_dir}: its pack copy is broken: {e}") from e
 
 
 def compact_decoder(model, token_ids: list[int], tokenizer) -> torch.Tensor:
@@ -113,7 +133,8 @@ class GeneratorModel:
         self.max_source_length = int(gen.get("max_source_length", 96))
         self.no_repeat_ngram_size = int(gen.get("no_repeat_ngram_size", 3))
         self.num_beams = int(num_beams or gen.get("num_beams", 1))
-        self.filler = TemplateFiller()
+        self.domain = load_domain(self.artifact_dir)
+        self.filler = self.domain.filler
 
     @property
     def version(self) -> str:
@@ -148,7 +169,7 @@ class GeneratorModel:
             row = row[:limit]
             n = next((i + 1 for i, tok in enumerate(row) if tok in stop), len(row))
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            results.append((clean_output(text), n))
+            results.append((clean_output(text, self.domain), n))
         return results
 
     def respond(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -160,13 +181,16 @@ class GeneratorModel:
                                                                     strict=True)]
 
     def _finish(self, r: GenerationRequest, delex: str, n: int) -> GenerationResult:
-        check = check_reply(delex, r.text, r.slots, r.facts)
+        check = check_reply(delex, r.text, r.slots, r.facts, self.domain)
         if check.ok:
             return GenerationResult(check.reply, n, "model", delex)
-        fallback = self.filler.reply(r.intent, r.text, r.slots, r.facts)
+        fallback = (self.filler.reply_for(r.raw_intent, r.intent, r.text, r.slots, r.facts)
+                    if r.raw_intent else self.filler.reply(r.intent, r.text, r.slots, r.facts))
         return GenerationResult(fallback or check.reply, n, "template", delex, check.problems())
 
     def warmup(self) -> float:
         started = time.perf_counter()
-        self.respond([GenerationRequest("small_talk", "hello there", max_new_tokens=8)])
+        generated = self.domain.label_map.generated
+        if generated:
+            self.respond([GenerationRequest(generated[0], "hello there", max_new_tokens=8)])
         return time.perf_counter() - started

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from services.common.label_map import load_label_map
-
-# Documented as an enum in OpenAPI (clients and fuzzers see the valid values); checked by
-# the service itself so that a wrong one gets its own clear message.
-GENERATED_INTENTS = list(load_label_map().generated)
-
 
 class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    intent: StrictStr = Field(..., description="a core intent answered by the generator",
-                              json_schema_extra={"enum": GENERATED_INTENTS})
+    # The artifact's generated core intents are added to the OpenAPI document as an enum at
+    # start-up (clients and fuzzers see the valid values); the service checks them itself so
+    # that a wrong one gets its own clear message.
+    intent: StrictStr = Field(..., description="a core intent answered by the generator")
+    raw_intent: StrictStr | None = Field(
+        None, description="extension: the raw intent, so a fallback template answers it "
+                          "rather than another intent of the same core intent")
     text: StrictStr = Field(..., description="the user's text")
     slots: dict[StrictStr, StrictStr] = Field(
         default_factory=dict, description="slot name -> value taken from the user's text")

@@ -9,34 +9,33 @@ from concurrent.futures import ThreadPoolExecutor
 
 from services.common.batcher import Batcher
 from services.common.errors import DeadlineExceeded, InvalidInput
-from services.common.label_map import LabelMap
-from services.common.slots import KINDS
 from services.common.validation import check_text
 from services.generator import metrics
 from services.generator.config import GeneratorSettings
 from services.generator.model import GenerationRequest, GenerationResult, GeneratorModel
 from services.generator.schemas import GenerateRequest
-from services.generator.text import FACTS
-
-# "time" and "date" are both: a slot (the alarm's time) and a fact (the current time).
-SLOT_NAMES = sorted(KINDS)
+from services.generator.text import ReplyDomain
 
 
-def validate(req: GenerateRequest, settings: GeneratorSettings, label_map: LabelMap
+def validate(req: GenerateRequest, settings: GeneratorSettings, domain: ReplyDomain
              ) -> GenerationRequest:
     """Checks beyond the JSON types (those are pydantic's: a non-string slot value is a 422
     there); returns the request the model runs."""
+    label_map = domain.label_map
     if req.intent not in label_map.core:
         raise InvalidInput(f"intent: unknown core intent {req.intent!r}; the generated ones "
                            f"are {label_map.generated}")
     if not label_map.is_generated(req.intent):
         raise InvalidInput(f"intent: {req.intent!r} is not answered by the generator (see "
                            f"GET /v1/labels on the gateway); generated: {label_map.generated}")
+    if req.raw_intent is not None and label_map.raw_to_core.get(req.raw_intent) != req.intent:
+        raise InvalidInput(f"raw_intent: {req.raw_intent!r} is not an intent of {req.intent!r}")
     check_text("text", req.text, settings.max_text_chars)
     if len(req.slots) + len(req.facts) > settings.max_slots:
         raise InvalidInput(f"slots/facts: {len(req.slots) + len(req.facts)} given, at most "
                            f"{settings.max_slots}")
-    for field, given, known in (("slots", req.slots, SLOT_NAMES), ("facts", req.facts, FACTS)):
+    for field, given, known in (("slots", req.slots, domain.slot_names),
+                                ("facts", req.facts, domain.fact_names)):
         for name, value in given.items():
             if name not in known:
                 raise InvalidInput(f"{field}: unknown name {name!r}; known: {known}")
@@ -50,12 +49,13 @@ def validate(req: GenerateRequest, settings: GeneratorSettings, label_map: Label
                            f"{settings.max_new_tokens_limit}")
     if req.timeout_ms is not None and req.timeout_ms < 1:
         raise InvalidInput("timeout_ms: must be >= 1")
-    return GenerationRequest(req.intent, req.text, dict(req.slots), dict(req.facts), max_new)
+    return GenerationRequest(req.intent, req.text, dict(req.slots), dict(req.facts), max_new,
+                             req.raw_intent)
 
 
-async def generate(req: GenerateRequest, settings: GeneratorSettings, label_map: LabelMap,
+async def generate(req: GenerateRequest, settings: GeneratorSettings, domain: ReplyDomain,
                    batcher: Batcher[GenerationRequest, GenerationResult]) -> GenerationResult:
-    item = validate(req, settings, label_map)
+    item = validate(req, settings, domain)
     timeout = settings.request_timeout_s
     if req.timeout_ms is not None:
         timeout = min(timeout, req.timeout_ms / 1000)

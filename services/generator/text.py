@@ -13,18 +13,52 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
-from services.common.fulfilment import FACT_NAMES
-from services.common.responses import PLACEHOLDER, default_responses, fill
-from services.common.slots import KINDS, SlotExtractor, load_gazetteers
+from parlance.pack import DEFAULT_PACK, Pack, load_pack
+from parlance.pack.models import ListType
+from parlance.slots import load_gazetteers
+from parlance.templates import PLACEHOLDER, TemplateFiller, fill
 
-FACTS = sorted({f for names in FACT_NAMES.values() for f in names})
-# One token per placeholder, added to the tokenizer so a placeholder is never split.
-PLACEHOLDER_TOKENS = [f"<{name}>" for name in sorted(set(KINDS) | set(FACTS))]
-# Entity kinds whose appearance in a reply must be justified by the request.
-_ENTITY_KINDS = ("place", "language", "dish", "artist", "person")
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+class ReplyDomain:
+    """What the generator's text functions need from the pack: the placeholders it may write,
+    the templates' casing, the entity types whose appearance a request must justify, and the
+    template filler for the fallback."""
+
+    def __init__(self, pack: Pack):
+        self.pack = pack
+        self.label_map = pack.label_map
+        self.filler = TemplateFiller(pack.responses)
+        generated = pack.generated_intents
+        self.slot_names = sorted({s for i in generated for s in pack.intents[i].slots})
+        self.fact_names = sorted({f for i in generated for f in pack.facts_of(i)})
+        # One token per placeholder, added to the tokenizer so a placeholder is never split.
+        self.placeholder_tokens = [f"<{n}>" for n in sorted({*self.slot_names,
+                                                             *self.fact_names})]
+        self.entity_types = ["place", "language", *(
+            name for name, t in pack.slots_file.types.items() if isinstance(t, ListType))]
+
+    @cached_property
+    def truecase(self) -> dict[str, str]:
+        """lowercase word -> its cased form, for words the templates capitalise mid-sentence
+        ("i'm" -> "I'm", "parlance" -> "Parlance")."""
+        table: dict[str, str] = {}
+        for template in self.pack.responses.all_replies():
+            for sentence in re.split(r"(?<=[.!?])\s+", template):
+                for word in re.findall(r"[A-Za-z][\w'-]*", sentence)[1:]:
+                    if word != word.lower():
+                        table[word.lower()] = word
+        table.update({"i": "I", "i'm": "I'm", "i'll": "I'll", "i'd": "I'd", "i've": "I've"})
+        return table
+
+
+@cache
+def default_domain() -> ReplyDomain:
+    """The bundled CLINC150 pack's (artifacts written before packs carry no copy of theirs)."""
+    return ReplyDomain(load_pack(DEFAULT_PACK))
 
 
 def delexicalise(text: str, slots: dict[str, str]) -> str:
@@ -42,21 +76,7 @@ def source_text(intent: str, text: str, slots: dict[str, str], facts: dict[str, 
             f"facts: {', '.join(sorted(facts)) or 'none'} | user: {delexicalise(text, slots)}")
 
 
-@cache
-def _truecase_map() -> dict[str, str]:
-    """lowercase word -> its cased form, for words the templates capitalise mid-sentence
-    ("i'm" -> "I'm", "parlance" -> "Parlance")."""
-    table: dict[str, str] = {}
-    for template in default_responses().all_replies():
-        for sentence in re.split(r"(?<=[.!?])\s+", template):
-            for word in re.findall(r"[A-Za-z][\w'-]*", sentence)[1:]:
-                if word != word.lower():
-                    table[word.lower()] = word
-    table.update({"i": "I", "i'm": "I'm", "i'll": "I'll", "i'd": "I'd", "i've": "I've"})
-    return table
-
-
-def clean_output(decoded: str) -> str:
+def clean_output(decoded: str, domain: ReplyDomain | None = None) -> str:
     """Detokenise and true-case a decoded (possibly lowercased) reply, placeholders kept."""
     s = " ".join(decoded.split())
     s = re.sub(r"\s*'\s*", "'", s)  # i ' m -> i'm
@@ -65,7 +85,7 @@ def clean_output(decoded: str) -> str:
     s = re.sub(r"([(])\s+", r"\1", s)
     s = re.sub(r'"\s*(.*?)\s*"', r'"\1"', s)
     s = re.sub(r"<\s*([a-z_]+)\s*>", r"<\1>", s)
-    table = _truecase_map()
+    table = (domain or default_domain()).truecase
     s = re.sub(r"[A-Za-z][\w'-]*", lambda m: table.get(m.group().lower(), m.group()), s)
     # Capitalise each sentence start (not a placeholder: its value brings its own case).
     return re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), s)
@@ -109,17 +129,13 @@ def is_degenerate(text: str) -> bool:
 
 
 @cache
-def _extractor() -> SlotExtractor:
-    return SlotExtractor()
-
-
-@cache
 def _venues() -> frozenset[str]:
     g = load_gazetteers()
     return frozenset(v.lower() for v in g["venues"])
 
 
-def invented_values(reply: str, text: str, values: dict[str, str]) -> list[str]:
+def invented_values(reply: str, text: str, values: dict[str, str],
+                    domain: ReplyDomain | None = None) -> list[str]:
     """Numbers and named entities in `reply` found in neither the user text nor the slot and
     fact values (the request is all the model may take values from)."""
     from text_to_num import alpha2digit
@@ -127,7 +143,8 @@ def invented_values(reply: str, text: str, values: dict[str, str]) -> list[str]:
     source = " ".join([alpha2digit(text, "en", threshold=0), text, *values.values()]).lower()
     source_numbers = {n.replace(",", "") for n in _NUMBER.findall(source)}
     invented = [n for n in _NUMBER.findall(reply) if n.replace(",", "") not in source_numbers]
-    for slot in _extractor().extract_all(reply, _ENTITY_KINDS):
+    domain = domain or default_domain()
+    for slot in domain.pack.extractor.extract_all(reply, domain.entity_types):
         surface = reply[slot.start:slot.end].lower()
         if slot.value.lower() in _venues() or surface in source or slot.value.lower() in source:
             continue
@@ -136,7 +153,7 @@ def invented_values(reply: str, text: str, values: dict[str, str]) -> list[str]:
 
 
 def check_reply(delexicalised: str, text: str, slots: dict[str, str],
-                facts: dict[str, str]) -> ReplyCheck:
+                facts: dict[str, str], domain: ReplyDomain | None = None) -> ReplyCheck:
     values = {**slots, **facts}
     filled = fill(delexicalised, values)
     check = ReplyCheck(reply=filled)
@@ -147,6 +164,6 @@ def check_reply(delexicalised: str, text: str, slots: dict[str, str],
     check.missing_values = sorted(n for n, v in values.items()
                                   if n not in used and v.lower() not in filled.lower())
     check.invented = invented_values(PLACEHOLDER.sub("", filled) if check.unknown_placeholders
-                                     else filled, text, values)
+                                     else filled, text, values, domain)
     check.degenerate = is_degenerate(delexicalised)
     return check

@@ -1,0 +1,47 @@
+"""Dialogue state of one session, as stored between turns (memory or Redis).
+
+Typed and versioned: what a gateway reads back is validated, and a state written by another
+schema version (an upgrade with sessions in Redis) or damaged is dropped with a warning
+instead of failing the turn."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class FormState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    values: dict[str, str] = {}
+    awaiting: str | None = None
+    confirming: bool = False
+    updated: float = Field(..., description="unix time of the last change (the turn's clock)")
+
+
+class SessionState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    form: FormState | None = None
+    misses: int = 0  # consecutive fallbacks (the two-stage fallback)
+    last_reply: str | None = None
+
+
+def load_state(raw: dict | None) -> tuple[dict, str | None]:
+    """(state as a plain dict for the dialogue, why an unusable stored state was dropped)."""
+    if not raw:
+        return SessionState().model_dump(), None
+    if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        return SessionState().model_dump(), f"schema version {raw.get('schema_version')!r}"
+    try:
+        return SessionState.model_validate(raw).model_dump(), None
+    except ValidationError as e:
+        return SessionState().model_dump(), f"invalid ({e.error_count()} errors)"
+
+
+def dump_state(state: dict) -> dict:
+    """The dialogue's dict, checked against the schema before it is stored."""
+    return SessionState.model_validate(state).model_dump()
