@@ -70,6 +70,11 @@ def build_label_map(core_intents: dict | None, intents: dict) -> LabelMap:
             core[name] = CoreIntent(name, spec.description, spec.generated, tuple(spec.intents))
             for raw in spec.intents:
                 raw_to_core.setdefault(raw, name)
+        for name, intent in intents.items():
+            # Unmapped intents (a validation error) still get a core intent: their own.
+            if name not in raw_to_core:
+                core[name] = CoreIntent(name, intent.description, False, (name,))
+                raw_to_core[name] = name
     if OOS not in raw_to_core:
         existing = core.get(OUT_OF_SCOPE_CORE)
         core[OUT_OF_SCOPE_CORE] = CoreIntent(

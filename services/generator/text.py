@@ -38,8 +38,19 @@ class ReplyDomain:
         # One token per placeholder, added to the tokenizer so a placeholder is never split.
         self.placeholder_tokens = [f"<{n}>" for n in sorted({*self.slot_names,
                                                              *self.fact_names})]
+        # The pack's list types the generated intents read: a value of one in a reply that
+        # the request did not bring is invented.
+        read = {pack.slot_types.get(s) for s in self.slot_names}
         self.entity_types = ["place", "language", *(
-            name for name, t in pack.slots_file.types.items() if isinstance(t, ListType))]
+            name for name, t in pack.slots_file.types.items()
+            if isinstance(t, ListType) and name in read)]
+
+    @cached_property
+    def template_words(self) -> frozenset[str]:
+        """Words the pack's own templates use: a reply that says "country" because a template
+        does ("which country?") has not invented the genre "country"."""
+        return frozenset(w.lower() for t in self.pack.responses.all_replies()
+                         for w in re.findall(r"[A-Za-z][\w'-]*", t))
 
     @cached_property
     def truecase(self) -> dict[str, str]:
@@ -146,7 +157,8 @@ def invented_values(reply: str, text: str, values: dict[str, str],
     domain = domain or default_domain()
     for slot in domain.pack.extractor.extract_all(reply, domain.entity_types):
         surface = reply[slot.start:slot.end].lower()
-        if slot.value.lower() in _venues() or surface in source or slot.value.lower() in source:
+        if (slot.value.lower() in _venues() or surface in source
+                or slot.value.lower() in source or surface in domain.template_words):
             continue
         invented.append(reply[slot.start:slot.end])
     return invented
