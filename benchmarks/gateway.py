@@ -20,10 +20,10 @@ TEMPLATE_CORES = {"account_info", "card_services", "work_and_hr", "device_and_as
 
 
 def template_texts(n: int = 2000) -> list[str]:
-    from services.common.label_map import load_label_map
+    from parlance.pack import load_pack
     from training.data import load_clinc
 
-    label_map = load_label_map()
+    label_map = load_pack().label_map
     test = load_clinc(None, "full").test
     texts = [t for t, i in zip(test.texts, test.intents, strict=True)
              if i != "oos" and label_map.core_of(i) in TEMPLATE_CORES]

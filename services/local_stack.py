@@ -146,7 +146,7 @@ class RedisProcess:
 
 
 class Stack:
-    def __init__(self, classifier_artifact: str, generator_artifact: str, *,
+    def __init__(self, classifier_artifact: str, generator_artifact: str | None, *,
                  host: str = "127.0.0.1", port: int = 8000, classifier_port: int = 8001,
                  generator_port: int = 8002, log_dir: str | Path = "artifacts/logs",
                  gateway_env: dict[str, str] | None = None, redis_port: int | None = None,
@@ -167,7 +167,10 @@ class Stack:
         self.gateway = Child("gateway", "services.gateway", port, {
             "CLASSIFIER_URL": self.classifier.url(host),
             "GENERATOR_URL": self.generator.url(host), **(gateway_env or {})})
-        self.children = [self.classifier, self.generator, self.gateway]
+        # Without a generator artifact (a pack with no generated core intents) the gateway
+        # answers every intent from its templates.
+        self.children = [self.classifier, *([self.generator] if generator_artifact else []),
+                         self.gateway]
 
     @property
     def url(self) -> str:
@@ -183,9 +186,10 @@ class Stack:
         t0 = time.monotonic()
         if self.redis:
             self.redis.start()
-        self.classifier.start(self.host, self.log_dir)
-        self.generator.start(self.host, self.log_dir)
-        wait_ready([self.classifier, self.generator], self.host, timeout)
+        models = [c for c in self.children if c is not self.gateway]
+        for child in models:
+            child.start(self.host, self.log_dir)
+        wait_ready(models, self.host, timeout)
         self.gateway.start(self.host, self.log_dir)
         wait_ready([self.gateway], self.host, max(10.0, timeout - (time.monotonic() - t0)))
         return time.monotonic() - t0

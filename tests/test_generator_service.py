@@ -180,7 +180,6 @@ def test_bad_artifact_fails_fast_with_a_message(tmp_path, make, fragment):
 
 def test_every_builder_example_is_a_valid_request(clinc_path):
     """What the data builder (and so the gateway) produces, the service accepts."""
-    from services.common.label_map import load_label_map
     from services.generator.config import GeneratorSettings
     from services.generator.schemas import GenerateRequest
     from services.generator.service import validate
@@ -188,7 +187,8 @@ def test_every_builder_example_is_a_valid_request(clinc_path):
     from training.response_data import build_examples
 
     settings = GeneratorSettings(artifact="unused")
-    label_map = load_label_map()
+    from services.generator.text import default_domain
+
     for e in build_examples(load_clinc(clinc_path, "full"), splits=("test",))["test"]:
-        validate(GenerateRequest(intent=e.core_intent, text=e.text, slots=e.slots,
-                                 facts=e.facts), settings, label_map)
+        validate(GenerateRequest(intent=e.core_intent, raw_intent=e.raw_intent, text=e.text,
+                                 slots=e.slots, facts=e.facts), settings, default_domain())

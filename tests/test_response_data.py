@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from services.common.responses import default_responses, placeholders
+from parlance.pack import load_pack
+from parlance.templates import placeholders
 from training.data import load_clinc
 from training.response_data import build_examples, checksum
 
@@ -35,13 +36,13 @@ def test_splits_stay_apart_and_cover_the_generated_intents(data, examples):
     assert texts["train"] & texts["test"] <= set(data.train.texts) & set(data.test.texts)
     assert texts["val"] & texts["test"] <= set(data.val.texts) & set(data.test.texts)
     assert set(Counter(e.core_intent for e in examples["test"])) == \
-        set(default_responses().core_intents())
+        set(load_pack().responses.core_intents())
     for e in examples["test"]:
         assert e.text in data.test.texts
 
 
 def test_targets_use_exactly_the_available_values(examples):
-    responses = default_responses()
+    responses = load_pack().responses
     for e in examples["train"]:
         available = set(e.slots) | set(e.facts)
         assert e.target in e.references
