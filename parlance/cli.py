@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="cpu", choices=["cpu", "demo", "paper"])
     s.add_argument("--data-dir", help="external examples (CLINC150's oos-eval directory)")
     s.add_argument("--classifier-only", action="store_true")
-    s.add_argument("extra", nargs="*", help="after --: flags for both trainers")
+    s.epilog = "Flags after `--` go to the trainers (python -m training.classifier --help)."
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="re-evaluate a classifier artifact")
@@ -276,7 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:  # `parlance train PACK --output A -- --num_train_epochs 3`
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = parser.parse_args(argv)
+    if extra and args.command != "train":
+        parser.error("flags after -- are for `parlance train` only")
+    args.extra = extra
     return args.fn(args)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from services.generator.text import (
-    default_domain,
     check_reply,
     clean_output,
+    default_domain,
     delexicalise,
     is_degenerate,
     source_text,

@@ -57,6 +57,9 @@ async def _check_labels(app: FastAPI) -> bool:
         r = await s.classifier.client.get("/v1/model", timeout=2.0)
     except Exception:  # noqa: BLE001 - not reachable yet: try again next tick
         return False
+    if r.status_code == 404:  # a classifier that does not describe itself: nothing to check
+        s.labels_checked = True
+        return True
     if r.status_code != 200:
         return False
     s.labels_checked = True
@@ -117,7 +120,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         s.labels_checked, s.label_error = False, None
         s.dialogue = Dialogue(settings, pack, s.generator)
         # A classifier that is already up is checked now, so a wrong one stops the start.
-        if await s.classifier.ready() and not await _check_labels(app):
+        if await s.classifier.ready() and not await _check_labels(app) and s.label_error:
             raise LabelMismatch(s.label_error)
         watcher = asyncio.create_task(_watch(app))
         try:
