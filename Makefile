@@ -65,8 +65,9 @@ evaluate: $(CLASSIFIER)/manifest.json
 # Uses the `make train` artifacts when present, else trains the lighter demo preset into
 # $(ARTIFACTS)/demo once (~12 min on 2 cores); then serves the stack until Ctrl-C.
 DEMO_PORT ?= 8000
+ASSISTANT ?= clinc150
 demo: install
-	$(PY) -m training.demo --artifacts $(ARTIFACTS) --port $(DEMO_PORT) \
+	$(PY) -m training.demo --pack $(ASSISTANT) --artifacts $(ARTIFACTS) --port $(DEMO_PORT) \
 		--classifier-port $$(( $(DEMO_PORT) + 1 )) --generator-port $$(( $(DEMO_PORT) + 2 ))
 
 report: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json

@@ -235,16 +235,15 @@ def serve_forever(stack: Stack, *, banner: bool = True) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
-        print(f"starting classifier (:{stack.classifier.port}), generator "
-              f"(:{stack.generator.port}), gateway (:{stack.gateway.port}); logs in "
-              f"{stack.log_dir}/", flush=True)
+        names = ", ".join(f"{c.name} (:{c.port})" for c in stack.children)
+        print(f"starting {names}; logs in {stack.log_dir}/", flush=True)
         took = stack.start()
         if banner:
             print(f"\nParlance is up (services ready in {took:.1f} s)\n"
                   f"  chat page   {stack.url}\n"
                   f"  chat API    POST {stack.url}v1/chat   (docs/contract.md)\n"
-                  f"  metrics     {stack.url}metrics, {stack.classifier.url(stack.host)}/metrics,"
-                  f" {stack.generator.url(stack.host)}/metrics\n"
+                  f"  metrics     " + ", ".join(f"{c.url(stack.host)}/metrics"
+                                              for c in stack.children) + "\n"
                   "Ctrl-C stops everything.", flush=True)
         while stopping["signal"] is None:
             if (child := stack.dead()) is not None:
@@ -252,7 +251,7 @@ def serve_forever(stack: Stack, *, banner: bool = True) -> int:
                       f"stack. End of {child.log_path}:\n{child.log_tail()}", file=sys.stderr)
                 return 1
             time.sleep(0.2)
-        print("\nstopping: gateway, then classifier and generator ...", flush=True)
+        print("\nstopping: the gateway, then the model services ...", flush=True)
         return 0
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,6 +20,8 @@ RULES = [
     (r"\bflight\b", "book_flight"), (r"\b(table|reservation)\b", "restaurant_reservation"),
     (r"\bremind\b", "reminder"), (r"\bweather\b", "weather"), (r"\btime is it\b", "time"),
     (r"\bbalance\b", "balance"), (r"\b(hello|hi)\b", "greeting"), (r"\btimer\b", "timer"),
+    (r"\b(bye|goodbye)\b", "goodbye"), (r"\byour name\b", "what_is_your_name"),
+    (r"\bwho (made|built) you\b", "who_made_you"), (r"\bfun fact\b", "fun_fact"),
 ]
 
 app = FastAPI()

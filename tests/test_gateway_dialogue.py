@@ -254,3 +254,25 @@ def test_oversized_body_is_413(gw):
     r = httpx.post(gw.url + "/v1/chat", content=b'{"text": "' + b"a" * 2_100_000 + b'"}',
                    headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+@pytest.mark.parametrize("text,raw", [
+    ("hello", "greeting"), ("bye for now", "goodbye"), ("what is your name", "what_is_your_name"),
+    ("who made you", "who_made_you"), ("tell me a fun fact", "fun_fact"),
+    ("what's the weather in paris", "weather"), ("set a timer for 4 minutes", "timer"),
+])
+def test_generator_down_replies_answer_the_raw_intent(gw, text, raw):
+    """Degraded replies come from the raw intent's own templates: "hello" is never answered
+    with another small-talk intent's text (the generator URL is a closed port here)."""
+    from parlance.pack import load_pack
+    from parlance.templates import fill
+
+    pack = load_pack("clinc150")
+    r = Conversation(gw.url).say(text)
+    assert r["intent"]["raw"] == raw and r["source"] == "template"
+    own = {fill(t, r["slots"]) for t in pack.responses.by_raw[raw].replies}
+    assert r["reply"] in own, (r["reply"], sorted(own)[:3])
+    for other in pack.label_map.core[pack.label_map.core_of(raw)].intents:
+        if other != raw:
+            assert r["reply"] not in {fill(t, r["slots"])
+                                      for t in pack.responses.by_raw[other].replies}

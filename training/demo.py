@@ -1,6 +1,6 @@
 """`make demo`: from a fresh checkout to a running stack on the embedded defaults.
 
-    python -m training.demo [--artifacts artifacts] [--data-dir DIR] [--port 8000]
+    python -m training.demo [--pack PACK] [--artifacts artifacts] [--data-dir DIR] [--port 8000]
 
 1. Picks the artifacts: the full-quality ones from `make train` (ARTIFACTS/classifier,
    ARTIFACTS/generator) when present, else the lighter `demo`-preset ones
@@ -9,6 +9,9 @@
 2. Prints what the chosen artifacts measured on the CLINC150 test split.
 3. Runs classifier, generator and gateway as local processes (services/local_stack.py),
    prints the chat page URL, and stops everything on Ctrl-C.
+
+Another pack (`make demo ASSISTANT=assistants/bike_shop`) keeps its artifacts in
+ARTIFACTS/packs/<name>/ and trains only the generator when it has generated core intents.
 """
 
 from __future__ import annotations
@@ -32,17 +35,23 @@ def choose(artifacts: Path, name: str) -> tuple[Path, bool]:
     return demo, (demo / "manifest.json").is_file()
 
 
-def train(name: str, output: Path, data_dir: str | None, step: str) -> float:
-    print(f"\n[{step}] training the {name} (demo preset, about {DEMO_MINUTES[name]} min on 2 "
-          f"CPU cores; `make train` gives the full-quality one) -> {output}", flush=True)
+def train(name: str, output: Path, data_dir: str | None, step: str,
+          pack: str = "clinc150") -> float:
+    if pack == "clinc150":
+        print(f"\n[{step}] training the {name} (demo preset, about {DEMO_MINUTES[name]} min "
+              f"on 2 CPU cores; `make train` gives the full-quality one) -> {output}",
+              flush=True)
+    else:
+        print(f"\n[{step}] training the {name} of pack {pack} (demo preset) -> {output}",
+              flush=True)
     from training.train_missing import train as train_preset
 
     t0 = time.monotonic()
-    train_preset(name, "demo", output, data_dir)
+    train_preset(name, "demo", output, data_dir, pack)
     return time.monotonic() - t0
 
 
-def summary(name: str, path: Path) -> str:
+def summary(name: str, path: Path, pack: str = "CLINC150") -> str:
     """One line of test-split quality, from the artifact's manifest."""
     from services.common.files import read_manifest
 
@@ -51,16 +60,17 @@ def summary(name: str, path: Path) -> str:
         t = m["metrics"]
         return (f"classifier {m['version']} ({m['preset']} preset): in-scope accuracy "
                 f"{t['inscope_accuracy']:.1%}, out-of-scope recall {t['oos_recall']:.1%} "
-                f"(CLINC150 test)")
+                f"({pack} test)")
     ev = m["evaluation"]
     return (f"generator  {m['version']} ({m['preset']} preset): exact match "
             f"{ev['model']['template_exact_match']:.1%} (model) / "
             f"{ev['template_baseline']['template_exact_match']:.1%} (templates), slot "
-            f"fidelity {ev['served']['slot_fidelity']:.1%} served (CLINC150 test)")
+            f"fidelity {ev['served']['slot_fidelity']:.1%} served ({pack} test)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--pack", default="clinc150", help="assistant pack (directory or bundled name)")
     p.add_argument("--artifacts", default="artifacts")
     p.add_argument("--data-dir", default=None,
                    help="CLINC150 directory (default: $CLINC150_DIR, else the hub)")
@@ -71,25 +81,33 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         handlers=[logging.StreamHandler(sys.stdout)])
-    root = Path(args.artifacts)
-    chosen = {name: choose(root, name) for name in ("classifier", "generator")}
+    from parlance.pack import load_pack
+
+    pack = load_pack(args.pack)
+    default = pack.name == "clinc150" and args.pack == "clinc150"
+    root = Path(args.artifacts) if default else Path(args.artifacts) / "packs" / pack.name
+    names = ["classifier", *(["generator"] if pack.label_map.generated else [])]
+    chosen = {name: choose(root, name) for name in names}
     missing = [name for name, (_, ok) in chosen.items() if not ok]
     t0 = time.monotonic()
     for i, name in enumerate(missing, 1):
-        secs = train(name, chosen[name][0], args.data_dir, f"{i}/{len(missing)}")
+        secs = train(name, chosen[name][0], args.data_dir, f"{i}/{len(missing)}",
+                     str(pack.root))
         print(f"{name} trained in {secs / 60:.1f} min", flush=True)
     if missing:
         print(f"training took {(time.monotonic() - t0) / 60:.1f} min in all", flush=True)
     print()
     for name, (path, _) in chosen.items():
-        print(summary(name, path), flush=True)
+        print(summary(name, path, "CLINC150" if default else pack.name), flush=True)
     if args.no_serve:
         return 0
     from services.local_stack import Stack, serve_forever
 
-    stack = Stack(chosen["classifier"][0], chosen["generator"][0], port=args.port,
+    generator = chosen["generator"][0] if "generator" in chosen else None
+    stack = Stack(chosen["classifier"][0], generator, port=args.port,
                   classifier_port=args.classifier_port, generator_port=args.generator_port,
-                  log_dir=root / "logs")
+                  log_dir=root / "logs",
+                  gateway_env={"PARLANCE_PACK": str(pack.root.resolve())})
     return serve_forever(stack)
 
 

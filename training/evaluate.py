@@ -20,7 +20,7 @@ import numpy as np
 
 from services.classifier.artifact import EVAL_DIR, ClassifierArtifact
 from services.classifier.backends import forward_batched, load_backend
-from training.data import ClincData, load_clinc
+from training.data import ClincData, load_pack_data
 from training.metrics import classification_report, reliability_bins
 
 logger = logging.getLogger("training.evaluate")
@@ -65,24 +65,49 @@ def write_report(out_dir: str | Path, report: dict, labels: list[str],
     return report_dir
 
 
+def with_oos_probes(data: ClincData) -> ClincData:
+    """The data with CLINC150's 1,000 out-of-scope test queries added to its test split."""
+    from training.data import OOS, Split, load_clinc
+
+    probes = load_clinc(None, "full").test
+    texts = [t for t, i in zip(probes.texts, probes.intents, strict=True) if i == OOS]
+    data.test = Split(data.test.texts + texts, data.test.intents + [OOS] * len(texts))
+    data.source += "+clinc150-oos-test-probes"
+    return data
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", required=True, help="classifier artifact directory")
+    parser.add_argument("--pack", default=None,
+                        help="pack directory or bundled name (default: the artifact's pack)")
     parser.add_argument("--data-dir", default=None,
                         help="oos-eval JSON directory (default $CLINC150_DIR, else the hub)")
     parser.add_argument("--variant", default=None, help="default: the one the model saw")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"])
     parser.add_argument("--report-dir", default=None, help="default: ARTIFACT/eval")
+    parser.add_argument("--oos-probes", default=None, choices=["clinc150"],
+                        help="add CLINC150's out-of-scope test queries to the test split as "
+                             "out-of-scope probes (a pack without out-of-scope test data; "
+                             "CLINC150 from $CLINC150_DIR or the hub)")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
     art = ClassifierArtifact.load(args.artifact)
     variant = args.variant or art.manifest.get("data", {}).get("variant", "full")
-    data = load_clinc(args.data_dir, variant)
+    from parlance.pack import load_pack
+
+    pack = load_pack(args.pack or (art.manifest.get("pack") or {}).get("name", "clinc150"))
+    # The same held-out validation split and background set as at training time.
+    seed = int(art.manifest.get("training", {}).get("args", {}).get("seed", 42))
+    data = load_pack_data(pack, args.data_dir, variant, seed=seed,
+                          background=bool(art.manifest.get("data", {}).get("background")))
     if data.labels != art.labels:
         # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
         keep = [x for x in art.labels if x != "oos"]
         data = data.restrict(keep)
+    if args.oos_probes:
+        data = with_oos_probes(data)
     report = evaluate_artifact(args.artifact, data, args.backend)
     path = write_report(args.artifact, report, data.labels, args.report_dir)
     summary = {k: v for k, v in report["test"].items() if not isinstance(v, dict | list)}

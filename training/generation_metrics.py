@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from services.common.responses import PLACEHOLDER, fill
+from parlance.templates import PLACEHOLDER, fill
 
 from services.generator.text import invented_values, is_degenerate
 from training.response_data import ResponseExample

@@ -15,14 +15,15 @@ from pathlib import Path
 logger = logging.getLogger("training.train_missing")
 
 
-def train(name: str, preset: str, output: Path, data_dir: str | None) -> None:
-    """Train artifact `name` ('classifier' or 'generator') with `preset` into `output`."""
+def train(name: str, preset: str, output: Path, data_dir: str | None,
+          pack: str = "clinc150") -> None:
+    """Train artifact `name` ('classifier' or 'generator') of `pack` with `preset`."""
     if name == "classifier":
         from training import classifier as trainer
     else:
         from training import generator as trainer
     data = ["--data_dir", data_dir] if data_dir else []
-    trainer.main(["--preset", preset, "--output_dir", str(output), *data])
+    trainer.main(["--preset", preset, "--pack", str(pack), "--output_dir", str(output), *data])
 
 
 def main(argv: list[str] | None = None) -> list[str]:

@@ -160,10 +160,11 @@ class Names:
         return out
 
 
-def listing(items: Iterable[str], limit: int = MAX_LISTED) -> str:
+def listing(items: Iterable[str], limit: int = MAX_LISTED, sep: str = "; ") -> str:
+    """Items for a note: the first `limit`, then how many more."""
     items = list(items)
-    shown = "; ".join(items[:limit])
-    return shown + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+    shown = sep.join(items[:limit])
+    return shown + (f"{sep}and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def is_name(s: str) -> bool:
@@ -260,7 +261,8 @@ def load_json(path: Path, rel: str, notes: list[str] | None = None):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise PackImportError(rel, f"line {e.lineno} column {e.colno}", f"not valid JSON: {e.msg}")
+        where = f"line {e.lineno} column {e.colno}"
+        raise PackImportError(rel, where, f"not valid JSON: {e.msg}") from None
 
 
 # ----------------------------------------------------------------- examples
@@ -369,8 +371,7 @@ def to_markup(ex: Example) -> tuple[str | None, str | None]:
     table = {ord("["): "(", ord("]"): ")"}
     text = ex.text.translate(table)
     spans = tuple(
-        Span(s.slot, text[s.start : s.end], s.value.translate(table), s.start, s.end)
-        for s in spans
+        Span(s.slot, text[s.start : s.end], s.value.translate(table), s.start, s.end) for s in spans
     )
     marked = _render(text, spans)
     if _reads_back(marked, text, spans):
@@ -464,7 +465,9 @@ class ExampleSet:
             out.append(f"{src}: dropped {d['unwritable']} text(s) the markup cannot represent")
         return out
 
-    def finish(self, order: Iterable[str] = ()) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+    def finish(
+        self, order: Iterable[str] = ()
+    ) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
         """intent -> {"examples": [...], "test_examples": [...]} (OOS included when it has
         any), in `order` first, then in order of appearance; and the notes."""
         notes = self.fix_notes()
@@ -492,8 +495,8 @@ class ExampleSet:
         seen_train: dict[str, set[str]] = defaultdict(set)
         seen_test: dict[str, set[str]] = defaultdict(set)
         out: dict[str, dict[str, list[str]]] = {}
-        for name in order:
-            out[name] = {"examples": [], "test_examples": []}
+        for name in [*order, *(it.intent for it in self.items)]:
+            out.setdefault(name, {"examples": [], "test_examples": []})
         for it in sorted(self.items, key=lambda it: it.test):  # stable: training ones first
             if it.key in clash:
                 continue
@@ -573,9 +576,7 @@ def write_and_check(
     intents = docs["intents"] or {}
     report.intents = len(intents.get("intents", {}))
     report.examples = sum(len(i.get("examples", [])) for i in intents["intents"].values())
-    report.test_examples = sum(
-        len(i.get("test_examples", [])) for i in intents["intents"].values()
-    )
+    report.test_examples = sum(len(i.get("test_examples", [])) for i in intents["intents"].values())
     oos = intents.get("out_of_scope", {})
     report.out_of_scope_examples = len(oos.get("examples", []))
     report.out_of_scope_test_examples = len(oos.get("test_examples", []))

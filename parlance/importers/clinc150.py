@@ -66,8 +66,7 @@ def import_clinc150(
     meta = {group: [intent] for group, intent in META.items() if intent in sets}
     if meta:
         notes.append(
-            "meta intents (dialogue.yml): "
-            + ", ".join(f"{g}: {v[0]}" for g, v in meta.items())
+            "meta intents (dialogue.yml): " + ", ".join(f"{g}: {v[0]}" for g, v in meta.items())
         )
     pack_name = assistant_name(name, src, "clinc150")
     if name is None and variant != "full":

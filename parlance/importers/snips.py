@@ -36,7 +36,7 @@ def _utterances(path: Path, label: str, notes: list[str]) -> list[list[tuple[str
     doc = load_json(path, rel, notes)
     if not isinstance(doc, dict) or len(doc) != 1:
         raise PackImportError(rel, "", 'expected {"<Intent>": [utterances]} with one intent')
-    (key, items), = doc.items()
+    ((key, items),) = doc.items()
     if key != label:
         raise PackImportError(rel, key, f"the file name says intent {label!r}")
     if not isinstance(items, list):

@@ -188,13 +188,13 @@ def import_table(
     if empty_text:
         notes.append(
             f"{rel}: dropped {len(empty_text)} row(s) with an empty text (line(s) "
-            + listing((str(n) for n in empty_text), 10)
+            + listing((str(n) for n in empty_text), 10, ", ")
             + ")"
         )
     if no_intent:
         notes.append(
             f"{rel}: dropped {len(no_intent)} row(s) without an intent (line(s) "
-            + listing((str(n) for n in no_intent), 10)
+            + listing((str(n) for n in no_intent), 10, ", ")
             + ")"
         )
     if val_rows:

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from parlance.actions import ACTIONS
 from parlance.label_map import LabelMap, build_label_map
 from parlance.pack import models
-from parlance.pack.markup import Example, MarkupError, parse
-from parlance.slots import BUILTIN_TYPES, FreeTextType, ListType, RegexType, SlotExtractor
+from parlance.pack.markup import Example, parse
+from parlance.slots import FreeTextType, ListType, RegexType, SlotExtractor
 from parlance.templates import RawIntentReplies, Responses
 
 # The repository's bundled packs; PARLANCE_ASSISTANTS_DIR points elsewhere (an image, a
@@ -313,15 +313,3 @@ def load_pack(pack: str | os.PathLike = DEFAULT_PACK) -> Pack:
         raise PackError(pack, problems)
     return loaded
 
-
-__all__ = [
-    "BUILTIN_TYPES",
-    "MarkupError",
-    "Pack",
-    "PackError",
-    "Problem",
-    "bundled_packs",
-    "check_pack",
-    "load_pack",
-    "resolve",
-]

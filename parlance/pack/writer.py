@@ -21,11 +21,11 @@ from parlance.pack.loader import FILES, TESTS_DIR, Problem, _location
 # reads a bare y/n as a boolean, and other tools (editors, linters) follow that spec, so quote
 # those too: an intent called "n" must stay a string wherever the file is read.
 _YAML11_EXTRA = re.compile(r"^(?:y|Y|n|N)$")
-_Base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when built in: ~10x faster
 
 
-class _PackDumper(_Base):  # type: ignore[misc, valid-type]
-    pass
+class _PackDumper(yaml.SafeDumper):
+    """yaml.safe_dump's dumper (not libyaml's, which escapes emoji and other characters
+    beyond the BMP as \\U0001F355) with y/n quoted."""
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:

@@ -30,21 +30,28 @@ class LabelMismatch(RuntimeError):
 
 
 def label_mismatch(pack: Pack, info: dict) -> str | None:
-    """Why the classifier's labels (its /v1/model) do not fit the pack, or None."""
+    """Why the classifier (its /v1/model) cannot serve the pack, or None.
+
+    Refused: labels the pack does not have (the classifier would predict intents the gateway
+    cannot answer), or a classifier trained for a pack of another name. A classifier of the
+    same pack that knows only some of its intents (trained on a subset, as tests and smoke
+    runs do) is served, with a warning."""
     names = info.get("label_names")
     if not isinstance(names, list):
         return None  # an older classifier that does not list them
-    missing = sorted(set(pack.labels) - set(names))
+    trained = (info.get("pack") or {}).get("name")
     unknown = sorted(set(names) - set(pack.labels))
-    if not missing and not unknown:
-        return None
-    trained = (info.get("pack") or {}).get("name", "an unknown pack")
-    return (f"the classifier was trained for {trained!r}, not for pack {pack.name!r}: "
-            + "; ".join(x for x in (
-                f"intents it does not know: {', '.join(missing[:8])}" if missing else "",
-                f"labels the pack does not have: {', '.join(unknown[:8])}" if unknown else "")
-                if x)
-            + ". Train a classifier for this pack (parlance train) or set PARLANCE_PACK.")
+    missing = sorted(set(pack.labels) - set(names))
+    if unknown or (trained is not None and trained != pack.name):
+        detail = f"labels the pack does not have: {', '.join(unknown[:8])}" if unknown \
+            else f"it knows {len(names) - len(missing)} of the pack's {len(pack.labels)} labels"
+        return (f"the classifier was trained for {trained or 'an unknown pack'!r}, not for "
+                f"pack {pack.name!r} ({detail}). Train a classifier for this pack "
+                "(parlance train) or set PARLANCE_PACK to the pack it was trained for.")
+    if missing:
+        logger.warning("the classifier knows %d of the pack's %d labels (trained on a subset)",
+                       len(names), len(pack.labels))
+    return None
 
 
 async def _check_labels(app: FastAPI) -> bool:
