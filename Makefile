@@ -11,14 +11,14 @@ ARTIFACTS ?= artifacts
 CLASSIFIER := $(ARTIFACTS)/classifier
 GENERATOR := $(ARTIFACTS)/generator
 
-.PHONY: help install lock demo report train train-classifier bench-deploy reliability soak train-generator evaluate test lint format bench up down clean
+.PHONY: help install lock test-fast demo report train train-classifier bench-deploy reliability soak train-generator evaluate test lint format bench up down clean
 
 help:
 	@echo "make demo   - install, train demo artifacts if none, run the stack (chat page on :8000)"
 	@echo "make train  - train the full-quality cpu classifier and generator (artifacts/)"
 	@echo "make report - print the reports of the trained artifacts"
 	@echo "make reliability / make soak - load, fault and soak runs -> docs/reliability.md"
-	@echo "make test   - lint + the test suite (as CI runs it)"
+	@echo "make test   - lint + the test suite (as CI runs it); make test-fast: no training"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md and docs/benchmarks-deployment.md"
 
 # torch first, pinned: an unpinned torch (or a package asking for one) would pull a
@@ -82,6 +82,10 @@ format: install
 
 test: install lint
 	$(PY) -m pytest -q --timeout 1800
+
+# No training, no model processes: the unit and in-process tests (about half a minute).
+test-fast: install lint
+	$(PY) -m pytest -q -m "not slow" --timeout 600
 
 bench: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import yaml
 
 from parlance.pack.loader import Problem, check_pack
 from parlance.pack.markup import Example, MarkupError, Span, parse
-from parlance.pack.models import NAME_PATTERN, OOS
+from parlance.pack.models import OOS
 from parlance.pack.writer import PackWriteError, write_pack
 
 MAX_TEXT = 1000  # the pack's limit on one example (models.Text)
@@ -111,8 +112,10 @@ def snake(name: str, prefix: str = "x") -> str:
     s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", s)
     s = re.sub(r"[^A-Za-z0-9]+", "_", s).strip("_").lower()
-    if not s or not s[0].isalpha():
-        s = f"{prefix}_{s}" if s else prefix
+    if not s:  # nothing ASCII in it (问候, ...): a stable name rather than a merge
+        s = f"{prefix}_{zlib.crc32(str(name).encode()):08x}"
+    elif not s[0].isalpha():
+        s = f"{prefix}_{s}"
     return s[:64].rstrip("_")
 
 
@@ -165,10 +168,6 @@ def listing(items: Iterable[str], limit: int = MAX_LISTED, sep: str = "; ") -> s
     items = list(items)
     shown = sep.join(items[:limit])
     return shown + (f"{sep}and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def is_name(s: str) -> bool:
-    return bool(re.fullmatch(NAME_PATTERN, s)) and len(s) <= 64
 
 
 # ----------------------------------------------------------------- reading files
@@ -409,22 +408,27 @@ class ExampleSet:
         self.fixes: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
 
-    def add(self, intent: str, ex: Example, test: bool = False, fixes: Iterable[str] = ()) -> bool:
+    def add(
+        self, intent: str, ex: Example, test: bool = False, fixes: Iterable[str] = ()
+    ) -> Example | None:
+        """Keep `ex` under `intent`; returns the example as it will be written (spans the
+        markup could not carry are gone), or None when it cannot be kept at all."""
         self.fixes.update(fixes)
         if not ex.text:
             self.dropped["empty"] += 1
-            return False
+            return None
         marked, issue = to_markup(ex)
         if issue:
             self.fixes[issue] += 1
         if marked is None:
             self.dropped["unwritable"] += 1
-            return False
+            return None
         if len(marked) > MAX_TEXT:
             self.dropped["long"] += 1
-            return False
-        self.items.append(_Item(intent, test, marked, norm_key(parse(marked).text)))
-        return True
+            return None
+        written = parse(marked)
+        self.items.append(_Item(intent, test, marked, norm_key(written.text)))
+        return written
 
     def fix_notes(self) -> list[str]:
         src, out = self.source, []
@@ -561,6 +565,18 @@ def intents_doc(
     return out
 
 
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse an occupied output directory before the import's work, not after it (the
+    writer refuses too; this is the same rule, early, as the error callers catch)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PackImportError(out, "", "exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise PackImportError(
+            out, "", "not empty: pass overwrite=True (parlance import --overwrite) to replace it"
+        )
+
+
 def write_and_check(
     report: ImportReport,
     out: Path,
@@ -569,6 +585,7 @@ def write_and_check(
     header: str,
 ) -> ImportReport:
     """Write the pack, fill the report's counts from what was written, and check the pack."""
+    check_output(out, overwrite)
     try:
         write_pack(out, **docs, overwrite=overwrite, header=header)
     except PackWriteError as e:  # an importer bug or input no pack can hold: say which

@@ -18,6 +18,7 @@ from parlance.importers import (
     ImportReport,
     PackImportError,
     assistant_name,
+    check_output,
     intents_doc,
     make_example,
     write_and_check,
@@ -39,10 +40,15 @@ def import_clinc150(
     from training.data import VARIANT_FILES, DataError, load_from_dir
 
     src, out = Path(src), Path(out)
+    check_output(out, overwrite)
     try:
         data = load_from_dir(src, variant)
     except DataError as e:
-        raise PackImportError(src / VARIANT_FILES.get(variant, ""), "", str(e)) from None
+        path = src / VARIANT_FILES.get(variant, "")
+        message = str(e)
+        for prefix in (f"dir:{path.resolve()}: ", f"{path}: "):
+            message = message.removeprefix(prefix)
+        raise PackImportError(path, "", message) from None
     rel = VARIANT_FILES[variant]
     report = ImportReport("clinc150", str(src / rel), out)
     notes = report.notes
@@ -82,7 +88,7 @@ def import_clinc150(
     }
     header = (
         f"Imported from CLINC150 ({rel}) by parlance.importers.clinc150.\n"
-        "Data: CC BY 3.0, Larson et al. 2019, 'An Evaluation Dataset for Intent "
+        "Data: CC BY 3.0, Larson et al. 2019, 'An Evaluation Dataset for Intent\n"
         "Classification and Out-of-Scope Prediction'."
     )
     return write_and_check(report, out, docs, overwrite, header)

@@ -36,6 +36,7 @@ from parlance.importers import (
     Names,
     PackImportError,
     assistant_name,
+    check_output,
     intents_doc,
     listing,
     load_yaml,
@@ -131,17 +132,19 @@ class _Project:
         self.tests: list[_Story] = []
         self.has_domain = False
         if isinstance(src, list | tuple):
-            files = [Path(p) for p in src]
+            files = [Path(p).resolve() for p in src]
             for p in files:
                 if not p.is_file():
                     raise PackImportError(p, "", "file not found")
             base = Path(*_common_parts(files))
+            self.base = base
             for p in files:
                 rel = str(p.relative_to(base)) if base.parts else str(p)
                 test = p.name.startswith("test_") or "tests" in p.parts[len(base.parts) : -1]
                 self._read(p, rel, test)
             return
         src = Path(src)
+        self.base = src
         if not src.is_dir():
             raise PackImportError(src, "", "not a directory (expected a Rasa project)")
         for name in ("domain.yml", "domain.yaml"):
@@ -320,7 +323,9 @@ class _Import:
         self.regexes: list[tuple[str, list[str], str]] = []
         self.responses: dict[str, list] = project.domain["responses"]
         self.used_responses: set[str] = set()
+        self.noted: set[tuple[str, int, str]] = set()
         self.pending: list[tuple[str, list, bool]] = []  # intent, pieces, test
+        self.orphans: dict[str, dict] = {}  # types of lookups/regexes that name no entity
         self.canonical: dict[str, dict[str, str]] = {}  # entity -> spoken (lower) -> value
 
     # -- NLU ---------------------------------------------------------------------------
@@ -394,9 +399,6 @@ class _Import:
                 for text in lines:
                     pieces = self.parse_example(text, rel, where)
                     self.pending.append((intent, pieces, False))
-                    for _, slot, _ in pieces:
-                        if slot and slot not in self.annotated[intent]:
-                            self.annotated[intent].append(slot)
             elif kind == "synonym":
                 self.synonym_entries.append((label, lines, _where(rel, where)))
             elif kind == "lookup":
@@ -428,7 +430,10 @@ class _Import:
                         value = canonical
                 normalised.append((text, slot, value))
             ex, fixes = make_example(normalised)
-            self.examples.add(intent, ex, test=test, fixes=fixes)
+            written = self.examples.add(intent, ex, test=test, fixes=fixes)
+            for span in written.spans if written and not test else ():
+                if span.slot not in self.annotated[intent]:
+                    self.annotated[intent].append(span.slot)
 
     def intent_name(self, label: str) -> str:
         name = self.intent_names(label)
@@ -557,33 +562,36 @@ class _Import:
 
     def attach_tables(self) -> None:
         """Lookup tables, regexes and synonym entries onto their entities."""
-        dropped = []
+        orphans = []
         for label, values, where in self.lookups:
-            name = self.entity_names(label)
+            name = snake(label, "entity")
+            values = [v.strip() for v in values if v.strip()]
             if name not in self.entities:
-                dropped.append(f"lookup {label!r} ({where})")
+                self.orphans[name] = {"kind": "list", "values": list(dict.fromkeys(values))}
+                orphans.append(f"lookup {label!r} ({where})")
                 continue
             for v in values:
-                if v.strip():
-                    self.entities[name].add_value(v.strip())
+                self.entities[name].add_value(v)
             self.entities[name].listed = True
         for label, patterns, where in self.regexes:
-            name = self.entity_names(label)
-            if name not in self.entities:
-                dropped.append(f"regex {label!r} ({where})")
-                continue
+            name = snake(label, "entity")
+            good = []
             for pat in patterns:
                 try:
                     re.compile(pat)
                 except re.error as e:
                     self.notes.append(f"{where}: {pat!r} is not a Python regex ({e}); dropped")
                     continue
-                self.entities[name].regex.append(pat)
-        if dropped:
+                good.append(pat)
+            if name in self.entities:
+                self.entities[name].regex += good
+            elif good:
+                self.orphans.setdefault(name, {"kind": "regex", "pattern": _alternation(good)})
+                orphans.append(f"regex {label!r} ({where})")
+        if orphans:
             self.notes.append(
-                "lookup tables / regexes that name no entity are not imported (Rasa uses them "
-                "as classifier features; Parlance's classifier learns from the examples): "
-                + listing(dropped)
+                "lookup tables / regexes that name no entity (Rasa uses them as classifier "
+                "features): declared as slot types that no slot uses yet: " + listing(orphans)
             )
         unused = []
         for value, spoken, where in self.synonym_entries:
@@ -634,10 +642,7 @@ class _Import:
                 if ent.regex:
                     regex_unused.append(ent.name)
             elif ent.regex:
-                pattern = (
-                    ent.regex[0] if len(ent.regex) == 1 else "|".join(f"(?:{p})" for p in ent.regex)
-                )
-                self.types[tname] = {"kind": "regex", "pattern": pattern}
+                self.types[tname] = {"kind": "regex", "pattern": _alternation(ent.regex)}
             elif ent.number:
                 self.entity_type[ent.name] = "number"
                 continue
@@ -648,6 +653,9 @@ class _Import:
             else:
                 self.types[tname] = {"kind": "free_text"}
             self.entity_type[ent.name] = tname
+        for name, spec in self.orphans.items():
+            tname = f"{name}_values" if name in BUILTIN_TYPES else name
+            self.types.setdefault(tname, spec)
         if builtin_used:
             self.notes.append(
                 "entities typed with Parlance's built-in type of the same name: "
@@ -733,23 +741,31 @@ class _Import:
         if not isinstance(variations, list):
             raise PackImportError(where, f"responses.{utter}", "must be a list of variations")
         out = []
+
+        def note(i: int, what: str) -> None:  # once per variation, however often it is read
+            if (utter, i, what) not in self.noted:
+                self.noted.add((utter, i, what))
+                self.response_notes[f"{utter}: {what}"] += 1
+
         for i, v in enumerate(variations):
             if not isinstance(v, dict):
                 raise PackImportError(where, f"responses.{utter}[{i}]", "must be a mapping")
             extra = sorted(k for k in v if k not in ("text", "id", "metadata"))
             if "condition" in v or "channel" in v:
-                self.response_notes[f"{utter}: conditional or channel-specific variation"] += 1
+                note(i, "conditional or channel-specific variation")
                 continue
             if extra:
-                self.response_notes[f"{utter}: {', '.join(extra)}"] += 1
+                note(i, ", ".join(extra))
             text = v.get("text")
             if not isinstance(text, str) or not text.strip():
                 continue
             converted = self.convert(text.strip(), allowed)
             if converted is None:
-                self.response_notes[f"{utter}: variation using slots {what} cannot fill"] += 1
-                continue
-            out.append(converted)
+                note(i, f"variation using slots {what} cannot fill")
+            elif len(converted) > 1000:
+                note(i, "variation longer than 1000 characters")
+            else:
+                out.append(converted)
         return out
 
     def convert(self, text: str, allowed: set[str] | None) -> str | None:
@@ -770,7 +786,7 @@ class _Import:
             return f"<{name}>"
 
         out = _RASA_SLOT.sub(repl, text)
-        return None if bad else out[:1000]
+        return None if bad else out
 
     # -- rules and stories ---------------------------------------------------------------
     def read_stories(self) -> None:
@@ -811,7 +827,18 @@ class _Import:
             return f"{kind} action(s) {', '.join(custom)} not imported"
         intents = [s for s in steps if "intent" in s]
         if len(intents) > 1:
-            return f"{len(intents)} user turns: multi-turn stories are not imported"
+            turns, current = [], None
+            for step in steps:
+                if "intent" in step:
+                    current = [str(step["intent"])]
+                    turns.append(current)
+                elif current is not None and step.get("action"):
+                    current.append(step["action"])
+            said = "; ".join(f"{t[0]} -> {', '.join(t[1:]) or 'nothing'}" for t in turns)
+            return (
+                f"{len(intents)} user turns: multi-turn stories are not imported (its turns: "
+                f"{said})"
+            )
         if any("entities" in s for s in intents):
             return "intent steps conditioned on entities are not imported"
         if any("slot_was_set" in s and not _requested_none(s) for s in steps):
@@ -1082,7 +1109,7 @@ class _Import:
                 rest.append(t[0])
         if rest:
             self.notes.append(f"responses {', '.join(utters)} sent in a row: joined into one text")
-        return [" ".join([f, *rest])[:1000] for f in first]
+        return [j for j in (" ".join([f, *rest]) for f in first) if len(j) <= 1000]
 
     def _forms(self, form_slots: dict, slots: dict, pack_intents: list[str]) -> dict:
         forms: dict[str, dict] = {}
@@ -1155,6 +1182,10 @@ class _Import:
         return forms
 
 
+def _alternation(patterns: list[str]) -> str:
+    return patterns[0] if len(patterns) == 1 else "|".join(f"(?:{p})" for p in patterns)
+
+
 def _step_key(step: dict) -> str:
     for key in ("user", "bot", "intent", "action", "active_loop", "slot_was_set", "checkpoint"):
         if key in step:
@@ -1180,12 +1211,13 @@ def import_rasa(
 ) -> ImportReport:
     """Import a Rasa 3.x project directory (or a list of its YAML files) into a pack."""
     out = Path(out)
+    check_output(out, overwrite)
     source = src if isinstance(src, list | tuple) else Path(src)
     label = ", ".join(map(str, source)) if isinstance(source, list | tuple) else str(source)
     report = ImportReport("rasa", label, out)
     project = _Project(source, report.notes)
     docs = _Import(project, report.notes).run()
-    base = Path(source[0]).parent if isinstance(source, list | tuple) else source
+    base = project.base
     docs["assistant"] = {
         "name": assistant_name(name, base, "rasa"),
         "description": f"Imported from the Rasa project {base.name} by parlance.importers.rasa.",

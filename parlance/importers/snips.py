@@ -20,6 +20,7 @@ from parlance.importers import (
     Names,
     PackImportError,
     assistant_name,
+    check_output,
     intents_doc,
     load_json,
     make_example,
@@ -63,6 +64,7 @@ def import_snips(
 ) -> ImportReport:
     """Import a directory in the SNIPS 2017 layout into a pack at `out`."""
     src, out = Path(src), Path(out)
+    check_output(out, overwrite)
     if not src.is_dir():
         raise PackImportError(src, "", "not a directory (expected the SNIPS 2017 JSON files)")
     report = ImportReport("snips", str(src), out)
@@ -92,9 +94,8 @@ def import_snips(
             for segs in _utterances(file, label, notes):
                 pieces = [(t, slots(e) if e else None, None) for t, e in segs]
                 ex, fixes = make_example(pieces)
-                if not examples.add(intent, ex, test=kind == "test", fixes=fixes):
-                    continue
-                for span in ex.spans:
+                written = examples.add(intent, ex, test=kind == "test", fixes=fixes)
+                for span in written.spans if written else ():
                     if kind == "train":
                         values.setdefault(span.slot, {}).setdefault(span.text.lower(), span.text)
                         if span.slot not in used[intent]:

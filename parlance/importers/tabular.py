@@ -23,6 +23,7 @@ from parlance.importers import (
     Names,
     PackImportError,
     assistant_name,
+    check_output,
     intents_doc,
     listing,
     make_example,
@@ -156,6 +157,7 @@ def import_table(
 ) -> ImportReport:
     """Import a CSV/TSV/JSONL file of `text,intent[,split]` rows into a pack at `out`."""
     src, out = Path(src), Path(out)
+    check_output(out, overwrite)
     if not src.is_file():
         raise PackImportError(src, "", "file not found")
     rel = src.name
