@@ -45,7 +45,7 @@ intents:
       - coffee please
       - order a [medium](size) flat white
       - one coffee to go
-    test_examples: [get me a [large](size) coffee, i want coffee]
+    test_examples: ["get me a [large](size) coffee", i want coffee]
   affirm:
     examples: ["yes", yep, sure, correct, that's right, go ahead]
   deny:
@@ -107,7 +107,7 @@ def cmd_init(args) -> int:
     for rel, text in INIT_FILES.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.format(name=name), encoding="utf-8")
+        path.write_text(text.replace("{name}", name), encoding="utf-8")
     print(f"created pack {name!r} in {root}: edit intents.yml, then "
           f"`parlance validate {root}` and `parlance train {root} --output artifacts/{name}`")
     return 0

@@ -240,3 +240,20 @@ def test_each_slot_combination_of_the_clinc_pack_has_a_reply(clinc):
         full = set(entry.slots) | set(entry.facts)
         if entry.raw_intent != "play_music" and entry.slots:  # artist or genre, not both
             assert any(placeholders(r) == full for r in entry.replies), entry.raw_intent
+
+
+def test_cli_init_validate_and_bad_pack(tmp_path, capsys):
+    from parlance.cli import main
+
+    assert main(["init", str(tmp_path / "coffee")]) == 0
+    assert main(["validate", str(tmp_path / "coffee")]) == 0
+    out = capsys.readouterr().out
+    assert "coffee 0.1.0: 4 intents" in out and "no errors" in out
+    pack = load_pack(tmp_path / "coffee")
+    assert pack.extract_slots("a grande latte", ["size"]) == {"size": "large"}
+    assert main(["init", str(tmp_path / "coffee")]) == 2  # never over an existing pack
+    edit(tmp_path / "coffee", "forms.yml",
+         lambda d: d["forms"]["coffee_order"]["slots"][0].__setitem__("slot", "milk"))
+    assert main(["validate", str(tmp_path / "coffee")]) == 1
+    assert "error: forms.yml: forms.coffee_order.slots[0]: unknown slot 'milk'" in \
+        capsys.readouterr().out
