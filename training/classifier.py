@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -42,7 +41,7 @@ from services.classifier.backends import TorchBackend, forward_batched
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
-from training.cli import parse_with_presets
+from training.cli import parse_with_presets, quiet_libraries
 from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, Split, load_pack_data
 from training.evaluate import evaluate_artifact, write_report
 
@@ -350,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
     margs, dargs, oargs, targs = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    quiet_libraries()
     started = time.time()
     set_seed(targs.seed)
 

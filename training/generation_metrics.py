@@ -13,7 +13,6 @@ import re
 from collections.abc import Sequence
 
 from parlance.templates import PLACEHOLDER, fill
-
 from services.generator.text import invented_values, is_degenerate
 from training.response_data import ResponseExample
 

@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-import transformers
 from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
@@ -49,7 +48,7 @@ from services.generator.model import (
 )
 from services.generator.text import ReplyDomain, check_reply, source_text
 from training.classifier import OFFLINE_MINILM, base_model_name, git_commit, resolve_model_path
-from training.cli import parse_with_presets
+from training.cli import parse_with_presets, quiet_libraries
 from training.data import load_pack_data
 from training.generation_metrics import reply_metrics
 from training.response_data import ResponseExample, build_examples, checksum, summary
@@ -373,7 +372,7 @@ def main(argv: list[str] | None = None) -> dict:
     margs, dargs, gargs, targs = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
-    transformers.utils.logging.set_verbosity_warning()
+    quiet_libraries()
     started = time.time()
     set_seed(targs.seed)
     out_dir = Path(targs.output_dir)
