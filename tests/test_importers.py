@@ -171,7 +171,7 @@ def test_snips_counts_and_notes(snips):
     assert snips.counts == {
         "intents": 7,
         "examples": 13577,
-        "test_examples": 685,
+        "test_examples": 700,
         "out_of_scope_examples": 0,
         "out_of_scope_test_examples": 0,
         "slots": 39,
@@ -195,10 +195,10 @@ def test_snips_counts_and_notes(snips):
         "snips2017: dropped 207 duplicate training example(s) (same text ignoring case and "
         "spacing): add_to_playlist 6, book_restaurant 5, get_weather 9, play_music 21, "
         "rate_book 49, search_creative_work 3, search_screening_event 114",
-        "snips2017: dropped 4 duplicate test example(s) (same text ignoring case and spacing): "
-        "get_weather 1, rate_book 2, search_screening_event 1",
-        "snips2017: dropped 11 test example(s) that repeat a training example of the same "
-        "intent (same text ignoring case and spacing): add_to_playlist 1, get_weather 1, "
+        "snips2017: kept 5 test example(s) that repeat another test example (the test set "
+        "stays as the source has it): get_weather 1, rate_book 2, search_screening_event 2",
+        "snips2017: kept 11 test example(s) that repeat a training example of the same intent "
+        "(the test set stays as the source has it): add_to_playlist 1, get_weather 1, "
         "play_music 3, rate_book 3, search_screening_event 3",
         "39 slot type(s) are lists of the values seen in the training files only (validate_* "
         "files not used for them)",
@@ -229,7 +229,7 @@ def test_snips_pack_loads_and_every_example_reads_back_as_the_original(snips_pac
             assert [(s.slot, s.text) for s in ex.spans] == [(snake(e), t) for e, t in want]
             assert all(ex.text[s.start : s.end] == s.text == s.value for s in ex.spans)
             checked += 1
-    assert checked == 13577 + 685
+    assert checked == 13577 + 700
 
 
 def test_snips_latin1_file_and_span_edges(snips_pack):

@@ -476,8 +476,12 @@ class ExampleSet:
         any), in `order` first, then in order of appearance; and the notes."""
         notes = self.fix_notes()
         src = self.source
+        # Training examples only: a test set is kept as its source has it (a benchmark's
+        # figures must stay comparable), overlaps are counted in a note instead.
         owners: dict[str, list[str]] = {}
         for it in self.items:
+            if it.test:
+                continue
             owners.setdefault(it.key, [])
             if it.intent not in owners[it.key]:
                 owners[it.key].append(it.intent)
@@ -502,7 +506,7 @@ class ExampleSet:
         for name in [*order, *(it.intent for it in self.items)]:
             out.setdefault(name, {"examples": [], "test_examples": []})
         for it in sorted(self.items, key=lambda it: it.test):  # stable: training ones first
-            if it.key in clash:
+            if it.key in clash and not it.test:
                 continue
             if not it.test:
                 if it.key in seen_train[it.intent]:
@@ -512,23 +516,24 @@ class ExampleSet:
             else:
                 if it.key in seen_train[it.intent]:
                     leaked[it.intent] += 1
-                    continue
                 if it.key in seen_test[it.intent]:
                     dup_test[it.intent] += 1
-                    continue
                 seen_test[it.intent].add(it.key)
             slot = out.setdefault(it.intent, {"examples": [], "test_examples": []})
             slot["test_examples" if it.test else "examples"].append(it.marked)
+        if dup_train:
+            notes.append(
+                f"{src}: dropped {sum(dup_train.values())} duplicate training example(s) (same "
+                "text ignoring case and spacing): "
+                + ", ".join(f"{i} {n}" for i, n in dup_train.items()))
         for counter, what in (
-            (dup_train, "duplicate training example(s)"),
-            (dup_test, "duplicate test example(s)"),
+            (dup_test, "test example(s) that repeat another test example"),
             (leaked, "test example(s) that repeat a training example of the same intent"),
         ):
             if counter:
                 notes.append(
-                    f"{src}: dropped {sum(counter.values())} {what} (same text ignoring case "
-                    "and spacing): " + ", ".join(f"{i} {n}" for i, n in counter.items())
-                )
+                    f"{src}: kept {sum(counter.values())} {what} (the test set stays as the "
+                    "source has it): " + ", ".join(f"{i} {n}" for i, n in counter.items()))
         empty = [n for n, v in out.items() if n != OOS and not v["examples"]]
         if empty:
             lost = sum(len(out[n]["test_examples"]) for n in empty)

@@ -107,6 +107,8 @@ def _examples(pack: Pack) -> list[Problem]:
                         )
                     )
                 seen.add(key)
+                if field_name != "examples":
+                    continue  # test examples: checked against every intent's below
                 if key in owner and owner[key] != name:
                     out.append(
                         Problem(
@@ -130,6 +132,19 @@ def _examples(pack: Pack) -> list[Problem]:
                     "warning",
                 )
             )
+    # A test example that is another intent's training example: the test set's own label
+    # disagrees with the training data (a warning: benchmarks keep their test sets as is).
+    for name, intent in [*pack.intents.items(), (OOS, pack.intents_file.out_of_scope)]:
+        entry = f"intents.{name}" if name != OOS else "out_of_scope"
+        for i, marked in enumerate(intent.test_examples):
+            try:
+                key = _norm(parse(marked).text)
+            except MarkupError:
+                continue
+            if owner.get(key, name) != name:
+                out.append(Problem("intents.yml", f"{entry}.test_examples[{i}]",
+                                   f"{marked!r} is a training example of {owner[key]!r}",
+                                   "warning"))
     return out
 
 
