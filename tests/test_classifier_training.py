@@ -91,6 +91,7 @@ def test_cli_trains_from_a_hub_format_dataset(tmp_path, monkeypatch):
     out = tmp_path / "art"
     m = classifier.main([
         "--preset", "cpu", "--hub_dataset", str(tmp_path / "hub"), "--variant", "plus",
+        "--min_train_steps", "0",
         "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "true",
         "--export_onnx", "false", "--per_device_train_batch_size", "4",
     ])

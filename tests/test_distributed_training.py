@@ -26,6 +26,7 @@ def test_torchrun_two_processes_write_one_artifact(clinc_path, tmp_path):
     r = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "training.classifier",
          "--preset", "cpu", "--data_dir", str(clinc_path), "--variant", "full",
+         "--min_train_steps", "0",
          "--intents", ",".join(SMALL_INTENTS[:4]), "--max_train_per_intent", "24",
          "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
          "--export_onnx", "false", "--disable_tqdm", "true", "--seed", "7",

@@ -41,7 +41,7 @@ from services.classifier.backends import TorchBackend, forward_batched
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
-from training.cli import parse_with_presets, quiet_libraries
+from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
 from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, Split, load_pack_data
 from training.evaluate import evaluate_artifact, write_report
 
@@ -69,6 +69,9 @@ _CPU = {
     "head": "cosine",
     "cosine_scale": 30.0,
     "cosine_margin": 0.2,
+    # A pack of a few hundred examples gets 7 epochs of a few dozen steps: 600 steps beat
+    # 300 and 1,200 on the bike shop's val split (docs/results.md); CLINC150 has ~3,300.
+    "min_train_steps": 600,
 }
 PRESETS: dict[str, dict] = {
     "cpu": _CPU,
@@ -160,6 +163,9 @@ class DataArguments:
         default=None, metadata={"help": "smoke runs/tests: keep only the first N intents"})
     max_train_per_intent: int | None = field(
         default=None, metadata={"help": "smoke runs/tests: cap training examples per intent"})
+    min_train_steps: int = field(
+        default=0, metadata={"help": "raise the epochs of a small data set to at least this "
+                                     "many optimiser steps (0: the epochs as given)"})
 
 
 @dataclass
@@ -371,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = build_model(margs, len(data.labels), model_path)
     tokenized = tokenize(data, tokenizer, margs.max_seq_length)
+    ensure_min_steps(targs, len(data.train), dargs.min_train_steps, logger)
 
     trainer = Trainer(
         model=model, args=targs, train_dataset=tokenized["train"],

@@ -44,3 +44,18 @@ def parse_with_presets(dataclass_types: tuple, presets: dict[str, dict], default
         parser.error(f"--preset must be one of {list(presets)}")
     parser.set_defaults(**{**TRAINER_DEFAULTS, **defaults, **presets[preset]})
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def ensure_min_steps(targs, n_train: int, min_steps: int, logger) -> None:
+    """Raise the epochs so that a small data set (a pack's few hundred examples) still gets
+    `min_steps` optimiser updates: a preset's epochs are sized for CLINC150's 15,000, and at
+    a few hundred examples the same epochs are a few dozen steps, far from converged."""
+    import math
+
+    per_epoch = math.ceil(n_train / max(1, targs.per_device_train_batch_size
+                                        * max(1, targs.world_size)))
+    if min_steps and per_epoch * targs.num_train_epochs < min_steps:
+        epochs = math.ceil(min_steps / per_epoch)
+        logger.info("%d training examples: %d epochs instead of %g (at least %d steps)",
+                    n_train, epochs, targs.num_train_epochs, min_steps)
+        targs.num_train_epochs = epochs

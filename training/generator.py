@@ -48,7 +48,7 @@ from services.generator.model import (
 )
 from services.generator.text import ReplyDomain, check_reply, source_text
 from training.classifier import OFFLINE_MINILM, base_model_name, git_commit, resolve_model_path
-from training.cli import parse_with_presets, quiet_libraries
+from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
 from training.data import load_pack_data
 from training.generation_metrics import reply_metrics
 from training.response_data import ResponseExample, build_examples, checksum, summary
@@ -151,6 +151,9 @@ class DataArguments:
                                         "cpu preset uses 80 of CLINC150's 100 to fit 20 min"})
     max_eval_per_intent: int | None = field(
         default=None, metadata={"help": "tests/smoke runs: cap val/test utterances per intent"})
+    min_train_steps: int = field(
+        default=0, metadata={"help": "raise the epochs of a small data set to at least this "
+                                     "many optimiser steps (0: the epochs as given)"})
 
 
 @dataclass
@@ -403,6 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = build_model(margs, model_path, tokenizer, domain.placeholder_tokens)
     train_ds = to_features(examples["train"], tokenizer, margs)
+    ensure_min_steps(targs, len(examples["train"]), dargs.min_train_steps, logger)
     val_ds = to_features(examples["val"], tokenizer, margs)
     trainer = Seq2SeqTrainer(
         model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
