@@ -27,7 +27,10 @@ def distinct_n(replies: Sequence[str], n: int = 2) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str]) -> dict:
+def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str],
+                  domain=None) -> dict:
+    """`domain`: the artifact's `ReplyDomain` (its pack's entity types and templates; default
+    the bundled CLINC150 pack's)."""
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import CHRF
 
@@ -45,7 +48,7 @@ def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str]) -
         totals["rougeL"] += rouge.score_multi(refs, reply)["rougeL"].fmeasure
         totals["exact"] += _norm(reply) in {_norm(r) for r in refs}
         totals["unfilled"] += bool(PLACEHOLDER.search(reply))
-        totals["hallucinated"] += bool(invented_values(reply, ex.text, values))
+        totals["hallucinated"] += bool(invented_values(reply, ex.text, values, domain))
         totals["degenerate"] += is_degenerate(reply)
         if values:
             slotted += 1

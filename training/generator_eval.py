@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from services.generator.model import MANIFEST, read_manifest
-from training.data import load_clinc
+from training.data import load_pack_data
 from training.generator import GenerationArguments, evaluate_artifact, write_test_replies
 from training.response_data import build_examples
 
@@ -41,12 +41,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     manifest = read_manifest(args.artifact)
     targs = manifest["training"]["args"]
-    data = load_clinc(args.data_dir or targs.get("data_dir"), targs["variant"],
-                      targs.get("hub_dataset", "clinc_oos"))
+    from services.generator.model import load_domain
+
+    pack = load_domain(args.artifact).pack  # the artifact's own copy of its pack
+    data = load_pack_data(pack, args.data_dir or targs.get("data_dir"), targs.get("variant"),
+                          targs.get("hub_dataset", "clinc_oos"), targs["seed"],
+                          background=False)
     intents = {x.strip() for x in targs["intents"].split(",")} if targs.get("intents") else None
     caps = {"train": targs.get("max_train_per_intent"), "val": targs.get("max_eval_per_intent"),
             "test": targs.get("max_eval_per_intent")}
-    examples = build_examples(data, seed=targs["seed"], intents=intents,
+    examples = build_examples(data, pack, seed=targs["seed"], intents=intents,
                               max_per_intent={k: v for k, v in caps.items() if v})
     gargs = GenerationArguments(num_beams=args.num_beams or manifest["generation"]["num_beams"],
                                 latency_samples=args.latency_samples)
