@@ -36,7 +36,7 @@ def test_train_contract_writes_the_artifact_to_sm_model_dir(tmp_path, clinc_path
     (config / "hyperparameters.json").write_text(json.dumps({
         "model": "generator", "variant": "full", "intents": "greeting,timer",
         "max_train_per_intent": "8", "max_eval_per_intent": "3", "num_train_epochs": "1",
-        "latency_samples": "2", "disable_tqdm": "true"}))
+        "latency_samples": "2", "disable_tqdm": "true", "min_train_steps": "0"}))
     model_dir = tmp_path / "model"
     env = {**os.environ, "SM_INPUT_CONFIG_DIR": str(config), "SM_MODEL_DIR": str(model_dir),
            "SM_CHANNEL_TRAINING": str(clinc_path)}

@@ -87,6 +87,7 @@ PRESETS: dict[str, dict] = {
         "warmup_steps": 0.1,
         "weight_decay": 0.01,
         "max_train_per_intent": 40,
+        "min_train_steps": 500,
     },
     "paper": {
         "model_name_or_path": "google/flan-t5-base",
