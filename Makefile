@@ -76,6 +76,7 @@ report: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: install
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

@@ -15,8 +15,13 @@ from pathlib import Path
 
 from benchmarks.http_load import free_port, rss_mb, server, wrk
 
-TEMPLATE_CORES = {"account_info", "card_services", "work_and_hr", "device_and_assistant",
-                  "shopping_and_orders"}
+TEMPLATE_CORES = {
+    "account_info",
+    "card_services",
+    "work_and_hr",
+    "device_and_assistant",
+    "shopping_and_orders",
+}
 
 
 def template_texts(n: int = 2000) -> list[str]:
@@ -25,8 +30,11 @@ def template_texts(n: int = 2000) -> list[str]:
 
     label_map = load_pack().label_map
     test = load_clinc(None, "full").test
-    texts = [t for t, i in zip(test.texts, test.intents, strict=True)
-             if i != "oos" and label_map.core_of(i) in TEMPLATE_CORES]
+    texts = [
+        t
+        for t, i in zip(test.texts, test.intents, strict=True)
+        if i != "oos" and label_map.core_of(i) in TEMPLATE_CORES
+    ]
     random.Random(0).shuffle(texts)
     return texts[:n]
 
@@ -38,11 +46,15 @@ def run(classifier_artifact: str, seconds: int = 10) -> dict:
     out: dict = {}
     env = {"CLASSIFIER_LOG_LEVEL": "WARNING"}
     with server(["services.classifier", "--artifact", classifier_artifact], env) as (clf, _):
-        gw_env = {"CLASSIFIER_URL": clf, "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
-                  "GATEWAY_RATE_LIMIT": "", "GATEWAY_LOG_LEVEL": "WARNING",
-                  # closed-loop wrk at 64 connections measures throughput, not admission
-                  # control (docs/reliability.md covers overload)
-                  "GATEWAY_MAX_IN_FLIGHT": "1024"}
+        gw_env = {
+            "CLASSIFIER_URL": clf,
+            "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
+            "GATEWAY_RATE_LIMIT": "",
+            "GATEWAY_LOG_LEVEL": "WARNING",
+            # closed-loop wrk at 64 connections measures throughput, not admission
+            # control (docs/reliability.md covers overload)
+            "GATEWAY_MAX_IN_FLIGHT": "1024",
+        }
         with server(["services.gateway"], gw_env) as (gw, gw_pid):
             wrk(clf, 2, 2, texts)
             wrk(gw, 2, 2, texts, "/v1/chat", "chat")  # warm-up
@@ -56,25 +68,37 @@ def run(classifier_artifact: str, seconds: int = 10) -> dict:
 
 
 def markdown(r: dict) -> list[str]:
-    rows = [("classifier direct, /v1/classify", 1, r["classifier_1"]),
-            ("gateway, /v1/chat", 1, r["gateway_1"]),
-            ("classifier direct, /v1/classify", 64, r["classifier_64"]),
-            ("gateway, /v1/chat", 64, r["gateway_64"])]
-    lines = ["", "## Gateway", "",
-             "One chat turn on a template-answered intent = one classifier call + the "
-             "gateway's own work (in-memory session store, dialogue policy). wrk, one client "
-             "thread, real CLINC150 test utterances of those intents, a new session per "
-             "request.", "",
-             "| path | connections | requests/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|"]
+    rows = [
+        ("classifier direct, /v1/classify", 1, r["classifier_1"]),
+        ("gateway, /v1/chat", 1, r["gateway_1"]),
+        ("classifier direct, /v1/classify", 64, r["classifier_64"]),
+        ("gateway, /v1/chat", 64, r["gateway_64"]),
+    ]
+    lines = [
+        "",
+        "## Gateway",
+        "",
+        "One chat turn on a template-answered intent = one classifier call + the "
+        "gateway's own work (in-memory session store, dialogue policy). wrk, one client "
+        "thread, real CLINC150 test utterances of those intents, a new session per "
+        "request.",
+        "",
+        "| path | connections | requests/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, c, x in rows:
-        lines.append(f"| {name} | {c} | {x['throughput']:.0f} | {x['p50_ms']:.2f} | "
-                     f"{x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")
+        lines.append(
+            f"| {name} | {c} | {x['throughput']:.0f} | {x['p50_ms']:.2f} | "
+            f"{x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |"
+        )
     added = r["gateway_1"]["p50_ms"] - r["classifier_1"]["p50_ms"]
-    lines += ["", "| check | measured | target |", "|---|---|---|",
-              f"| p50 added by the gateway at 1 client (ms) | {added:.2f} | <= 2 |",
-              f"| chat turns/s at 64 clients | {r['gateway_64']['throughput']:.0f} | "
-              "reported |",
-              f"| gateway peak resident memory (MB) | "
-              f"{r['gateway_memory']['peak_rss_mb']:.0f} | reported |"]
+    lines += [
+        "",
+        "| check | measured | target |",
+        "|---|---|---|",
+        f"| p50 added by the gateway at 1 client (ms) | {added:.2f} | <= 2 |",
+        f"| chat turns/s at 64 clients | {r['gateway_64']['throughput']:.0f} | reported |",
+        f"| gateway peak resident memory (MB) | "
+        f"{r['gateway_memory']['peak_rss_mb']:.0f} | reported |",
+    ]
     return lines

@@ -33,9 +33,13 @@ def free_port() -> int:
 @contextmanager
 def server(args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", *args, "--port", str(port)], cwd=REPO,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args, "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout
@@ -67,27 +71,49 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
 
 
-def wrk(url: str, connections: int, seconds: int, texts_file: Path, path: str = "/v1/classify",
-        body: str = "classify") -> dict:
+def wrk(
+    url: str,
+    connections: int,
+    seconds: int,
+    texts_file: Path,
+    path: str = "/v1/classify",
+    body: str = "classify",
+) -> dict:
     if not shutil.which("wrk"):
         raise RuntimeError("wrk not found: apt-get install wrk")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
-         str(SCRIPT), url], capture_output=True, text=True, check=True,
-        env={**os.environ, "BENCH_TEXTS": str(texts_file), "BENCH_PATH": path,
-             "BENCH_BODY": body}, cwd=REPO)
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(SCRIPT),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "BENCH_TEXTS": str(texts_file), "BENCH_PATH": path, "BENCH_BODY": body},
+        cwd=REPO,
+    )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    row.update({
-        "connections": connections,
-        "throughput": row["requests"] / (row["duration_us"] / 1e6),
-        "p50_ms": row["p50_us"] / 1000, "p95_ms": row["p95_us"] / 1000,
-        "p99_ms": row["p99_us"] / 1000,
-        # share of the machine's CPU the load generator used
-        "client_cpu_share": cpu / wall / (os.cpu_count() or 1),
-    })
+    row.update(
+        {
+            "connections": connections,
+            "throughput": row["requests"] / (row["duration_us"] / 1e6),
+            "p50_ms": row["p50_us"] / 1000,
+            "p95_ms": row["p95_us"] / 1000,
+            "p99_ms": row["p99_us"] / 1000,
+            # share of the machine's CPU the load generator used
+            "client_cpu_share": cpu / wall / (os.cpu_count() or 1),
+        }
+    )
     return row

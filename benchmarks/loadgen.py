@@ -29,7 +29,7 @@ class LoadResult:
     rate: float
     duration_s: float
     outcomes: Counter = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)     # 2xx only
+    latencies_ms: list[float] = field(default_factory=list)  # 2xx only
     per_second: dict[int, Counter] = field(default_factory=lambda: defaultdict(Counter))
     latency_per_second: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
 
@@ -61,11 +61,16 @@ class LoadResult:
 
     def summary(self) -> dict:
         return {
-            "rate": self.rate, "duration_s": self.duration_s, "sent": self.sent,
-            "ok": self.ok, "throughput": self.ok / self.duration_s,
-            "rejected_429": self.rejected_429, "errors": self.errors,
+            "rate": self.rate,
+            "duration_s": self.duration_s,
+            "sent": self.sent,
+            "ok": self.ok,
+            "throughput": self.ok / self.duration_s,
+            "rejected_429": self.rejected_429,
+            "errors": self.errors,
             "error_rate": self.errors / max(1, self.sent),
-            "p50_ms": self.percentile(0.50), "p95_ms": self.percentile(0.95),
+            "p50_ms": self.percentile(0.50),
+            "p95_ms": self.percentile(0.95),
             "p99_ms": self.percentile(0.99),
             "outcomes": dict(sorted((str(k), v) for k, v in self.outcomes.items())),
         }
@@ -75,22 +80,37 @@ class LoadResult:
         rows = []
         for sec in sorted(self.per_second):
             lat = self.latency_per_second.get(sec, [])
-            rows.append({"second": sec, **dict(self.per_second[sec]),
-                         "p50_ms": statistics.median(lat) if lat else None})
+            rows.append(
+                {
+                    "second": sec,
+                    **dict(self.per_second[sec]),
+                    "p50_ms": statistics.median(lat) if lat else None,
+                }
+            )
         return rows
 
 
-async def run_load(url: str, bodies: list[dict], *, rate: float, duration_s: float,
-                   path: str = "/v1/chat", timeout_s: float = 10.0, max_in_flight: int = 512,
-                   headers: dict[str, str] | None = None, label: str | None = None,
-                   body_for: Callable[[int], dict] | None = None) -> LoadResult:
+async def run_load(
+    url: str,
+    bodies: list[dict],
+    *,
+    rate: float,
+    duration_s: float,
+    path: str = "/v1/chat",
+    timeout_s: float = 10.0,
+    max_in_flight: int = 512,
+    headers: dict[str, str] | None = None,
+    label: str | None = None,
+    body_for: Callable[[int], dict] | None = None,
+) -> LoadResult:
     result = LoadResult(rate=rate, duration_s=duration_s)
     limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=64)
     in_flight = 0
     started = time.perf_counter()
 
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits,
-                                 headers=headers) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout_s, limits=limits, headers=headers
+    ) as client:
 
         async def one(i: int) -> None:
             nonlocal in_flight

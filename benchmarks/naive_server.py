@@ -33,8 +33,12 @@ def create_app(artifact: str) -> FastAPI:
     def classify(body: Body) -> dict:  # sync: FastAPI runs it in its thread pool
         logits, feats = backend.forward(body.texts)
         p = scorer.predict(logits, feats)
-        return {"predictions": [{"intent": art.labels[int(i)], "oos": bool(o)}
-                                for i, o in zip(p["pred"], p["oos"], strict=True)]}
+        return {
+            "predictions": [
+                {"intent": art.labels[int(i)], "oos": bool(o)}
+                for i, o in zip(p["pred"], p["oos"], strict=True)
+            ]
+        }
 
     return app
 

@@ -43,16 +43,30 @@ def bodies(texts: list[str]) -> list[dict]:
 class StackRun:
     """The stack for one run: started in a temp dir, stopped at the end."""
 
-    def __init__(self, classifier: str, generator: str, redis: bool = True,
-                 gateway_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        classifier: str,
+        generator: str,
+        redis: bool = True,
+        gateway_env: dict[str, str] | None = None,
+    ):
         self.tmp = tempfile.TemporaryDirectory()
-        self.stack = Stack(classifier, generator, port=free_port(),
-                           classifier_port=free_port(), generator_port=free_port(),
-                           log_dir=self.tmp.name, redis_port=free_port() if redis else None,
-                           gateway_env={"GATEWAY_RATE_LIMIT": "", "GATEWAY_LOG_LEVEL": "WARNING",
-                                        **(gateway_env or {})},
-                           classifier_env={"CLASSIFIER_LOG_LEVEL": "WARNING"},
-                           generator_env={"GENERATOR_LOG_LEVEL": "WARNING"})
+        self.stack = Stack(
+            classifier,
+            generator,
+            port=free_port(),
+            classifier_port=free_port(),
+            generator_port=free_port(),
+            log_dir=self.tmp.name,
+            redis_port=free_port() if redis else None,
+            gateway_env={
+                "GATEWAY_RATE_LIMIT": "",
+                "GATEWAY_LOG_LEVEL": "WARNING",
+                **(gateway_env or {}),
+            },
+            classifier_env={"CLASSIFIER_LOG_LEVEL": "WARNING"},
+            generator_env={"GENERATOR_LOG_LEVEL": "WARNING"},
+        )
 
     def __enter__(self) -> Stack:
         self.stack.start()
@@ -63,14 +77,17 @@ class StackRun:
         self.tmp.cleanup()
 
 
-def load_at(url: str, rate: float, seconds: float, texts: list[str], timeline: bool = False,
-            **kw) -> dict:
-    r = asyncio.run(run_load(url, bodies(texts), rate=rate, duration_s=seconds,
-                             label="source", **kw))
+def load_at(
+    url: str, rate: float, seconds: float, texts: list[str], timeline: bool = False, **kw
+) -> dict:
+    r = asyncio.run(
+        run_load(url, bodies(texts), rate=rate, duration_s=seconds, label="source", **kw)
+    )
     return {**r.summary(), **({"timeline": r.timeline()} if timeline else {})}
 
 
 # -- load -------------------------------------------------------------------------------------
+
 
 def run_load_suite(classifier: str, generator: str, seconds: int) -> dict:
     texts = sample_texts()
@@ -82,28 +99,35 @@ def run_load_suite(classifier: str, generator: str, seconds: int) -> dict:
         for rate in (5, 10, 15, 20, 30, 40, 60, 80, 100, 150):
             r = load_at(url, rate, seconds, texts, timeout_s=5)
             out["ramp"].append(r)
-            if r["errors"] or r["rejected_429"] or r["throughput"] < 0.95 * rate \
-                    or r["p99_ms"] > 1000:
+            if (
+                r["errors"]
+                or r["rejected_429"]
+                or r["throughput"] < 0.95 * rate
+                or r["p99_ms"] > 1000
+            ):
                 break
             capacity = rate
         out["capacity"] = capacity
         out["at_capacity"] = load_at(url, capacity, 2 * seconds, texts, timeout_s=5)
         # Twice the capacity, with a client timeout a user would tolerate: what do they see?
-        out["over_capacity"] = load_at(url, 2 * capacity, 2 * seconds, texts, timeout_s=5,
-                                       max_in_flight=1024)
+        out["over_capacity"] = load_at(
+            url, 2 * capacity, 2 * seconds, texts, timeout_s=5, max_in_flight=1024
+        )
         out["memory_mb"] = {c.name: rss_mb(c.proc.pid)["rss_mb"] for c in stack.children}
     return out
 
 
-def run_overload(classifier: str, generator: str, rate: float, caps: list[int],
-                 seconds: int) -> dict:
+def run_overload(
+    classifier: str, generator: str, rate: float, caps: list[int], seconds: int
+) -> dict:
     """The same over-capacity load against gateways with different caps on turns in flight
     (GATEWAY_MAX_IN_FLIGHT): how the cap turns client timeouts into 429s."""
     texts = sample_texts()
     runs = []
     for cap in caps:
-        with StackRun(classifier, generator,
-                      gateway_env={"GATEWAY_MAX_IN_FLIGHT": str(cap)}) as stack:
+        with StackRun(
+            classifier, generator, gateway_env={"GATEWAY_MAX_IN_FLIGHT": str(cap)}
+        ) as stack:
             url = stack.gateway.url(stack.host)
             load_at(url, 10, 5, texts)  # warm-up
             r = load_at(url, rate, seconds, texts, timeout_s=5, max_in_flight=1024)
@@ -151,13 +175,25 @@ class Conversations:
 
     def complete(self) -> int:
         want = {"amount", "from_account", "to_account"}
-        return sum(1 for s in self.final.values()
-                   if s.get("active_form") == "money_transfer"
-                   and want <= set(s.get("slots", {})))
+        return sum(
+            1
+            for s in self.final.values()
+            if s.get("active_form") == "money_transfer" and want <= set(s.get("slots", {}))
+        )
 
 
-def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, before: float,
-                   down: float, after: float, texts: list[str]) -> dict:
+def fault_scenario(
+    stack: Stack,
+    name: str,
+    inject,
+    recover,
+    *,
+    rate: float,
+    before: float,
+    down: float,
+    after: float,
+    texts: list[str],
+) -> dict:
     url = stack.gateway.url(stack.host)
     conv = Conversations(url, 5, name.replace(" ", "-"))  # session ids: no spaces
     # the conversations' turns spread over the whole window, so some land in the fault
@@ -165,9 +201,16 @@ def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, bef
     box: dict = {}
 
     def load():
-        box["r"] = asyncio.run(run_load(url, bodies(texts), rate=rate,
-                                        duration_s=before + down + after, label="source",
-                                        timeout_s=5))
+        box["r"] = asyncio.run(
+            run_load(
+                url,
+                bodies(texts),
+                rate=rate,
+                duration_s=before + down + after,
+                label="source",
+                timeout_s=5,
+            )
+        )
 
     lt = threading.Thread(target=load)
     lt.start()
@@ -191,14 +234,23 @@ def fault_scenario(stack: Stack, name: str, inject, recover, *, rate: float, bef
         back = row.get("200:generator", 0) > 0 if name.startswith("generator") else True
         return bad == 0 and back
 
-    recovered = next((row["second"] for row in timeline
-                      if row["second"] >= back_sec and healthy(row)), None)
-    return {"scenario": name, "rate": rate, "fault_at_s": before, "down_s": down,
-            "restart_s": restart_s, **r.summary(), "timeline": timeline,
-            "recovered_after_s": None if recovered is None else recovered - back_sec,
-            "during_fault": _window(timeline, fault_sec, back_sec),
-            "sessions": len(conv.ids), "sessions_complete": conv.complete(),
-            "session_retries": conv.retries}
+    recovered = next(
+        (row["second"] for row in timeline if row["second"] >= back_sec and healthy(row)), None
+    )
+    return {
+        "scenario": name,
+        "rate": rate,
+        "fault_at_s": before,
+        "down_s": down,
+        "restart_s": restart_s,
+        **r.summary(),
+        "timeline": timeline,
+        "recovered_after_s": None if recovered is None else recovered - back_sec,
+        "during_fault": _window(timeline, fault_sec, back_sec),
+        "sessions": len(conv.ids),
+        "sessions_complete": conv.complete(),
+        "session_retries": conv.retries,
+    }
 
 
 def _window(timeline: list[dict], start: int, end: int) -> dict:
@@ -218,18 +270,49 @@ def run_faults(classifier: str, generator: str, rate: float) -> dict:
         url = stack.gateway.url(stack.host)
         load_at(url, 10, 3, texts)
         for name, child in (("generator", stack.generator), ("classifier", stack.classifier)):
-            results.append(fault_scenario(
-                stack, name, lambda c=child: stack.kill(c), lambda c=child: stack.restart(c),
-                rate=rate, before=5, down=10, after=15, texts=texts))
-        results.append(fault_scenario(
-            stack, "redis", stack.redis.stop, lambda: _timed(stack.redis.start),
-            rate=rate, before=5, down=5, after=15, texts=texts))
-        for name, child in (("classifier stalled", stack.classifier),
-                            ("generator stalled", stack.generator)):
-            results.append(fault_scenario(
-                stack, name, lambda c=child: stack.pause(c),
-                lambda c=child: _timed(lambda: stack.resume(c)),
-                rate=rate, before=5, down=5, after=10, texts=texts))
+            results.append(
+                fault_scenario(
+                    stack,
+                    name,
+                    lambda c=child: stack.kill(c),
+                    lambda c=child: stack.restart(c),
+                    rate=rate,
+                    before=5,
+                    down=10,
+                    after=15,
+                    texts=texts,
+                )
+            )
+        results.append(
+            fault_scenario(
+                stack,
+                "redis",
+                stack.redis.stop,
+                lambda: _timed(stack.redis.start),
+                rate=rate,
+                before=5,
+                down=5,
+                after=15,
+                texts=texts,
+            )
+        )
+        for name, child in (
+            ("classifier stalled", stack.classifier),
+            ("generator stalled", stack.generator),
+        ):
+            results.append(
+                fault_scenario(
+                    stack,
+                    name,
+                    lambda c=child: stack.pause(c),
+                    lambda c=child: _timed(lambda: stack.resume(c)),
+                    rate=rate,
+                    before=5,
+                    down=5,
+                    after=10,
+                    texts=texts,
+                )
+            )
     return {"rate": rate, "scenarios": results}
 
 
@@ -240,6 +323,7 @@ def _timed(fn) -> float:
 
 
 # -- soak -------------------------------------------------------------------------------------
+
 
 def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> dict:
     texts = sample_texts()
@@ -252,8 +336,12 @@ def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> di
         def sample():
             t0 = time.monotonic()
             while not stop.is_set():
-                samples.append({"t": time.monotonic() - t0,
-                                **{c.name: rss_mb(c.proc.pid)["rss_mb"] for c in stack.children}})
+                samples.append(
+                    {
+                        "t": time.monotonic() - t0,
+                        **{c.name: rss_mb(c.proc.pid)["rss_mb"] for c in stack.children},
+                    }
+                )
                 stop.wait(10)
 
         st = threading.Thread(target=sample, daemon=True)
@@ -265,19 +353,27 @@ def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> di
     for m in range(int(minutes)):
         rows = [row for row in r["timeline"] if m * 60 <= row["second"] < (m + 1) * 60]
         p50s = [row["p50_ms"] for row in rows if row["p50_ms"] is not None]
-        per_minute.append({"minute": m + 1, "ok": sum(v for row in rows for k, v in row.items()
-                                                      if k.startswith("2")),
-                           "p50_ms": statistics.median(p50s) if p50s else None})
+        per_minute.append(
+            {
+                "minute": m + 1,
+                "ok": sum(v for row in rows for k, v in row.items() if k.startswith("2")),
+                "p50_ms": statistics.median(p50s) if p50s else None,
+            }
+        )
     r.pop("timeline")
     return {"rate": rate, "minutes": minutes, **r, "memory": samples, "per_minute": per_minute}
 
 
 # -- report -----------------------------------------------------------------------------------
 
+
 def write(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    data = {"written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-            **data}
+    data = {
+        "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        **data,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=1))
     return path
@@ -289,8 +385,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classifier-artifact", default="artifacts/classifier")
     p.add_argument("--generator-artifact", default="artifacts/generator")
     p.add_argument("--seconds", type=int, default=10, help="load: seconds per ramp step")
-    p.add_argument("--rate", type=float, default=None,
-                   help="faults/soak: turns/s (default: from the load run's capacity)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="faults/soak: turns/s (default: from the load run's capacity)",
+    )
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--caps", default="256,64,24", help="overload: GATEWAY_MAX_IN_FLIGHT values")
     args = p.parse_args(argv)
@@ -307,8 +407,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.run == "load":
         data = run_load_suite(*common, args.seconds)
     elif args.run == "overload":
-        data = run_overload(*common, args.rate or 2 * (capacity or 20),
-                            [int(c) for c in args.caps.split(",")], 2 * args.seconds)
+        data = run_overload(
+            *common,
+            args.rate or 2 * (capacity or 20),
+            [int(c) for c in args.caps.split(",")],
+            2 * args.seconds,
+        )
     elif args.run == "faults":
         data = run_faults(*common, args.rate or max(10.0, 0.5 * (capacity or 50)))
     else:

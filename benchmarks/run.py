@@ -1,6 +1,6 @@
 """`make bench`: run the benchmarks and write docs/benchmarks.md.
 
-    python -m benchmarks.run --artifact artifacts/classifier --output docs/benchmarks.md
+python -m benchmarks.run --artifact artifacts/classifier --output docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -55,9 +55,21 @@ def bench_backends(artifact: str, batch_sizes: list[int]) -> list[dict]:
     for kind in ("torch", "onnx", "onnx-int8"):
         # Each backend in a fresh subprocess so its resident memory is its own.
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.run", "--artifact", artifact, "--one-backend", kind,
-             "--batch-sizes", ",".join(map(str, batch_sizes))],
-            capture_output=True, text=True, check=True)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.run",
+                "--artifact",
+                artifact,
+                "--one-backend",
+                kind,
+                "--batch-sizes",
+                ",".join(map(str, batch_sizes)),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows
 
@@ -93,9 +105,15 @@ def bench_http(artifact: str, texts: list[str], seconds: int, backend: str) -> d
     return results
 
 
-def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Path,
-                   backend: str, generator: tuple[str, dict] | None = None,
-                   gateway: dict | None = None) -> None:
+def write_markdown(
+    rows: list[dict],
+    http: dict | None,
+    artifact: str,
+    path: Path,
+    backend: str,
+    generator: tuple[str, dict] | None = None,
+    gateway: dict | None = None,
+) -> None:
     m = ClassifierArtifact.load(artifact).manifest
     sizes = sorted({int(b) for r in rows for b in r["throughput"]})
     lines = [
@@ -113,58 +131,81 @@ def write_markdown(rows: list[dict], http: dict | None, artifact: str, path: Pat
         "each backend in its own process.",
         "",
         "| backend | batch-1 p50 ms | batch-1 p95 ms | "
-        + " | ".join(f"texts/s @ {b}" for b in sizes) + " | peak RSS MB |",
+        + " | ".join(f"texts/s @ {b}" for b in sizes)
+        + " | peak RSS MB |",
         "|---|---|---|" + "---|" * len(sizes) + "---|",
     ]
     for r in rows:
-        lines.append(f"| {r['backend']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
-                     + " | ".join(f"{r['throughput'][str(b)]:.0f}" for b in sizes)
-                     + f" | {r['rss_mb']:.0f} |")
+        lines.append(
+            f"| {r['backend']} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} | "
+            + " | ".join(f"{r['throughput'][str(b)]:.0f}" for b in sizes)
+            + f" | {r['rss_mb']:.0f} |"
+        )
     raw = {r["backend"]: r for r in rows}
     if http:
         served = raw[backend]
         best_raw = max(served["throughput"].values())
         lines += [
-            "", f"## Classifier service over HTTP (backend {backend})", "",
+            "",
+            f"## Classifier service over HTTP (backend {backend})",
+            "",
             "wrk, one client thread, single-text `POST /v1/classify` requests cycling through "
             "real queries, on 127.0.0.1. `client CPU` is the share of the machine's CPU the "
-            "load generator itself used.", "",
+            "load generator itself used.",
+            "",
             "| server | connections | requests/s | p50 ms | p95 ms | p99 ms | errors | "
-            "client CPU |", "|---|---|---|---|---|---|---|---|"]
+            "client CPU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for name in ("service", "naive"):
             for r in http[name]:
-                lines.append(f"| {name} | {r['connections']} | {r['throughput']:.0f} | "
-                             f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
-                             f"{r['errors']} | {r['client_cpu_share']:.0%} |")
+                lines.append(
+                    f"| {name} | {r['connections']} | {r['throughput']:.0f} | "
+                    f"{r['p50_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                    f"{r['errors']} | {r['client_cpu_share']:.0%} |"
+                )
         svc = {r["connections"]: r for r in http["service"]}
         naive = {r["connections"]: r for r in http["naive"]}
         mem = http["service_memory"]
         checks = [
-            ("throughput at 64 clients / raw backend best", svc[64]["throughput"] / best_raw,
-             ">= 0.8"),
-            ("throughput at 64 clients / naive baseline at 64",
-             svc[64]["throughput"] / naive[64]["throughput"], ">= 3"),
-            ("p50 at 1 client - raw batch-1 p50 (ms)", svc[1]["p50_ms"] - served["p50_ms"],
-             "<= 2"),
+            (
+                "throughput at 64 clients / raw backend best",
+                svc[64]["throughput"] / best_raw,
+                ">= 0.8",
+            ),
+            (
+                "throughput at 64 clients / naive baseline at 64",
+                svc[64]["throughput"] / naive[64]["throughput"],
+                ">= 3",
+            ),
+            ("p50 at 1 client - raw batch-1 p50 (ms)", svc[1]["p50_ms"] - served["p50_ms"], "<= 2"),
             ("service peak resident memory (MB)", mem["peak_rss_mb"], "<= 500"),
         ]
         lines += ["", "| check | measured | target |", "|---|---|---|"]
         lines += [f"| {name} | {value:.2f} | {target} |" for name, value, target in checks]
         lines += ["", f"Naive baseline peak memory: {http['naive_memory']['peak_rss_mb']:.0f} MB."]
-    lines += ["", "## Training", "",
-              f"The artifact above trained in {m['training']['seconds']:.0f} s "
-              f"({m['training'].get('total_seconds', 0):.0f} s including calibration, ONNX "
-              f"export and evaluation) on {m['training']['device']} with "
-              f"{m['training']['torch_threads']} threads; reproduce with `make train-classifier`.",
-              ""]
+    lines += [
+        "",
+        "## Training",
+        "",
+        f"The artifact above trained in {m['training']['seconds']:.0f} s "
+        f"({m['training'].get('total_seconds', 0):.0f} s including calibration, ONNX "
+        f"export and evaluation) on {m['training']['device']} with "
+        f"{m['training']['torch_threads']} threads; reproduce with `make train-classifier`.",
+        "",
+    ]
     if generator:
         from benchmarks import generator as gen_bench
 
         gen_artifact, gen_result = generator
         gen_manifest = json.loads((Path(gen_artifact) / "manifest.json").read_text())
         lines += gen_bench.markdown(gen_result, gen_artifact, gen_manifest)
-        lines += ["", f"The generator trained in {gen_manifest['training']['seconds']:.0f} s; "
-                  "reproduce with `make train-generator`.", ""]
+        lines += [
+            "",
+            f"The generator trained in {gen_manifest['training']['seconds']:.0f} s; "
+            "reproduce with `make train-generator`.",
+            "",
+        ]
     if gateway:
         from benchmarks import gateway as gw_bench
 
@@ -180,8 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backend", default="onnx", help="backend the service runs with")
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per load level")
     p.add_argument("--skip-http", action="store_true")
-    p.add_argument("--generator-artifact", default=None,
-                   help="also benchmark this generator artifact")
+    p.add_argument(
+        "--generator-artifact", default=None, help="also benchmark this generator artifact"
+    )
     p.add_argument("--one-backend", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -189,8 +231,11 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(one_backend(args.artifact, args.one_backend, sizes)))
         return
     rows = bench_backends(args.artifact, sizes)
-    http = None if args.skip_http else bench_http(args.artifact, sample_texts(), args.seconds,
-                                                  args.backend)
+    http = (
+        None
+        if args.skip_http
+        else bench_http(args.artifact, sample_texts(), args.seconds, args.backend)
+    )
     generator = None
     if args.generator_artifact:
         from benchmarks import generator as gen_bench
@@ -201,8 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import gateway as gw_bench
 
         gateway = gw_bench.run(args.artifact, args.seconds)
-    write_markdown(rows, http, args.artifact, Path(args.output), args.backend, generator,
-                   gateway)
+    write_markdown(rows, http, args.artifact, Path(args.output), args.backend, generator, gateway)
     print(Path(args.output).read_text())
 
 

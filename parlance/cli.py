@@ -108,8 +108,10 @@ def cmd_init(args) -> int:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text.replace("{name}", name), encoding="utf-8")
-    print(f"created pack {name!r} in {root}: edit intents.yml, then "
-          f"`parlance validate {root}` and `parlance train {root} --output artifacts/{name}`")
+    print(
+        f"created pack {name!r} in {root}: edit intents.yml, then "
+        f"`parlance validate {root}` and `parlance train {root} --output artifacts/{name}`"
+    )
     return 0
 
 
@@ -123,9 +125,11 @@ def cmd_validate(args) -> int:
     n_warn = len(problems) - n_err
     if pack is not None and not n_err:
         n_ex = sum(len(x) for x in pack.examples.values())
-        print(f"{pack.name} {pack.version}: {len(pack.intents)} intents, {n_ex} inline "
-              f"examples, {len(pack.slots_file.slots)} slots, "
-              f"{len(pack.forms_file.forms)} forms; {n_warn} warning(s), no errors")
+        print(
+            f"{pack.name} {pack.version}: {len(pack.intents)} intents, {n_ex} inline "
+            f"examples, {len(pack.slots_file.slots)} slots, "
+            f"{len(pack.forms_file.forms)} forms; {n_warn} warning(s), no errors"
+        )
     else:
         print(f"{n_err} error(s), {n_warn} warning(s)")
     return 1 if n_err else 0
@@ -135,8 +139,9 @@ def cmd_import(args) -> int:
     from parlance.importers import IMPORTERS, PackImportError
 
     try:
-        report = IMPORTERS[args.format](Path(args.source), Path(args.output), name=args.name,
-                                        overwrite=args.overwrite)
+        report = IMPORTERS[args.format](
+            Path(args.source), Path(args.output), name=args.name, overwrite=args.overwrite
+        )
     except PackImportError as e:
         print(f"import failed: {e}", file=sys.stderr)
         return 2
@@ -155,12 +160,30 @@ def cmd_train(args) -> int:
     out = Path(args.output)
     extra = list(args.extra or [])
     data = ["--data-dir", args.data_dir] if args.data_dir else []
-    rc = _python("training.classifier", "--pack", str(pack.root), "--preset", args.preset,
-                 "--output-dir", str(out / "classifier"), *data, *extra)
+    rc = _python(
+        "training.classifier",
+        "--pack",
+        str(pack.root),
+        "--preset",
+        args.preset,
+        "--output-dir",
+        str(out / "classifier"),
+        *data,
+        *extra,
+    )
     if rc or not pack.label_map.generated or args.classifier_only:
         return rc
-    return _python("training.generator", "--pack", str(pack.root), "--preset", args.preset,
-                   "--output-dir", str(out / "generator"), *data, *extra)
+    return _python(
+        "training.generator",
+        "--pack",
+        str(pack.root),
+        "--preset",
+        args.preset,
+        "--output-dir",
+        str(out / "generator"),
+        *data,
+        *extra,
+    )
 
 
 def cmd_evaluate(args) -> int:
@@ -174,10 +197,15 @@ def cmd_run(args) -> int:
     pack = load_pack(args.pack)
     artifacts = Path(args.artifacts)
     generator = artifacts / "generator"
-    stack = Stack(artifacts / "classifier", generator if generator.is_dir() else None,
-                  host=args.host, port=args.port, classifier_port=args.port + 1,
-                  generator_port=args.port + 2,
-                  gateway_env={"PARLANCE_PACK": str(pack.root.resolve())})
+    stack = Stack(
+        artifacts / "classifier",
+        generator if generator.is_dir() else None,
+        host=args.host,
+        port=args.port,
+        classifier_port=args.port + 1,
+        generator_port=args.port + 2,
+        gateway_env={"PARLANCE_PACK": str(pack.root.resolve())},
+    )
     return serve_forever(stack)
 
 
@@ -214,9 +242,11 @@ def cmd_shell(args) -> int:
             session = body["session_id"]
             i = body["intent"]
             print(f"bot> {body['reply']}")
-            print(f"     [{i['raw']} {i['confidence']:.2f} -> {i['core']}, {body['source']}"
-                  + (f", form {body['state']['active_form']}" if body["state"]["active_form"]
-                     else "") + "]")
+            print(
+                f"     [{i['raw']} {i['confidence']:.2f} -> {i['core']}, {body['source']}"
+                + (f", form {body['state']['active_form']}" if body["state"]["active_form"] else "")
+                + "]"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     extra: list[str] = []
     if "--" in argv:  # `parlance train PACK --output A -- --num_train_epochs 3`
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
     if extra and args.command != "train":
         parser.error("flags after -- are for `parlance train` only")

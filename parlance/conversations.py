@@ -27,8 +27,9 @@ def check_turn(turn: Turn, body: dict) -> list[str]:
     intent, state = body["intent"], body["state"]
     reply = body["reply"].lower()
     if turn.intent is not None and intent["raw"] != turn.intent:
-        out.append(f"intent {intent['raw']!r} ({intent['confidence']:.2f}), "
-                   f"expected {turn.intent!r}")
+        out.append(
+            f"intent {intent['raw']!r} ({intent['confidence']:.2f}), expected {turn.intent!r}"
+        )
     if turn.form is not None:
         got = state["active_form"] or "none"
         if got != turn.form:
@@ -56,14 +57,16 @@ def run_one(client, rel: str, conv: Conversation) -> Outcome:
     for i, turn in enumerate(conv.turns):
         r = client.post("/v1/chat", json={"session_id": session, "text": turn.user})
         if r.status_code != 200:
-            outcome.failures.append(f"turn {i + 1} {turn.user!r}: HTTP {r.status_code} "
-                                    f"{r.text[:200]}")
+            outcome.failures.append(
+                f"turn {i + 1} {turn.user!r}: HTTP {r.status_code} {r.text[:200]}"
+            )
             break
         body = r.json()
         problems = check_turn(turn, body)
         if problems:
-            outcome.failures.append(f"turn {i + 1} {turn.user!r} -> {body['reply']!r}: "
-                                    + "; ".join(problems))
+            outcome.failures.append(
+                f"turn {i + 1} {turn.user!r} -> {body['reply']!r}: " + "; ".join(problems)
+            )
             break  # later turns depend on this one
     return outcome
 
@@ -74,8 +77,11 @@ def run_all(pack_ref, url: str, api_key: str | None = None) -> list[Outcome]:
     pack = load_pack(pack_ref)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
-        return [run_one(client, rel, conv) for rel, doc in pack.conversations.items()
-                for conv in doc.conversations]
+        return [
+            run_one(client, rel, conv)
+            for rel, doc in pack.conversations.items()
+            for conv in doc.conversations
+        ]
 
 
 def run_conversations(pack_ref, url: str, api_key: str | None = None) -> int:
@@ -87,6 +93,8 @@ def run_conversations(pack_ref, url: str, api_key: str | None = None) -> int:
         if not o.passed:
             print(f"FAIL {o.file}: {o.name}\n     " + "\n     ".join(o.failures))
     passed = sum(o.passed for o in outcomes)
-    print(f"conversations: {passed} passed, {len(outcomes) - passed} failed "
-          f"({100 * passed / len(outcomes):.1f} %)")
+    print(
+        f"conversations: {passed} passed, {len(outcomes) - passed} failed "
+        f"({100 * passed / len(outcomes):.1f} %)"
+    )
     return 0 if passed == len(outcomes) else 1

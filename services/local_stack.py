@@ -55,10 +55,23 @@ class Child:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args, "--host", host,
-                 "--port", str(self.port)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    self.module,
+                    *self.args,
+                    "--host",
+                    host,
+                    "--port",
+                    str(self.port),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def log_tail(self, chars: int = 2500) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -90,15 +103,19 @@ def wait_ready(children: list[Child], host: str, timeout: float) -> None:
         while pending:
             for name, child in list(pending.items()):
                 if child.proc.poll() is not None:
-                    raise StackError(f"{name} exited with status {child.proc.returncode} "
-                                     f"while starting; end of {child.log_path}:\n"
-                                     f"{child.log_tail()}")
+                    raise StackError(
+                        f"{name} exited with status {child.proc.returncode} "
+                        f"while starting; end of {child.log_path}:\n"
+                        f"{child.log_tail()}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(child.url(host) + "/readyz").status_code == 200:
                         del pending[name]
             if time.monotonic() > deadline:
-                raise StackError(f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in "
-                                 f"{children[0].log_path.parent}")
+                raise StackError(
+                    f"not ready after {timeout:.0f} s: {sorted(pending)}; logs in "
+                    f"{children[0].log_path.parent}"
+                )
             time.sleep(0.1)
 
 
@@ -124,11 +141,26 @@ class RedisProcess:
             raise StackError("redis-server not found (apt-get install redis-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-             str(self.data_dir.resolve()), "--save", "",
-             *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
-               else ["--appendonly", "no"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--save",
+                "",
+                *(
+                    ["--appendonly", "yes", "--appendfsync", "always"]
+                    if self.persistent
+                    else ["--appendonly", "no"]
+                ),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while not port_in_use("127.0.0.1", self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -146,12 +178,21 @@ class RedisProcess:
 
 
 class Stack:
-    def __init__(self, classifier_artifact: str, generator_artifact: str | None, *,
-                 host: str = "127.0.0.1", port: int = 8000, classifier_port: int = 8001,
-                 generator_port: int = 8002, log_dir: str | Path = "artifacts/logs",
-                 gateway_env: dict[str, str] | None = None, redis_port: int | None = None,
-                 classifier_env: dict[str, str] | None = None,
-                 generator_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        classifier_artifact: str,
+        generator_artifact: str | None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        classifier_port: int = 8001,
+        generator_port: int = 8002,
+        log_dir: str | Path = "artifacts/logs",
+        gateway_env: dict[str, str] | None = None,
+        redis_port: int | None = None,
+        classifier_env: dict[str, str] | None = None,
+        generator_env: dict[str, str] | None = None,
+    ):
         self.host = host
         self.log_dir = Path(log_dir)
         self.redis = RedisProcess(redis_port, self.log_dir / "redis") if redis_port else None
@@ -159,18 +200,37 @@ class Stack:
             gateway_env = {"REDIS_URL": self.redis.url, **(gateway_env or {})}
         # All on one host: ONNX Runtime's idle-spinning threads would take the CPU the
         # gateway and the generator need (docs/gateway.md), so they sleep by default here.
-        self.classifier = Child("classifier", "services.classifier", classifier_port,
-                                {"CLASSIFIER_ORT_SPINNING": "false", **(classifier_env or {})},
-                                ["--artifact", str(classifier_artifact)])
-        self.generator = Child("generator", "services.generator", generator_port,
-                               generator_env or {}, ["--artifact", str(generator_artifact)])
-        self.gateway = Child("gateway", "services.gateway", port, {
-            "CLASSIFIER_URL": self.classifier.url(host),
-            "GENERATOR_URL": self.generator.url(host), **(gateway_env or {})})
+        self.classifier = Child(
+            "classifier",
+            "services.classifier",
+            classifier_port,
+            {"CLASSIFIER_ORT_SPINNING": "false", **(classifier_env or {})},
+            ["--artifact", str(classifier_artifact)],
+        )
+        self.generator = Child(
+            "generator",
+            "services.generator",
+            generator_port,
+            generator_env or {},
+            ["--artifact", str(generator_artifact)],
+        )
+        self.gateway = Child(
+            "gateway",
+            "services.gateway",
+            port,
+            {
+                "CLASSIFIER_URL": self.classifier.url(host),
+                "GENERATOR_URL": self.generator.url(host),
+                **(gateway_env or {}),
+            },
+        )
         # Without a generator artifact (a pack with no generated core intents) the gateway
         # answers every intent from its templates.
-        self.children = [self.classifier, *([self.generator] if generator_artifact else []),
-                         self.gateway]
+        self.children = [
+            self.classifier,
+            *([self.generator] if generator_artifact else []),
+            self.gateway,
+        ]
 
     @property
     def url(self) -> str:
@@ -180,8 +240,10 @@ class Stack:
         """Start everything and wait for readiness; returns the seconds it took."""
         busy = [f"{c.name} port {c.port}" for c in self.children if port_in_use(self.host, c.port)]
         if busy:
-            raise StackError(f"already in use: {', '.join(busy)} (another stack running? "
-                             "choose other ports with --port/--classifier-port/--generator-port)")
+            raise StackError(
+                f"already in use: {', '.join(busy)} (another stack running? "
+                "choose other ports with --port/--classifier-port/--generator-port)"
+            )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         if self.redis:
@@ -239,16 +301,23 @@ def serve_forever(stack: Stack, *, banner: bool = True) -> int:
         print(f"starting {names}; logs in {stack.log_dir}/", flush=True)
         took = stack.start()
         if banner:
-            print(f"\nParlance is up (services ready in {took:.1f} s)\n"
-                  f"  chat page   {stack.url}\n"
-                  f"  chat API    POST {stack.url}v1/chat   (docs/contract.md)\n"
-                  f"  metrics     " + ", ".join(f"{c.url(stack.host)}/metrics"
-                                              for c in stack.children) + "\n"
-                  "Ctrl-C stops everything.", flush=True)
+            print(
+                f"\nParlance is up (services ready in {took:.1f} s)\n"
+                f"  chat page   {stack.url}\n"
+                f"  chat API    POST {stack.url}v1/chat   (docs/contract.md)\n"
+                f"  metrics     "
+                + ", ".join(f"{c.url(stack.host)}/metrics" for c in stack.children)
+                + "\n"
+                "Ctrl-C stops everything.",
+                flush=True,
+            )
         while stopping["signal"] is None:
             if (child := stack.dead()) is not None:
-                print(f"{child.name} exited with status {child.proc.returncode}; stopping the "
-                      f"stack. End of {child.log_path}:\n{child.log_tail()}", file=sys.stderr)
+                print(
+                    f"{child.name} exited with status {child.proc.returncode}; stopping the "
+                    f"stack. End of {child.log_path}:\n{child.log_tail()}",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(0.2)
         print("\nstopping: the gateway, then the model services ...", flush=True)
@@ -276,18 +345,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-port", type=int, default=8001)
     p.add_argument("--generator-port", type=int, default=8002)
     p.add_argument("--log-dir", default="artifacts/logs")
-    p.add_argument("--redis-port", type=int, default=None,
-                   help="also run redis-server on this port for the gateway's sessions "
-                        "(persistent, in LOG_DIR/redis)")
+    p.add_argument(
+        "--redis-port",
+        type=int,
+        default=None,
+        help="also run redis-server on this port for the gateway's sessions "
+        "(persistent, in LOG_DIR/redis)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    stack = Stack(args.classifier_artifact, args.generator_artifact, host=args.host,
-                  port=args.port, classifier_port=args.classifier_port,
-                  generator_port=args.generator_port, log_dir=args.log_dir,
-                  redis_port=args.redis_port)
+    stack = Stack(
+        args.classifier_artifact,
+        args.generator_artifact,
+        host=args.host,
+        port=args.port,
+        classifier_port=args.classifier_port,
+        generator_port=args.generator_port,
+        log_dir=args.log_dir,
+        redis_port=args.redis_port,
+    )
     return serve_forever(stack)
 
 

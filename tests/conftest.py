@@ -26,8 +26,9 @@ def clinc_path() -> Path:
     return clinc_dir()
 
 
-def write_clinc_json(directory: Path, splits: dict[str, list[list[str]]],
-                     name: str = "data_full.json") -> Path:
+def write_clinc_json(
+    directory: Path, splits: dict[str, list[list[str]]], name: str = "data_full.json"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_text(json.dumps(splits))
@@ -36,8 +37,16 @@ def write_clinc_json(directory: Path, splits: dict[str, list[list[str]]],
 
 # Eight intents from four domains, with near neighbours among them (balance vs transactions,
 # timer vs alarm), so the small model has something to learn.
-SMALL_INTENTS = ["balance", "transactions", "timer", "alarm", "weather", "translate",
-                 "book_flight", "greeting"]
+SMALL_INTENTS = [
+    "balance",
+    "transactions",
+    "timer",
+    "alarm",
+    "weather",
+    "translate",
+    "book_flight",
+    "greeting",
+]
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +55,34 @@ def small_artifact(tmp_path_factory, clinc_path) -> Path:
     from training import classifier
 
     out = tmp_path_factory.mktemp("artifact") / "clf"
-    classifier.main([
-        "--preset", "cpu", "--data_dir", str(clinc_path), "--variant", "full",
-        "--min_train_steps", "0",
-        "--output_dir", str(out), "--intents", ",".join(SMALL_INTENTS),
-        "--max_train_per_intent", "40", "--num_train_epochs", "3", "--learning_rate", "2e-4",
-        "--per_device_train_batch_size", "16", "--seed", "13",
-        "--disable_tqdm", "true",
-    ])
+    classifier.main(
+        [
+            "--preset",
+            "cpu",
+            "--data_dir",
+            str(clinc_path),
+            "--variant",
+            "full",
+            "--min_train_steps",
+            "0",
+            "--output_dir",
+            str(out),
+            "--intents",
+            ",".join(SMALL_INTENTS),
+            "--max_train_per_intent",
+            "40",
+            "--num_train_epochs",
+            "3",
+            "--learning_rate",
+            "2e-4",
+            "--per_device_train_batch_size",
+            "16",
+            "--seed",
+            "13",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     return out
 
 
@@ -69,15 +98,38 @@ def small_generator(tmp_path_factory, clinc_path) -> Path:
     from training import generator
 
     out = tmp_path_factory.mktemp("artifact") / "gen"
-    generator.main([
-        "--preset", "cpu", "--data_dir", str(clinc_path), "--variant", "full",
-        "--min_train_steps", "0",
-        "--output_dir", str(out), "--intents", ",".join(GENERATOR_INTENTS),
-        "--max_train_per_intent", "60", "--max_eval_per_intent", "10",
-        "--num_train_epochs", "4", "--learning_rate", "2e-4",
-        "--per_device_train_batch_size", "16", "--seed", "13", "--latency_samples", "5",
-        "--disable_tqdm", "true",
-    ])
+    generator.main(
+        [
+            "--preset",
+            "cpu",
+            "--data_dir",
+            str(clinc_path),
+            "--variant",
+            "full",
+            "--min_train_steps",
+            "0",
+            "--output_dir",
+            str(out),
+            "--intents",
+            ",".join(GENERATOR_INTENTS),
+            "--max_train_per_intent",
+            "60",
+            "--max_eval_per_intent",
+            "10",
+            "--num_train_epochs",
+            "4",
+            "--learning_rate",
+            "2e-4",
+            "--per_device_train_batch_size",
+            "16",
+            "--seed",
+            "13",
+            "--latency_samples",
+            "5",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     return out
 
 
@@ -87,6 +139,7 @@ def standin(tmp_path_factory):
     from tests.servers import free_port, running
 
     port = free_port()
-    with running(["tests.standin_classifier"], {}, tmp_path_factory.mktemp("standin"),
-                 port=port) as svc:
+    with running(
+        ["tests.standin_classifier"], {}, tmp_path_factory.mktemp("standin"), port=port
+    ) as svc:
         yield svc

@@ -28,21 +28,28 @@ class ServiceProcess:
         self.log = log
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=full_env,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait(self, path: str = "/healthz", status: int = 200, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}:\n"
-                                   + self.log.read_text()[-3000:])
+                raise RuntimeError(
+                    f"service exited with {self.proc.returncode}:\n" + self.log.read_text()[-3000:]
+                )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(self.url + path, timeout=2).status_code == status:
                     return
             time.sleep(0.05)
-        raise TimeoutError(f"{self.url}{path} not {status} after {timeout}s:\n"
-                           + self.log.read_text()[-3000:])
+        raise TimeoutError(
+            f"{self.url}{path} not {status} after {timeout}s:\n" + self.log.read_text()[-3000:]
+        )
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -57,8 +64,13 @@ class ServiceProcess:
 
 
 @contextlib.contextmanager
-def running(args: list[str], env: dict[str, str], tmp: Path, port: int | None = None,
-            ready_path: str = "/readyz"):
+def running(
+    args: list[str],
+    env: dict[str, str],
+    tmp: Path,
+    port: int | None = None,
+    ready_path: str = "/readyz",
+):
     port = port or free_port()
     if "serve" not in args:  # SageMaker mode takes its port from SAGEMAKER_BIND_TO_PORT
         args = [*args, "--port", str(port)]

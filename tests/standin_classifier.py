@@ -14,14 +14,24 @@ import re
 from fastapi import FastAPI
 
 RULES = [
-    (r"\b(never ?mind|cancel)\b", "cancel"), (r"^(yes|yeah|sure|yep)\b", "yes"),
-    (r"^(no|nope)\b", "no"), (r"^maybe\b", "maybe"),
-    (r"\b(transfer|send|move money)\b", "transfer"), (r"\bpay\b.*\bbill\b", "pay_bill"),
-    (r"\bflight\b", "book_flight"), (r"\b(table|reservation)\b", "restaurant_reservation"),
-    (r"\bremind\b", "reminder"), (r"\bweather\b", "weather"), (r"\btime is it\b", "time"),
-    (r"\bbalance\b", "balance"), (r"\b(hello|hi)\b", "greeting"), (r"\btimer\b", "timer"),
-    (r"\b(bye|goodbye)\b", "goodbye"), (r"\byour name\b", "what_is_your_name"),
-    (r"\bwho (made|built) you\b", "who_made_you"), (r"\bfun fact\b", "fun_fact"),
+    (r"\b(never ?mind|cancel)\b", "cancel"),
+    (r"^(yes|yeah|sure|yep)\b", "yes"),
+    (r"^(no|nope)\b", "no"),
+    (r"^maybe\b", "maybe"),
+    (r"\b(transfer|send|move money)\b", "transfer"),
+    (r"\bpay\b.*\bbill\b", "pay_bill"),
+    (r"\bflight\b", "book_flight"),
+    (r"\b(table|reservation)\b", "restaurant_reservation"),
+    (r"\bremind\b", "reminder"),
+    (r"\bweather\b", "weather"),
+    (r"\btime is it\b", "time"),
+    (r"\bbalance\b", "balance"),
+    (r"\b(hello|hi)\b", "greeting"),
+    (r"\btimer\b", "timer"),
+    (r"\b(bye|goodbye)\b", "goodbye"),
+    (r"\byour name\b", "what_is_your_name"),
+    (r"\bwho (made|built) you\b", "who_made_you"),
+    (r"\bfun fact\b", "fun_fact"),
 ]
 
 app = FastAPI()
@@ -40,8 +50,15 @@ async def classify(body: dict) -> dict:
             await asyncio.sleep(3)
         intent = next((i for p, i in RULES if re.search(p, text.lower())), "oos")
         conf = 0.95 if intent != "oos" else 0.5
-        preds.append({"intent": intent, "confidence": conf, "oos": intent == "oos",
-                      "oos_score": conf, "top_k": [{"intent": intent, "score": conf}]})
+        preds.append(
+            {
+                "intent": intent,
+                "confidence": conf,
+                "oos": intent == "oos",
+                "oos_score": conf,
+                "top_k": [{"intent": intent, "score": conf}],
+            }
+        )
     return {"predictions": preds, "model": {"version": "standin"}}
 
 

@@ -36,8 +36,12 @@ def gateway_routes() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def gateway(standin, tmp_path_factory):
-    env = {"CLASSIFIER_URL": standin.url, "GENERATOR_URL": "http://127.0.0.1:9",
-           "GATEWAY_API_KEYS": f"other-key,{KEY}", "GATEWAY_RATE_LIMIT": ""}
+    env = {
+        "CLASSIFIER_URL": standin.url,
+        "GENERATOR_URL": "http://127.0.0.1:9",
+        "GATEWAY_API_KEYS": f"other-key,{KEY}",
+        "GATEWAY_RATE_LIMIT": "",
+    }
     with running(["services.gateway"], env, tmp_path_factory.mktemp("auth")) as gw:
         yield gw
 
@@ -48,10 +52,13 @@ def test_every_route_but_the_open_ones_needs_a_key(gateway):
     assert {"/v1/chat", "/v1/classify", "/v1/labels", "/openapi.json", "/docs"} <= paths
     for method, path in routes:
         url = gateway.url + path.replace("{", "").replace("}", "")
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEY + "x"},
-                        {"Authorization": f"Basic {KEY}"}):
-            r = httpx.request(method, url, headers=headers, content=b"{not json",
-                              timeout=10)
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"X-API-Key": KEY + "x"},
+            {"Authorization": f"Basic {KEY}"},
+        ):
+            r = httpx.request(method, url, headers=headers, content=b"{not json", timeout=10)
             if path in OPEN:
                 assert r.status_code != 401, (method, path)
             else:
@@ -65,10 +72,15 @@ def test_open_routes_answer_without_a_key_and_keys_work_both_ways(gateway):
     for path in ("/healthz", "/readyz", "/metrics", "/"):
         assert httpx.get(gateway.url + path, timeout=10).status_code == 200, path
     body = {"session_id": "auth-1", "text": "hello"}
-    for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY},
-                    {"X-API-Key": "other-key"}):
-        assert httpx.post(gateway.url + "/v1/chat", json=body, headers=headers,
-                          timeout=10).status_code == 200
+    for headers in (
+        {"Authorization": f"Bearer {KEY}"},
+        {"X-API-Key": KEY},
+        {"X-API-Key": "other-key"},
+    ):
+        assert (
+            httpx.post(gateway.url + "/v1/chat", json=body, headers=headers, timeout=10).status_code
+            == 200
+        )
     docs = httpx.get(gateway.url + "/openapi.json", headers={"X-API-Key": KEY}, timeout=10)
     assert docs.status_code == 200
     schemes = docs.json()["components"]["securitySchemes"]
@@ -76,10 +88,16 @@ def test_open_routes_answer_without_a_key_and_keys_work_both_ways(gateway):
 
 
 def test_keys_are_never_logged(gateway):
-    httpx.post(gateway.url + "/v1/chat", json={"text": "hello"},
-               headers={"Authorization": f"Bearer {KEY}", "X-Request-ID": "auth-log-check"})
-    httpx.post(gateway.url + "/v1/chat", json={"text": "hello"},
-               headers={"X-API-Key": "a-wrong-key-that-is-also-secret"})
+    httpx.post(
+        gateway.url + "/v1/chat",
+        json={"text": "hello"},
+        headers={"Authorization": f"Bearer {KEY}", "X-Request-ID": "auth-log-check"},
+    )
+    httpx.post(
+        gateway.url + "/v1/chat",
+        json={"text": "hello"},
+        headers={"X-API-Key": "a-wrong-key-that-is-also-secret"},
+    )
     log = gateway.log.read_text()
     assert "gateway" in log  # the log is the real one (startup lines at least)
     assert KEY not in log and "a-wrong-key-that-is-also-secret" not in log

@@ -22,16 +22,38 @@ PACK = ROOT / "assistants" / "bike_shop"
 
 
 def parlance(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "parlance.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "parlance.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
 def bike_artifacts(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bike")
-    r = parlance("train", str(PACK), "--output", str(out), "--classifier-only", "--",
-                 "--num_train_epochs", "4", "--min_train_steps", "0", "--learning_rate", "2e-4",
-                 "--per_device_train_batch_size", "16", "--seed", "13", "--disable_tqdm", "true")
+    r = parlance(
+        "train",
+        str(PACK),
+        "--output",
+        str(out),
+        "--classifier-only",
+        "--",
+        "--num_train_epochs",
+        "4",
+        "--min_train_steps",
+        "0",
+        "--learning_rate",
+        "2e-4",
+        "--per_device_train_batch_size",
+        "16",
+        "--seed",
+        "13",
+        "--disable_tqdm",
+        "true",
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
 
@@ -54,18 +76,26 @@ def test_trained_classifier_records_the_pack_and_rejects_without_oos_data(bike_a
 def test_conversations_through_the_gateway(bike_artifacts, tmp_path):
     clf_args = ["services.classifier", "--artifact", str(bike_artifacts / "classifier")]
     with running(clf_args, {}, tmp_path) as clf:
-        env = {"CLASSIFIER_URL": clf.url, "GENERATOR_URL": "http://127.0.0.1:9",
-               "PARLANCE_PACK": str(PACK), "GATEWAY_RATE_LIMIT": ""}
+        env = {
+            "CLASSIFIER_URL": clf.url,
+            "GENERATOR_URL": "http://127.0.0.1:9",
+            "PARLANCE_PACK": str(PACK),
+            "GATEWAY_RATE_LIMIT": "",
+        }
         with running(["services.gateway"], env, tmp_path) as gw:
             outcomes = run_all(PACK, gw.url)
             failures = [f"{o.name}: {o.failures}" for o in outcomes if not o.passed]
-            forms = [o for o in outcomes if "repair" in o.name.lower()
-                     or "rent" in o.name.lower()]
+            forms = [o for o in outcomes if "repair" in o.name.lower() or "rent" in o.name.lower()]
             assert forms and all(o.passed for o in forms), failures
             assert len(failures) <= len(outcomes) // 4, failures
         # The CLINC150 pack's gateway in front of this classifier: refused with the reason.
-        bad = subprocess.run([sys.executable, "-m", "services.gateway", "--port",
-                              str(free_port())], cwd=ROOT, capture_output=True, text=True,
-                             timeout=60, env={**os.environ, **env, "PARLANCE_PACK": "clinc150"})
+        bad = subprocess.run(
+            [sys.executable, "-m", "services.gateway", "--port", str(free_port())],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env, "PARLANCE_PACK": "clinc150"},
+        )
         assert bad.returncode != 0
         assert "trained for 'bike_shop', not for pack 'clinc150'" in bad.stdout + bad.stderr

@@ -21,7 +21,7 @@ def test_temperature_recovers_the_generating_temperature():
 def test_decision_curve_counts():
     # labels: 0,1 in scope; 2 is oos.
     y = np.array([0, 1, 0, 2, 2])
-    argmax = np.array([0, 1, 1, 0, 2])   # third is wrong; last oos caught by argmax
+    argmax = np.array([0, 1, 1, 0, 2])  # third is wrong; last oos caught by argmax
     score = np.array([0.9, 0.5, 0.8, 0.6, 0.1])
     cand, acc, rec = decision_curve(score, argmax, y, 2)
     assert list(cand) == [0.1, 0.5, 0.6, 0.8, 0.9]
@@ -69,8 +69,8 @@ def test_weighted_temperature_differs_when_oos_is_overconfident():
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 1, size=(500, 3))
     y = np.where(np.arange(500) < 450, logits[:, :2].argmax(1), 2)
-    logits[np.arange(450), y[:450]] += 3      # in-scope: right and confident
-    logits[450:, 0] += 6                       # oos: confidently wrong
+    logits[np.arange(450), y[:450]] += 3  # in-scope: right and confident
+    logits[450:, 0] += 6  # oos: confidently wrong
     t_plain = fit_temperature(logits, y)
     t_heavy = fit_temperature(logits, y, np.where(y == 2, 10.0, 1.0))
     assert t_heavy > t_plain  # more weight on confident mistakes -> softer probabilities

@@ -13,9 +13,16 @@ from tests.test_gateway_dialogue import gateway_env
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_multi_turn_conversation_in_the_browser(standin, tmp_path):
@@ -42,12 +49,14 @@ def test_multi_turn_conversation_in_the_browser(standin, tmp_path):
             page.dispatch_event("#key", "change")
             say("I want to transfer money")
             expect(page.locator(".msg.bot").last).to_contain_text(
-                "How much would you like to transfer?")
+                "How much would you like to transfer?"
+            )
             expect(page.locator("#intent")).to_contain_text("transfer → money_transfer")
             expect(page.locator("#form")).to_contain_text("money_transfer")
             say("$300 from checking to savings")
             expect(page.locator(".msg.bot").last).to_contain_text(
-                "Transfer $300 from checking to savings. Shall I go ahead?")
+                "Transfer $300 from checking to savings. Shall I go ahead?"
+            )
             expect(page.locator("#form")).to_contain_text("(confirming)")
             say("yes")
             expect(page.locator(".msg.bot").last).to_contain_text("Done. $300 is on its way")

@@ -15,10 +15,17 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def service(small_artifact, tmp_path_factory):
-    env = {"CLASSIFIER_MAX_WAIT_MS": "5", "CLASSIFIER_MAX_TEXTS": "16",
-           "CLASSIFIER_MAX_TEXT_CHARS": "200", "CLASSIFIER_LOG_JSON": "true"}
-    with running(["services.classifier", "--artifact", str(small_artifact)], env,
-                 tmp_path_factory.mktemp("svc")) as svc:
+    env = {
+        "CLASSIFIER_MAX_WAIT_MS": "5",
+        "CLASSIFIER_MAX_TEXTS": "16",
+        "CLASSIFIER_MAX_TEXT_CHARS": "200",
+        "CLASSIFIER_LOG_JSON": "true",
+    }
+    with running(
+        ["services.classifier", "--artifact", str(small_artifact)],
+        env,
+        tmp_path_factory.mktemp("svc"),
+    ) as svc:
         yield svc
 
 
@@ -27,8 +34,11 @@ def post(svc, body, path="/v1/classify", **kw):
 
 
 def test_contract_shape_and_request_id(service):
-    r = post(service, {"texts": ["what's my account balance", "set an alarm for 6 am"],
-                       "top_k": 3}, headers={"X-Request-ID": "test-123"})
+    r = post(
+        service,
+        {"texts": ["what's my account balance", "set an alarm for 6 am"], "top_k": 3},
+        headers={"X-Request-ID": "test-123"},
+    )
     assert r.status_code == 200
     assert r.headers["x-request-id"] == "test-123"
     body = r.json()
@@ -56,16 +66,23 @@ def test_out_of_scope_query(service):
 
 
 def test_batching_gives_the_same_answers_as_one_by_one(service):
-    texts = ["how much money do i have", "show my recent transactions", "wake me up at 7",
-             "start a 10 minute timer", "will it snow tomorrow", "say thanks in german",
-             "find me a flight to tokyo", "hello there", "what is the capital of peru",
-             "how do i bake bread"] * 3
+    texts = [
+        "how much money do i have",
+        "show my recent transactions",
+        "wake me up at 7",
+        "start a 10 minute timer",
+        "will it snow tomorrow",
+        "say thanks in german",
+        "find me a flight to tokyo",
+        "hello there",
+        "what is the capital of peru",
+        "how do i bake bread",
+    ] * 3
     single = [post(service, {"texts": [t]}).json()["predictions"][0] for t in texts]
 
     async def concurrent():
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as c:
-            rs = await asyncio.gather(*[c.post("/v1/classify", json={"texts": [t]})
-                                        for t in texts])
+            rs = await asyncio.gather(*[c.post("/v1/classify", json={"texts": [t]}) for t in texts])
             return [r.json()["predictions"][0] for r in rs]
 
     before = batch_stats(service)
@@ -90,19 +107,22 @@ def batch_stats(svc) -> dict:
     return out
 
 
-@pytest.mark.parametrize("body, status, fragment", [
-    ({"texts": []}, 422, "at least one text"),
-    ({"texts": [""]}, 422, "only whitespace or invisible"),
-    ({"texts": ["   \n"]}, 422, "only whitespace or invisible"),
-    ({"texts": ["x" * 201]}, 422, "limit is 200"),
-    ({"texts": ["hi"] * 17}, 422, "at most 16 texts"),
-    ({"texts": [1, 2]}, 422, "valid string"),
-    ({"texts": "hello"}, 422, "valid list"),
-    ({"text": ["hello"]}, 422, "texts: Field required"),
-    ({"texts": ["hi"], "top_k": 0}, 422, "top_k"),
-    ({"texts": ["hi"], "top_k": "3"}, 422, "top_k"),
-    ({"texts": ["a\u0000b"]}, 422, "NUL"),
-])
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        ({"texts": []}, 422, "at least one text"),
+        ({"texts": [""]}, 422, "only whitespace or invisible"),
+        ({"texts": ["   \n"]}, 422, "only whitespace or invisible"),
+        ({"texts": ["x" * 201]}, 422, "limit is 200"),
+        ({"texts": ["hi"] * 17}, 422, "at most 16 texts"),
+        ({"texts": [1, 2]}, 422, "valid string"),
+        ({"texts": "hello"}, 422, "valid list"),
+        ({"text": ["hello"]}, 422, "texts: Field required"),
+        ({"texts": ["hi"], "top_k": 0}, 422, "top_k"),
+        ({"texts": ["hi"], "top_k": "3"}, 422, "top_k"),
+        ({"texts": ["a\u0000b"]}, 422, "NUL"),
+    ],
+)
 def test_bad_input_is_a_clear_4xx(service, body, status, fragment):
     r = post(service, body)
     assert r.status_code == status, r.text
@@ -111,22 +131,27 @@ def test_bad_input_is_a_clear_4xx(service, body, status, fragment):
     assert err["code"] == "invalid_input" and err["request_id"]
 
 
-@pytest.mark.parametrize("raw, fragment", [
-    (b"{not json", "not valid JSON"),
-    (b'{"texts": ["\xff\xfe"]}', "UTF-8"),
-    (b"", "body: Field required"),
-])
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"texts": ["\xff\xfe"]}', "UTF-8"),
+        (b"", "body: Field required"),
+    ],
+)
 def test_undecodable_bodies(service, raw, fragment):
-    r = httpx.post(service.url + "/v1/classify", content=raw,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        service.url + "/v1/classify", content=raw, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422, r.text
     assert fragment in r.json()["error"]["message"]
 
 
 def test_oversized_body_is_413(service):
     big = b'{"texts": ["' + b"a" * 2_100_000 + b'"]}'
-    r = httpx.post(service.url + "/v1/classify", content=big,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        service.url + "/v1/classify", content=big, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "payload_too_large"
 
@@ -134,8 +159,9 @@ def test_oversized_body_is_413(service):
         for _ in range(30):
             yield b"a" * 100_000
 
-    r = httpx.post(service.url + "/v1/classify", content=chunks(),
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        service.url + "/v1/classify", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
 
 
@@ -147,10 +173,15 @@ def test_unknown_route_and_method(service):
 def test_metrics_expose_the_named_series(service):
     post(service, {"texts": ["hello"]})
     text = httpx.get(service.url + "/metrics").text
-    for name in ("parlance_http_requests_total", "parlance_http_request_duration_seconds_bucket",
-                 "parlance_inference_duration_seconds_bucket", "parlance_batch_size_bucket",
-                 "parlance_queue_depth", "parlance_classifier_predictions_total",
-                 "parlance_classifier_model_info"):
+    for name in (
+        "parlance_http_requests_total",
+        "parlance_http_request_duration_seconds_bucket",
+        "parlance_inference_duration_seconds_bucket",
+        "parlance_batch_size_bucket",
+        "parlance_queue_depth",
+        "parlance_classifier_predictions_total",
+        "parlance_classifier_model_info",
+    ):
         assert name in text, name
     assert 'route="/v1/classify"' in text
     assert "what's my account balance" not in text  # never user text in labels
@@ -164,18 +195,21 @@ def test_model_info_and_openapi(service):
 
 
 def test_backpressure_returns_429_with_retry_after(small_artifact, tmp_path):
-    env = {"CLASSIFIER_MAX_QUEUE": "8", "CLASSIFIER_MAX_TEXTS": "8",
-           "CLASSIFIER_MAX_BATCH_SIZE": "1"}
+    env = {
+        "CLASSIFIER_MAX_QUEUE": "8",
+        "CLASSIFIER_MAX_TEXTS": "8",
+        "CLASSIFIER_MAX_BATCH_SIZE": "1",
+    }
     texts = [f"please tell me my balance number {i}" for i in range(8)]
 
     async def flood(url):
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
-            return await asyncio.gather(*[c.post("/v1/classify", json={"texts": texts})
-                                          for _ in range(48)])
+            return await asyncio.gather(
+                *[c.post("/v1/classify", json={"texts": texts}) for _ in range(48)]
+            )
 
-    with running(["services.classifier", "--artifact", str(small_artifact)], env,
-                 tmp_path) as svc:
+    with running(["services.classifier", "--artifact", str(small_artifact)], env, tmp_path) as svc:
         rs = asyncio.run(flood(svc.url))
         codes = [r.status_code for r in rs]
         assert 429 in codes and 200 in codes, codes
@@ -189,8 +223,12 @@ def test_backpressure_returns_429_with_retry_after(small_artifact, tmp_path):
 
 def test_readyz_is_503_until_the_model_is_loaded(small_artifact, tmp_path):
     port = free_port()
-    svc = ServiceProcess(["services.classifier", "--artifact", str(small_artifact), "--port",
-                          str(port)], {}, port, tmp_path / "log")
+    svc = ServiceProcess(
+        ["services.classifier", "--artifact", str(small_artifact), "--port", str(port)],
+        {},
+        port,
+        tmp_path / "log",
+    )
     try:
         svc.wait("/healthz")
         ready, classify = [], []
@@ -213,8 +251,9 @@ def test_readyz_is_503_until_the_model_is_loaded(small_artifact, tmp_path):
 
 def test_bad_artifact_fails_fast(tmp_path):
     port = free_port()
-    svc = ServiceProcess(["services.classifier", "--artifact", str(tmp_path / "none")], {},
-                         port, tmp_path / "log")
+    svc = ServiceProcess(
+        ["services.classifier", "--artifact", str(tmp_path / "none")], {}, port, tmp_path / "log"
+    )
     assert svc.proc.wait(timeout=60) != 0
     svc.stop()
     assert "not a classifier artifact" in (tmp_path / "log").read_text()
@@ -223,8 +262,9 @@ def test_bad_artifact_fails_fast(tmp_path):
 def test_sagemaker_serve(small_artifact, tmp_path):
     port = free_port()
     env = {"SAGEMAKER_BIND_TO_PORT": str(port), "CLASSIFIER_ARTIFACT": str(small_artifact)}
-    with running(["services.classifier", "serve"], env, tmp_path, port=port,
-                 ready_path="/ping") as svc:
+    with running(
+        ["services.classifier", "serve"], env, tmp_path, port=port, ready_path="/ping"
+    ) as svc:
         assert svc.port == port
         # SageMaker fails a health check that takes over 2 s
         assert httpx.get(svc.url + "/ping", timeout=2).status_code == 200
@@ -236,8 +276,13 @@ def test_sagemaker_serve(small_artifact, tmp_path):
 def test_torch_backend_agrees_with_onnx(small_artifact):
     from services.classifier.model import ClassifierModel
 
-    texts = ["what is my balance", "set a timer for 5 minutes", "who won the world cup",
-             "translate hello to spanish", "book a flight to rome"]
+    texts = [
+        "what is my balance",
+        "set a timer for 5 minutes",
+        "who won the world cup",
+        "translate hello to spanish",
+        "book a flight to rome",
+    ]
     a = ClassifierModel(str(small_artifact), "onnx").predict_batch([(t, 3) for t in texts])
     b = ClassifierModel(str(small_artifact), "torch").predict_batch([(t, 3) for t in texts])
     for x, y in zip(a, b, strict=True):
@@ -250,8 +295,10 @@ def test_int8_is_refused_when_it_loses_accuracy(small_artifact):
     from services.classifier.model import choose_backend
 
     art = ClassifierArtifact.load(small_artifact)
-    art.manifest["backends"] = {"onnx": {"inscope_accuracy": 0.95},
-                                "onnx-int8": {"inscope_accuracy": 0.94}}
+    art.manifest["backends"] = {
+        "onnx": {"inscope_accuracy": 0.95},
+        "onnx-int8": {"inscope_accuracy": 0.94},
+    }
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx"
     art.manifest["backends"]["onnx-int8"]["inscope_accuracy"] = 0.949
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
@@ -263,8 +310,13 @@ def test_missing_artifact_setting_is_a_clear_error(tmp_path):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "CLASSIFIER_ARTIFACT"}
-    r = subprocess.run([sys.executable, "-m", "services.classifier", "--port", "1"],
-                       capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "services.classifier", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert r.returncode != 0
     assert "invalid classifier settings" in r.stderr and "artifact" in r.stderr
 
@@ -280,11 +332,17 @@ def test_onnx_tokenizer_matches_transformers_on_clinc150(small_artifact, clinc_p
     fast = FastTokenizer(art.model_dir, art.max_seq_length)
     hf = _tokenizer(art)
     texts = list(load_clinc(str(clinc_path), "full").test.texts)[:2000] + [
-        "a " * 300, "x" * 3000, "Ünïcödé ÉMOJI \U0001F600 test", "\u200bzero\u200d width", ""]
+        "a " * 300,
+        "x" * 3000,
+        "Ünïcödé ÉMOJI \U0001f600 test",
+        "\u200bzero\u200d width",
+        "",
+    ]
     for i in range(0, len(texts), 64):
-        batch = texts[i:i + 64]
+        batch = texts[i : i + 64]
         ours = fast(batch)
-        ref = hf(batch, padding=True, truncation=True, max_length=art.max_seq_length,
-                 return_tensors="np")
+        ref = hf(
+            batch, padding=True, truncation=True, max_length=art.max_seq_length, return_tensors="np"
+        )
         for key in ("input_ids", "attention_mask"):
             assert ours[key].shape == ref[key].shape and (ours[key] == ref[key]).all(), (key, i)

@@ -17,17 +17,34 @@ pytestmark = pytest.mark.slow
 
 def test_manifest_follows_the_contract(small_artifact):
     m = json.loads((small_artifact / "manifest.json").read_text())
-    for key in ("kind", "base_model", "preset", "created_at", "git_commit", "data", "metrics",
-                "labels", "oos_threshold", "temperature"):
+    for key in (
+        "kind",
+        "base_model",
+        "preset",
+        "created_at",
+        "git_commit",
+        "data",
+        "metrics",
+        "labels",
+        "oos_threshold",
+        "temperature",
+    ):
         assert key in m, key
     assert m["kind"] == "classifier" and m["preset"] == "cpu"
     assert m["labels"] == sorted(SMALL_INTENTS) + ["oos"]
     assert m["data"]["checksum"].startswith("sha256:")
     assert m["temperature"] > 0
     assert {"torch", "onnx", "onnx-int8"} <= set(m["backends"])
-    for f in ("model/head.safetensors", "model/config.json", "onnx/model.onnx",
-              "onnx/model.int8.onnx", "ood_stats.npz", "eval/report.json",
-              "eval/reliability.png", "eval/confusion_worst.png"):
+    for f in (
+        "model/head.safetensors",
+        "model/config.json",
+        "onnx/model.onnx",
+        "onnx/model.int8.onnx",
+        "ood_stats.npz",
+        "eval/report.json",
+        "eval/reliability.png",
+        "eval/confusion_worst.png",
+    ):
         assert (small_artifact / f).is_file(), f
 
 
@@ -61,8 +78,16 @@ def test_int8_stays_close(small_artifact):
 def test_evaluate_cli_reproduces_the_manifest(small_artifact, clinc_path, tmp_path):
     from training import evaluate
 
-    report = evaluate.main(["--artifact", str(small_artifact), "--data-dir", str(clinc_path),
-                            "--report-dir", str(tmp_path)])
+    report = evaluate.main(
+        [
+            "--artifact",
+            str(small_artifact),
+            "--data-dir",
+            str(clinc_path),
+            "--report-dir",
+            str(tmp_path),
+        ]
+    )
     m = json.loads((small_artifact / "manifest.json").read_text())
     assert report["test"]["inscope_accuracy"] == pytest.approx(m["metrics"]["inscope_accuracy"])
     assert report["test"]["oos_recall"] == pytest.approx(m["metrics"]["oos_recall"])
@@ -89,12 +114,28 @@ def test_cli_trains_from_a_hub_format_dataset(tmp_path, monkeypatch):
     write_hub_copy(tmp_path / "hub", splits)
     monkeypatch.delenv("CLINC150_DIR", raising=False)
     out = tmp_path / "art"
-    m = classifier.main([
-        "--preset", "cpu", "--hub_dataset", str(tmp_path / "hub"), "--variant", "plus",
-        "--min_train_steps", "0",
-        "--output_dir", str(out), "--num_train_epochs", "1", "--disable_tqdm", "true",
-        "--export_onnx", "false", "--per_device_train_batch_size", "4",
-    ])
+    m = classifier.main(
+        [
+            "--preset",
+            "cpu",
+            "--hub_dataset",
+            str(tmp_path / "hub"),
+            "--variant",
+            "plus",
+            "--min_train_steps",
+            "0",
+            "--output_dir",
+            str(out),
+            "--num_train_epochs",
+            "1",
+            "--disable_tqdm",
+            "true",
+            "--export_onnx",
+            "false",
+            "--per_device_train_batch_size",
+            "4",
+        ]
+    )
     assert m["data"]["source"] == f"hub:{tmp_path / 'hub'}/plus"
     assert m["labels"] == ["balance", "timer", "oos"]
     assert (out / "model" / "head.safetensors").is_file()

@@ -23,14 +23,23 @@ REPO = Path(__file__).resolve().parents[1]
 def prometheus(tmp: Path, targets: dict[str, str]):
     binary = shutil.which("prometheus")
     assert binary, "prometheus not found: apt-get install prometheus"
-    jobs = "\n".join(f"  - job_name: {name}\n    static_configs: [{{targets: ['{t}']}}]"
-                     for name, t in targets.items())
+    jobs = "\n".join(
+        f"  - job_name: {name}\n    static_configs: [{{targets: ['{t}']}}]"
+        for name, t in targets.items()
+    )
     cfg = tmp / "prometheus.yml"
     cfg.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n{jobs}\n")
     port = free_port()
-    proc = subprocess.Popen([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/tsdb",
-                             f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={cfg}",
+            f"--storage.tsdb.path={tmp}/tsdb",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -42,15 +51,20 @@ def query(url: str, expr: str) -> list:
 
 
 def test_every_panel_returns_data(small_artifact, small_generator, tmp_path):
-    with running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp_path) \
-            as clf, running(["services.generator", "--artifact", str(small_generator)], {},
-                            tmp_path) as gen:
+    with (
+        running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp_path) as clf,
+        running(["services.generator", "--artifact", str(small_generator)], {}, tmp_path) as gen,
+    ):
         env = {"CLASSIFIER_URL": clf.url, "GENERATOR_URL": gen.url, "GATEWAY_RATE_LIMIT": ""}
         with running(["services.gateway"], env, tmp_path) as gw:
-            proc, prom = prometheus(tmp_path, {
-                "classifier": clf.url.removeprefix("http://"),
-                "generator": gen.url.removeprefix("http://"),
-                "gateway": gw.url.removeprefix("http://")})
+            proc, prom = prometheus(
+                tmp_path,
+                {
+                    "classifier": clf.url.removeprefix("http://"),
+                    "generator": gen.url.removeprefix("http://"),
+                    "gateway": gw.url.removeprefix("http://"),
+                },
+            )
             try:
                 deadline = time.time() + 60
                 while time.time() < deadline:
@@ -69,10 +83,13 @@ def test_every_panel_returns_data(small_artifact, small_generator, tmp_path):
                     c.say("cancel")
                     time.sleep(1.5)
                 time.sleep(3)
-                dash = json.loads((REPO / "deploy/grafana/dashboards/parlance.json")
-                                  .read_text())
-                empty = [p["title"] for p in dash["panels"] for t in p["targets"]
-                         if not query(prom, t["expr"])]
+                dash = json.loads((REPO / "deploy/grafana/dashboards/parlance.json").read_text())
+                empty = [
+                    p["title"]
+                    for p in dash["panels"]
+                    for t in p["targets"]
+                    if not query(prom, t["expr"])
+                ]
                 assert not empty, f"panels without data: {empty}"
             finally:
                 proc.terminate()

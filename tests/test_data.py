@@ -12,8 +12,11 @@ from training.data import OOS, DataError, load_clinc, load_from_dir, load_from_h
 
 def tiny_splits():
     return {
-        "train": [["what is my balance", "balance"], ["set a timer", "timer"],
-                  ["how much money do i have", "balance"]],
+        "train": [
+            ["what is my balance", "balance"],
+            ["set a timer", "timer"],
+            ["how much money do i have", "balance"],
+        ],
         "val": [["balance please", "balance"], ["timer for 5 minutes", "timer"]],
         "test": [["check my balance", "balance"], ["start a timer", "timer"]],
         "oos_train": [["who won the game", "oos"]],
@@ -61,14 +64,20 @@ def test_unknown_variant(tmp_path):
         load_from_dir(tmp_path, "huge")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda s: s.pop("val"), "'val' missing"),
-    (lambda s: s.__setitem__("train", [["only text"]]), r"train\[0\] is not a \[text, intent\]"),
-    (lambda s: s.__setitem__("oos_val", [["x", "balance"]]), "labels other than 'oos'"),
-    (lambda s: s.__setitem__("test", []) or s.__setitem__("oos_test", []), "'test' is empty"),
-    (lambda s: s.__setitem__("oos_train", []), "no out-of-scope"),
-    (lambda s: s["test"].append(["play music", "play_music"]), "never seen in train"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s.pop("val"), "'val' missing"),
+        (
+            lambda s: s.__setitem__("train", [["only text"]]),
+            r"train\[0\] is not a \[text, intent\]",
+        ),
+        (lambda s: s.__setitem__("oos_val", [["x", "balance"]]), "labels other than 'oos'"),
+        (lambda s: s.__setitem__("test", []) or s.__setitem__("oos_test", []), "'test' is empty"),
+        (lambda s: s.__setitem__("oos_train", []), "no out-of-scope"),
+        (lambda s: s["test"].append(["play music", "play_music"]), "never seen in train"),
+    ],
+)
 def test_malformed_files_are_rejected(tmp_path, mutate, message):
     splits = tiny_splits()
     mutate(splits)
@@ -95,20 +104,26 @@ def write_hub_copy(root, splits, config="plus"):
 
     # The hub's label order is not ours: shuffle the names to prove labels travel by name.
     names = sorted({i for rows in splits.values() for _, i in rows}, reverse=True)
-    features = datasets.Features({"text": datasets.Value("string"),
-                                  "intent": datasets.ClassLabel(names=names)})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "intent": datasets.ClassLabel(names=names)}
+    )
     for ours, theirs in (("train", "train"), ("val", "validation"), ("test", "test")):
         rows = splits[ours] + splits[f"oos_{ours}"]
         ds = datasets.Dataset.from_dict(
             {"text": [t for t, _ in rows], "intent": [names.index(i) for _, i in rows]},
-            features=features)
+            features=features,
+        )
         (root / config).mkdir(parents=True, exist_ok=True)
         ds.to_parquet(str(root / config / f"{theirs}-00000-of-00001.parquet"))
     (root / "README.md").write_text(
-        "---\nconfigs:\n- config_name: " + config + "\n  data_files:\n"
-        + "".join(f"  - split: {s}\n    path: {config}/{s}-*\n"
-                  for s in ("train", "validation", "test"))
-        + "---\n")
+        "---\nconfigs:\n- config_name: "
+        + config
+        + "\n  data_files:\n"
+        + "".join(
+            f"  - split: {s}\n    path: {config}/{s}-*\n" for s in ("train", "validation", "test")
+        )
+        + "---\n"
+    )
 
 
 def test_hub_schema_gives_the_same_data_as_the_directory(tmp_path):

@@ -71,8 +71,9 @@ def read_until(q: queue.Queue, marker: str, timeout: float, seen: list[str]) -> 
     raise AssertionError(f"{marker!r} not printed; output:\n{''.join(seen)[-4000:]}")
 
 
-def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(small_artifact, small_generator,
-                                                                tmp_path):
+def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(
+    small_artifact, small_generator, tmp_path
+):
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     (artifacts / "classifier").symlink_to(small_artifact)
@@ -82,10 +83,21 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(small_artifact, 
     # and the reply would then (rightly) say `template`: this test is about the demo's wiring.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GATEWAY_GENERATOR_TIMEOUT_S": "10"}
     proc = subprocess.Popen(
-        ["make", "--no-print-directory", "demo", f"ARTIFACTS={artifacts}", f"DEMO_PORT={port}",
-         f"VENV={Path(sys.executable).parents[1]}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)  # its own process group: the SIGINT below reaches make + demo
+        [
+            "make",
+            "--no-print-directory",
+            "demo",
+            f"ARTIFACTS={artifacts}",
+            f"DEMO_PORT={port}",
+            f"VENV={Path(sys.executable).parents[1]}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own process group: the SIGINT below reaches make + demo
     seen: list[str] = []
     try:
         q = lines_of(proc)
@@ -98,9 +110,11 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(small_artifact, 
 
         page = httpx.get(url, timeout=5)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        r = httpx.post(url + "v1/chat", json={"session_id": "demo-test",
-                                              "text": "start a timer for 10 minutes"},
-                       timeout=30)
+        r = httpx.post(
+            url + "v1/chat",
+            json={"session_id": "demo-test", "text": "start a timer for 10 minutes"},
+            timeout=30,
+        )
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["intent"]["raw"] == "timer" and body["source"] == "generator"
@@ -124,10 +138,28 @@ def test_a_service_that_cannot_start_stops_the_stack_with_its_log(small_artifact
     bogus = tmp_path / "not-a-generator"
     bogus.mkdir()
     r = subprocess.run(
-        [sys.executable, "-m", "services.local_stack", "--classifier-artifact", str(small_artifact),
-         "--generator-artifact", str(bogus), "--port", str(port), "--classifier-port",
-         str(port + 1), "--generator-port", str(port + 2), "--log-dir", str(tmp_path / "logs")],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "services.local_stack",
+            "--classifier-artifact",
+            str(small_artifact),
+            "--generator-artifact",
+            str(bogus),
+            "--port",
+            str(port),
+            "--classifier-port",
+            str(port + 1),
+            "--generator-port",
+            str(port + 2),
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1
     assert "generator exited" in r.stderr and "manifest.json" in r.stderr
     for p in (port, port + 1, port + 2):
@@ -143,8 +175,23 @@ def test_ports_in_use_are_refused_before_anything_starts(tmp_path):
         s.listen()
         busy = s.getsockname()[1]
         r = subprocess.run(
-            [sys.executable, "-m", "services.local_stack", "--classifier-artifact", "x",
-             "--generator-artifact", "y", "--port", str(busy), "--log-dir", str(tmp_path)],
-            cwd=REPO, capture_output=True, text=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "services.local_stack",
+                "--classifier-artifact",
+                "x",
+                "--generator-artifact",
+                "y",
+                "--port",
+                str(busy),
+                "--log-dir",
+                str(tmp_path),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert r.returncode == 1
     assert f"gateway port {busy}" in r.stderr and "already in use" in r.stderr

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name) or (str(REPO / ".venv" / "bin" / name)
-                                  if (REPO / ".venv" / "bin" / name).exists() else None)
+    path = shutil.which(name) or (
+        str(REPO / ".venv" / "bin" / name) if (REPO / ".venv" / "bin" / name).exists() else None
+    )
     if path is None:
         pytest.fail(f"{name} not found (make install / .ci/run install it)")
     return path
@@ -42,17 +43,27 @@ def healthcheck_of(dockerfile: str, target: str) -> str:
 
 
 def test_dockerfile_passes_hadolint():
-    r = subprocess.run([tool("hadolint"), "docker/Dockerfile"], cwd=REPO, capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [tool("hadolint"), "docker/Dockerfile"], cwd=REPO, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     text = (REPO / "docker" / "Dockerfile").read_text()
-    for target in ("classifier", "generator", "gateway", "trainer", "classifier-lambda",
-                   "gateway-lambda"):
+    for target in (
+        "classifier",
+        "generator",
+        "gateway",
+        "trainer",
+        "classifier-lambda",
+        "gateway-lambda",
+    ):
         assert re.search(rf"^FROM \S+ AS {target}$", text, re.M), target
     assert "USER 10001" in text
     # every service image has a health check, its own or its base stage's
-    for target, probe in (("classifier", "8080/readyz"), ("generator", "8080/readyz"),
-                          ("gateway", "8000/healthz")):
+    for target, probe in (
+        ("classifier", "8080/readyz"),
+        ("generator", "8080/readyz"),
+        ("gateway", "8000/healthz"),
+    ):
         assert probe in healthcheck_of(text, target), target
     assert "ARG TORCH_VARIANT=cpu" in text
     # the Lambda images are built without torch (tests/test_lambda.py: not imported)
@@ -60,26 +71,36 @@ def test_dockerfile_passes_hadolint():
     assert "torch" not in lambda_build and ".[serve,lambda]" in lambda_build
 
 
-@pytest.mark.parametrize("files", [["docker-compose.yml"],
-                                   ["docker-compose.yml", "docker-compose.gpu.yml"]])
+@pytest.mark.parametrize(
+    "files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.gpu.yml"]]
+)
 def test_compose_files_are_valid(files):
     args = [a for f in files for a in ("-f", f)]
-    r = subprocess.run([tool("docker-compose"), *args, "config", "-q"], cwd=REPO,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [tool("docker-compose"), *args, "config", "-q"], cwd=REPO, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_compose_start_order():
     doc = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     s = doc["services"]
-    assert set(s) == {"trainer", "classifier", "generator", "gateway", "redis", "prometheus",
-                      "grafana"}
+    assert set(s) == {
+        "trainer",
+        "classifier",
+        "generator",
+        "gateway",
+        "redis",
+        "prometheus",
+        "grafana",
+    }
     for name in ("classifier", "generator"):
-        assert s[name]["depends_on"]["trainer"]["condition"] == \
-            "service_completed_successfully"
+        assert s[name]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
     assert {k: v["condition"] for k, v in s["gateway"]["depends_on"].items()} == {
-        "classifier": "service_healthy", "generator": "service_healthy",
-        "redis": "service_healthy"}
+        "classifier": "service_healthy",
+        "generator": "service_healthy",
+        "redis": "service_healthy",
+    }
     gpu = yaml.safe_load((REPO / "docker-compose.gpu.yml").read_text())["services"]
     for name in ("classifier", "generator", "trainer"):
         devices = gpu[name]["deploy"]["resources"]["reservations"]["devices"]
@@ -89,8 +110,11 @@ def test_compose_start_order():
 def test_prometheus_scrapes_every_service():
     cfg = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in cfg["scrape_configs"]}
-    assert jobs == {"classifier": ["classifier:8080"], "generator": ["generator:8080"],
-                    "gateway": ["gateway:8000"]}
+    assert jobs == {
+        "classifier": ["classifier:8080"],
+        "generator": ["generator:8080"],
+        "gateway": ["gateway:8000"],
+    }
 
 
 def exported_metric_names() -> set[str]:
@@ -110,8 +134,19 @@ def test_dashboard_queries_only_metrics_that_exist():
     dash = json.loads((REPO / "deploy/grafana/dashboards/parlance.json").read_text())
     exported = exported_metric_names()
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for needed in ("request rate", "error rate", "p50", "p95", "p99", "batch size",
-                   "queue depth", "out-of-scope", "fallback", "form", "tokens/s"):
+    for needed in (
+        "request rate",
+        "error rate",
+        "p50",
+        "p95",
+        "p99",
+        "batch size",
+        "queue depth",
+        "out-of-scope",
+        "fallback",
+        "form",
+        "tokens/s",
+    ):
         assert needed in titles, needed
     for panel in dash["panels"]:
         assert panel["datasource"]["uid"] == "prometheus"
@@ -145,8 +180,9 @@ def test_kubernetes_manifests_validate_against_the_api_schemas():
         except kubernetes_validate.ValidationError as e:
             raise AssertionError(f"{name} {doc['kind']}/{doc['metadata']['name']}: {e}") from e
     listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml")
-                                    if p.name != "kustomization.yaml")
+    assert sorted(listed) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
+    )
 
 
 def test_kubernetes_deployments_probe_scale_and_share_sessions():
@@ -163,7 +199,9 @@ def test_kubernetes_deployments_probe_scale_and_share_sessions():
         port = c["ports"][0]["containerPort"]
         assert docs[("Service", name)]["spec"]["ports"][0]["targetPort"] == "http"
         assert port == (8000 if name == "gateway" else 8080)
-    env = {e["name"]: e.get("value") for e in
-           docs[("Deployment", "gateway")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {
+        e["name"]: e.get("value")
+        for e in docs[("Deployment", "gateway")]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert env["REDIS_URL"] == "redis://redis:6379/0"  # shared sessions across replicas
     assert env["CLASSIFIER_URL"] == "http://classifier:8080"

@@ -28,8 +28,9 @@ class FakeGenerator:
 
 
 def dialogue(generator=None, **settings) -> Dialogue:
-    return Dialogue(GatewaySettings(**settings), load_pack("clinc150"),
-                    generator or FakeGenerator())
+    return Dialogue(
+        GatewaySettings(**settings), load_pack("clinc150"), generator or FakeGenerator()
+    )
 
 
 def turn(d, text, state, raw, now, conf=0.95):
@@ -59,8 +60,9 @@ def test_the_generators_own_source_and_the_raw_intent_travel():
 
 
 def test_session_state_is_typed_and_versioned():
-    state, dropped = load_state({"schema_version": SCHEMA_VERSION, "misses": 1,
-                                 "form": None, "last_reply": "hi"})
+    state, dropped = load_state(
+        {"schema_version": SCHEMA_VERSION, "misses": 1, "form": None, "last_reply": "hi"}
+    )
     assert dropped is None and state["misses"] == 1
     assert load_state({"schema_version": 99})[1] == "schema version 99"
     assert load_state({"form": {"name": "x"}})[1].startswith("invalid")

@@ -24,15 +24,46 @@ def test_torchrun_two_processes_write_one_artifact(clinc_path, tmp_path):
     out = tmp_path / "clf"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "training.classifier",
-         "--preset", "cpu", "--data_dir", str(clinc_path), "--variant", "full",
-         "--min_train_steps", "0",
-         "--intents", ",".join(SMALL_INTENTS[:4]), "--max_train_per_intent", "24",
-         "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
-         "--export_onnx", "false", "--disable_tqdm", "true", "--seed", "7",
-         "--use_cpu", "true",  # without a GPU, accelerate needs this for multi-process CPU
-         "--output_dir", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "training.classifier",
+            "--preset",
+            "cpu",
+            "--data_dir",
+            str(clinc_path),
+            "--variant",
+            "full",
+            "--min_train_steps",
+            "0",
+            "--intents",
+            ",".join(SMALL_INTENTS[:4]),
+            "--max_train_per_intent",
+            "24",
+            "--num_train_epochs",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--export_onnx",
+            "false",
+            "--disable_tqdm",
+            "true",
+            "--seed",
+            "7",
+            "--use_cpu",
+            "true",  # without a GPU, accelerate needs this for multi-process CPU
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["processes"] == 2

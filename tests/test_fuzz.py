@@ -21,24 +21,39 @@ from tests.servers import running  # noqa: E402
 pytestmark = pytest.mark.slow
 
 KEY = "fuzz-key-3b9d"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-                suppress_health_check=list(HealthCheck))
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+FUZZ = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture(scope="module")
 def classifier_schema(small_artifact, tmp_path_factory):
-    with running(["services.classifier", "--artifact", str(small_artifact)], {},
-                 tmp_path_factory.mktemp("fuzz-clf")) as svc:
+    with running(
+        ["services.classifier", "--artifact", str(small_artifact)],
+        {},
+        tmp_path_factory.mktemp("fuzz-clf"),
+    ) as svc:
         yield schemathesis.openapi.from_url(svc.url + "/openapi.json")
 
 
 @pytest.fixture(scope="module")
 def generator_schema(small_generator, tmp_path_factory):
     env = {"GENERATOR_MAX_QUEUE": "256"}
-    with running(["services.generator", "--artifact", str(small_generator)], env,
-                 tmp_path_factory.mktemp("fuzz-gen")) as svc:
+    with running(
+        ["services.generator", "--artifact", str(small_generator)],
+        env,
+        tmp_path_factory.mktemp("fuzz-gen"),
+    ) as svc:
         yield schemathesis.openapi.from_url(svc.url + "/openapi.json")
 
 
@@ -46,11 +61,16 @@ def generator_schema(small_generator, tmp_path_factory):
 def gateway_schema(small_artifact, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz-gw")
     with running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp) as clf:
-        env = {"CLASSIFIER_URL": clf.url, "GENERATOR_URL": "http://127.0.0.1:9",
-               "GATEWAY_API_KEYS": KEY, "GATEWAY_RATE_LIMIT": ""}
+        env = {
+            "CLASSIFIER_URL": clf.url,
+            "GENERATOR_URL": "http://127.0.0.1:9",
+            "GATEWAY_API_KEYS": KEY,
+            "GATEWAY_RATE_LIMIT": "",
+        }
         with running(["services.gateway"], env, tmp) as gw:
-            yield schemathesis.openapi.from_url(gw.url + "/openapi.json",
-                                                headers={"X-API-Key": KEY})
+            yield schemathesis.openapi.from_url(
+                gw.url + "/openapi.json", headers={"X-API-Key": KEY}
+            )
 
 
 def run_examples(operation, mode, headers: dict | None, statuses: set[int]) -> None:

@@ -17,14 +17,18 @@ pytestmark = pytest.mark.slow
 
 
 def gateway_env(standin, **extra) -> dict[str, str]:
-    return {"CLASSIFIER_URL": standin.url, "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
-            "GATEWAY_RATE_LIMIT": "", "GATEWAY_GENERATOR_TIMEOUT_S": "0.5", **extra}
+    return {
+        "CLASSIFIER_URL": standin.url,
+        "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
+        "GATEWAY_RATE_LIMIT": "",
+        "GATEWAY_GENERATOR_TIMEOUT_S": "0.5",
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
 def gw(standin, tmp_path_factory):
-    with running(["services.gateway"], gateway_env(standin),
-                 tmp_path_factory.mktemp("gw")) as svc:
+    with running(["services.gateway"], gateway_env(standin), tmp_path_factory.mktemp("gw")) as svc:
         yield svc
 
 
@@ -33,8 +37,12 @@ class Conversation:
         self.url, self.sid, self.headers = url, None, headers or {}
 
     def say(self, text: str, status: int = 200) -> dict:
-        r = httpx.post(self.url + "/v1/chat", json={"session_id": self.sid, "text": text},
-                       headers=self.headers, timeout=30)
+        r = httpx.post(
+            self.url + "/v1/chat",
+            json={"session_id": self.sid, "text": text},
+            headers=self.headers,
+            timeout=30,
+        )
         assert r.status_code == status, r.text
         body = r.json()
         if status == 200:
@@ -48,8 +56,12 @@ class Conversation:
 def test_transfer_form_one_slot_at_a_time_with_correction_and_confirmation(gw):
     c = Conversation(gw.url)
     r = c.say("I want to transfer money")
-    assert r["intent"] == {"raw": "transfer", "core": "money_transfer", "confidence": 0.95,
-                           "oos": False}
+    assert r["intent"] == {
+        "raw": "transfer",
+        "core": "money_transfer",
+        "confidence": 0.95,
+        "oos": False,
+    }
     assert r["state"]["active_form"] == "money_transfer"
     assert r["state"]["missing_slots"] == ["amount", "from_account", "to_account"]
     assert r["reply"] == "How much would you like to transfer?"
@@ -57,8 +69,11 @@ def test_transfer_form_one_slot_at_a_time_with_correction_and_confirmation(gw):
     assert r["state"]["slots"] == {"amount": "$300"}
     assert r["reply"] == "Which account should the money come from?"
     r = c.say("from checking to savings")  # two slots in one turn, picked by cue words
-    assert r["state"]["slots"] == {"amount": "$300", "from_account": "checking",
-                                   "to_account": "savings"}
+    assert r["state"]["slots"] == {
+        "amount": "$300",
+        "from_account": "checking",
+        "to_account": "savings",
+    }
     assert r["state"]["confirming"] is True
     assert r["reply"] == "Transfer $300 from checking to savings. Shall I go ahead?"
     r = c.say("make that 250")  # a correction, whatever the classifier thinks it is
@@ -129,8 +144,9 @@ def test_two_stage_fallback(gw):
 
 
 def test_form_expires_after_idle_time(standin, tmp_path):
-    with running(["services.gateway"], gateway_env(standin, GATEWAY_FORM_IDLE_S="1"),
-                 tmp_path) as svc:
+    with running(
+        ["services.gateway"], gateway_env(standin, GATEWAY_FORM_IDLE_S="1"), tmp_path
+    ) as svc:
         c = Conversation(svc.url)
         c.say("I want to transfer money")
         time.sleep(1.5)
@@ -144,9 +160,12 @@ def test_concurrent_turns_of_one_session_are_serialised(gw):
 
     async def burst():
         async with httpx.AsyncClient(base_url=gw.url, timeout=30) as cl:
-            return await asyncio.gather(*[
-                cl.post("/v1/chat", json={"session_id": c.sid, "text": f"${n}"})
-                for n in range(10, 20)])
+            return await asyncio.gather(
+                *[
+                    cl.post("/v1/chat", json={"session_id": c.sid, "text": f"${n}"})
+                    for n in range(10, 20)
+                ]
+            )
 
     rs = asyncio.run(burst())
     assert [r.status_code for r in rs] == [200] * 10
@@ -158,12 +177,20 @@ def test_concurrent_turns_of_one_session_are_serialised(gw):
     assert final["state"]["slots"]["amount"] in amounts
 
 
-@pytest.mark.parametrize("body,fragment", [
-    ({"text": ""}, "empty"), ({"text": "   "}, "empty"), ({"text": "x" * 1001}, "limit"),
-    ({"text": 5}, "text"), ({}, "text"), ({"text": "hi", "extra": 1}, "extra"),
-    ({"text": "hi", "session_id": "bad id!"}, "session_id"),
-    ({"text": "hi", "session_id": "x" * 200}, "session_id"), ({"text": "a\x00b"}, "NUL"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        ({"text": ""}, "empty"),
+        ({"text": "   "}, "empty"),
+        ({"text": "x" * 1001}, "limit"),
+        ({"text": 5}, "text"),
+        ({}, "text"),
+        ({"text": "hi", "extra": 1}, "extra"),
+        ({"text": "hi", "session_id": "bad id!"}, "session_id"),
+        ({"text": "hi", "session_id": "x" * 200}, "session_id"),
+        ({"text": "a\x00b"}, "NUL"),
+    ],
+)
 def test_bad_chat_input_is_422(gw, body, fragment):
     r = httpx.post(gw.url + "/v1/chat", json=body)
     assert r.status_code == 422 and fragment in r.json()["error"]["message"], r.text
@@ -181,30 +208,44 @@ def test_labels_and_classify_passthrough(gw):
 
 
 def test_auth_and_rate_limit(standin, tmp_path):
-    env = gateway_env(standin, GATEWAY_API_KEYS="k1-secret,k2-secret",
-                      GATEWAY_RATE_LIMIT="5/minute")
+    env = gateway_env(
+        standin, GATEWAY_API_KEYS="k1-secret,k2-secret", GATEWAY_RATE_LIMIT="5/minute"
+    )
     with running(["services.gateway"], env, tmp_path) as svc:
         body = {"text": "hello"}
         assert httpx.post(svc.url + "/v1/chat", json=body).status_code == 401
         r = httpx.post(svc.url + "/v1/chat", json=body, headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         assert httpx.get(svc.url + "/v1/labels").status_code == 401
-        ok = httpx.post(svc.url + "/v1/chat", json=body,
-                        headers={"Authorization": "Bearer k1-secret"})
+        ok = httpx.post(
+            svc.url + "/v1/chat", json=body, headers={"Authorization": "Bearer k1-secret"}
+        )
         assert ok.status_code == 200
-        assert httpx.post(svc.url + "/v1/chat", json=body,
-                          headers={"X-API-Key": "k2-secret"}).status_code == 200
+        assert (
+            httpx.post(
+                svc.url + "/v1/chat", json=body, headers={"X-API-Key": "k2-secret"}
+            ).status_code
+            == 200
+        )
         for path in ("/healthz", "/readyz", "/metrics"):
             assert httpx.get(svc.url + path).status_code == 200
-        codes = [httpx.post(svc.url + "/v1/chat", json=body,
-                            headers={"X-API-Key": "k1-secret"}).status_code for _ in range(6)]
+        codes = [
+            httpx.post(
+                svc.url + "/v1/chat", json=body, headers={"X-API-Key": "k1-secret"}
+            ).status_code
+            for _ in range(6)
+        ]
         assert codes[:4] == [200] * 4 and codes[-1] == 429, codes
         limited = httpx.post(svc.url + "/v1/chat", json=body, headers={"X-API-Key": "k1-secret"})
         assert int(limited.headers["retry-after"]) >= 1
         assert limited.json()["error"]["code"] == "rate_limited"
         # the other key has its own budget
-        assert httpx.post(svc.url + "/v1/chat", json=body,
-                          headers={"X-API-Key": "k2-secret"}).status_code == 200
+        assert (
+            httpx.post(
+                svc.url + "/v1/chat", json=body, headers={"X-API-Key": "k2-secret"}
+            ).status_code
+            == 200
+        )
         log = svc.log.read_text()
         assert "k1-secret" not in log and "k2-secret" not in log
 
@@ -223,26 +264,33 @@ def test_classifier_down_or_slow_is_503_and_not_ready(standin, tmp_path):
         ready = httpx.get(svc.url + "/readyz")
         assert ready.status_code == 503 and "classifier" in ready.json()["error"]["message"]
         m = httpx.get(svc.url + "/metrics").text
-        assert ('parlance_gateway_upstream_errors_total{outcome="unreachable",'
-                'upstream="classifier"}') in m
+        assert (
+            'parlance_gateway_upstream_errors_total{outcome="unreachable",upstream="classifier"}'
+        ) in m
 
 
 def test_metrics(gw):
     Conversation(gw.url).say("I want to transfer money")
     m = httpx.get(gw.url + "/metrics").text
-    for name in ('parlance_gateway_chats_total{core_intent="money_transfer",source="fulfilment"}',
-                 'parlance_gateway_forms_total{event="started",form="money_transfer"}',
-                 "parlance_gateway_fallbacks_total", "parlance_gateway_active_sessions",
-                 'parlance_gateway_circuit_breaker_state{upstream="classifier"}',
-                 'parlance_gateway_upstream_duration_seconds_bucket{le="0.002",upstream='):
+    for name in (
+        'parlance_gateway_chats_total{core_intent="money_transfer",source="fulfilment"}',
+        'parlance_gateway_forms_total{event="started",form="money_transfer"}',
+        "parlance_gateway_fallbacks_total",
+        "parlance_gateway_active_sessions",
+        'parlance_gateway_circuit_breaker_state{upstream="classifier"}',
+        'parlance_gateway_upstream_duration_seconds_bucket{le="0.002",upstream=',
+    ):
         assert name in m, name
 
 
 def test_cors_origins_are_configurable(standin, tmp_path):
     env = gateway_env(standin, GATEWAY_CORS_ORIGINS="https://app.example")
     with running(["services.gateway"], env, tmp_path) as svc:
-        pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "content-type,authorization"}
+        pre = {
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,authorization",
+        }
         r = httpx.options(svc.url + "/v1/chat", headers=pre)
         assert r.status_code == 200
         assert r.headers["access-control-allow-origin"] == "https://app.example"
@@ -251,16 +299,26 @@ def test_cors_origins_are_configurable(standin, tmp_path):
 
 
 def test_oversized_body_is_413(gw):
-    r = httpx.post(gw.url + "/v1/chat", content=b'{"text": "' + b"a" * 2_100_000 + b'"}',
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        gw.url + "/v1/chat",
+        content=b'{"text": "' + b"a" * 2_100_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
 
 
-@pytest.mark.parametrize("text,raw", [
-    ("hello", "greeting"), ("bye for now", "goodbye"), ("what is your name", "what_is_your_name"),
-    ("who made you", "who_made_you"), ("tell me a fun fact", "fun_fact"),
-    ("what's the weather in paris", "weather"), ("set a timer for 4 minutes", "timer"),
-])
+@pytest.mark.parametrize(
+    "text,raw",
+    [
+        ("hello", "greeting"),
+        ("bye for now", "goodbye"),
+        ("what is your name", "what_is_your_name"),
+        ("who made you", "who_made_you"),
+        ("tell me a fun fact", "fun_fact"),
+        ("what's the weather in paris", "weather"),
+        ("set a timer for 4 minutes", "timer"),
+    ],
+)
 def test_generator_down_replies_answer_the_raw_intent(gw, text, raw):
     """Degraded replies come from the raw intent's own templates: "hello" is never answered
     with another small-talk intent's text (the generator URL is a closed port here)."""
@@ -274,5 +332,6 @@ def test_generator_down_replies_answer_the_raw_intent(gw, text, raw):
     assert r["reply"] in own, (r["reply"], sorted(own)[:3])
     for other in pack.label_map.core[pack.label_map.core_of(raw)].intents:
         if other != raw:
-            assert r["reply"] not in {fill(t, r["slots"])
-                                      for t in pack.responses.by_raw[other].replies}
+            assert r["reply"] not in {
+                fill(t, r["slots"]) for t in pack.responses.by_raw[other].replies
+            }

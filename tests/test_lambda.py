@@ -24,9 +24,12 @@ def body_of(response: dict) -> dict:
 
 def test_classifier_handler_answers_api_gateway_events(small_artifact):
     env = {"CLASSIFIER_ARTIFACT": str(small_artifact)}
-    result = invoke_fresh("services.classifier.lambda_handler",
-                          ["classify.json", "classify_base64.json", "classify_invalid.json",
-                           "healthz.json"], env, repeat=2)
+    result = invoke_fresh(
+        "services.classifier.lambda_handler",
+        ["classify.json", "classify_base64.json", "classify_invalid.json", "healthz.json"],
+        env,
+        repeat=2,
+    )
     calls = [c["response"] for c in result["invocations"]]
     ok, b64, invalid, health = calls[:4]
     assert ok["statusCode"] == 200
@@ -46,11 +49,17 @@ def test_classifier_handler_answers_api_gateway_events(small_artifact):
 
 
 def test_gateway_handler_answers_api_gateway_events(standin):
-    env = {"CLASSIFIER_URL": standin.url, "GENERATOR_URL": "http://127.0.0.1:9",
-           "GATEWAY_API_KEYS": "lambda-test-key", "GATEWAY_RATE_LIMIT": ""}
-    result = invoke_fresh("services.gateway.lambda_handler",
-                          ["chat.json", "chat_no_key.json", "labels.json", "healthz.json"],
-                          env)
+    env = {
+        "CLASSIFIER_URL": standin.url,
+        "GENERATOR_URL": "http://127.0.0.1:9",
+        "GATEWAY_API_KEYS": "lambda-test-key",
+        "GATEWAY_RATE_LIMIT": "",
+    }
+    result = invoke_fresh(
+        "services.gateway.lambda_handler",
+        ["chat.json", "chat_no_key.json", "labels.json", "healthz.json"],
+        env,
+    )
     chat, no_key, labels, health = [c["response"] for c in result["invocations"]]
     assert chat["statusCode"] == 200, chat
     body = body_of(chat)

@@ -28,10 +28,16 @@ def stack(small_artifact, small_generator, tmp_path_factory):
 
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server not found: apt-get install redis-server")
-    s = Stack(str(small_artifact), str(small_generator), port=free_port(),
-              classifier_port=free_port(), generator_port=free_port(),
-              log_dir=tmp_path_factory.mktemp("faults"), redis_port=free_port(),
-              gateway_env={"GATEWAY_RATE_LIMIT": "", "GATEWAY_BREAKER_RESET_S": "3"})
+    s = Stack(
+        str(small_artifact),
+        str(small_generator),
+        port=free_port(),
+        classifier_port=free_port(),
+        generator_port=free_port(),
+        log_dir=tmp_path_factory.mktemp("faults"),
+        redis_port=free_port(),
+        gateway_env={"GATEWAY_RATE_LIMIT": "", "GATEWAY_BREAKER_RESET_S": "3"},
+    )
     s.start()
     yield s
     s.stop()
@@ -41,8 +47,9 @@ def load_in_background(url: str, rate: float, seconds: float) -> tuple[threading
     box: dict = {}
 
     def go():
-        box["r"] = asyncio.run(run_load(url, BODIES, rate=rate, duration_s=seconds,
-                                        label="source", timeout_s=5))
+        box["r"] = asyncio.run(
+            run_load(url, BODIES, rate=rate, duration_s=seconds, label="source", timeout_s=5)
+        )
 
     t = threading.Thread(target=go)
     t.start()
@@ -87,8 +94,12 @@ def test_load_within_capacity_is_answered_without_errors(stack):
 def test_beyond_capacity_means_fast_429s_not_timeouts(stack, tmp_path):
     from tests.servers import running
 
-    env = {"CLASSIFIER_URL": stack.classifier.url(stack.host), "GATEWAY_RATE_LIMIT": "",
-           "GENERATOR_URL": stack.generator.url(stack.host), "GATEWAY_MAX_IN_FLIGHT": "4"}
+    env = {
+        "CLASSIFIER_URL": stack.classifier.url(stack.host),
+        "GATEWAY_RATE_LIMIT": "",
+        "GENERATOR_URL": stack.generator.url(stack.host),
+        "GATEWAY_MAX_IN_FLIGHT": "4",
+    }
     with running(["services.gateway"], env, tmp_path) as gw:
         r = asyncio.run(run_load(gw.url, BODIES, rate=150, duration_s=3, timeout_s=5))
         s = r.summary()
@@ -98,8 +109,9 @@ def test_beyond_capacity_means_fast_429s_not_timeouts(stack, tmp_path):
 
         async def burst():
             async with httpx.AsyncClient(timeout=10) as c:
-                return await asyncio.gather(*[c.post(gw.url + "/v1/chat", json=BODIES[0])
-                                              for _ in range(30)])
+                return await asyncio.gather(
+                    *[c.post(gw.url + "/v1/chat", json=BODIES[0]) for _ in range(30)]
+                )
 
         refused = [x for x in asyncio.run(burst()) if x.status_code == 429]
         assert refused, "30 concurrent turns against a cap of 4: some must be refused"
@@ -113,23 +125,26 @@ def test_beyond_capacity_means_fast_429s_not_timeouts(stack, tmp_path):
 def test_generator_killed_and_restarted_under_load(stack):
     url = stack.gateway.url(stack.host)
     # a healthy start: the overload test before may have left the generator a backlog
-    wait_for(lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator",
-             timeout=30)
+    wait_for(
+        lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator", timeout=30
+    )
     r = kill_and_restart_under_load(stack, stack.generator, seconds=10, down=3)
     # every turn answered: template replies while the generator was gone, no errors
     assert r.errors == 0 and r.rejected_429 == 0, r.summary()
     assert r.outcomes["200:template"] > 0, r.outcomes
     # and the generator answers again once it is ready (the gateway then closes its breaker)
-    wait_for(lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator",
-             timeout=20)
+    wait_for(
+        lambda: say(url, "set a timer for 5 minutes").json()["source"] == "generator", timeout=20
+    )
 
 
 def test_classifier_killed_and_restarted_under_load(stack):
     url = stack.gateway.url(stack.host)
     r = kill_and_restart_under_load(stack, stack.classifier, seconds=8, down=2)
     # while it was down: fast 503s (no timeouts, no connection errors at the client)
-    assert set(r.outcomes) <= {"200:generator", "200:template", "503:upstream_unavailable"}, \
+    assert set(r.outcomes) <= {"200:generator", "200:template", "503:upstream_unavailable"}, (
         r.outcomes
+    )
     assert r.outcomes["503:upstream_unavailable"] > 0
     wait_for(lambda: say(url, "hello there").status_code == 200, timeout=20)
     assert httpx.get(url + "/readyz").status_code == 200

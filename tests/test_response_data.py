@@ -35,8 +35,9 @@ def test_splits_stay_apart_and_cover_the_generated_intents(data, examples):
     # No leak beyond CLINC150's own: the dataset has a few texts in both train and test.
     assert texts["train"] & texts["test"] <= set(data.train.texts) & set(data.test.texts)
     assert texts["val"] & texts["test"] <= set(data.val.texts) & set(data.test.texts)
-    assert set(Counter(e.core_intent for e in examples["test"])) == \
-        set(load_pack().responses.core_intents())
+    assert set(Counter(e.core_intent for e in examples["test"])) == set(
+        load_pack().responses.core_intents()
+    )
     for e in examples["test"]:
         assert e.text in data.test.texts
 
@@ -58,7 +59,8 @@ def test_targets_use_exactly_the_available_values(examples):
 
 
 def test_caps_and_intent_subsets(data):
-    small = build_examples(data, intents={"timer", "greeting"},
-                           max_per_intent={"train": 5, "test": 3})
+    small = build_examples(
+        data, intents={"timer", "greeting"}, max_per_intent={"train": 5, "test": 3}
+    )
     assert Counter(e.raw_intent for e in small["train"]) == {"timer": 5, "greeting": 5}
     assert len(small["test"]) == 6 and len(small["val"]) == 40

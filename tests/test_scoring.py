@@ -11,9 +11,13 @@ LABELS = ["a", "b", "oos"]
 
 
 def test_predict_applies_oos_class_and_threshold():
-    logits = np.array([[5.0, 0.0, 0.0],    # confident a
-                       [0.0, 0.0, 5.0],    # argmax is the oos class
-                       [1.0, 0.9, 0.0]])   # unsure between a and b -> below threshold
+    logits = np.array(
+        [
+            [5.0, 0.0, 0.0],  # confident a
+            [0.0, 0.0, 5.0],  # argmax is the oos class
+            [1.0, 0.9, 0.0],
+        ]
+    )  # unsure between a and b -> below threshold
     s = Scorer(labels=LABELS, temperature=1.0, score="msp", threshold=0.6)
     p = s.predict(logits, top_k=2)
     assert p["pred"].tolist() == [0, 2, 2]

@@ -19,6 +19,7 @@ def fulfil(raw, slots, now=None, rng=None):
     """The facts the CLINC150 pack's action for `raw` computes."""
     return run_action(CLINC.intents[raw].action, slots, CLINC.slot_types, now=now, rng=rng)
 
+
 NOW = datetime(2026, 11, 30, 15, 4, tzinfo=UTC)  # a Monday
 
 
@@ -32,50 +33,68 @@ def values(x, text, kinds=None):
     return {k: s.value for k, s in found.items()}
 
 
-@pytest.mark.parametrize("text,kind,value,surface", [
-    ("set a timer for five minutes", "duration", "5 minutes", "five minutes"),
-    ("start counting down from 2 hours and 30 minutes", "duration", "2 hours 30 minutes",
-     "2 hours and 30 minutes"),
-    ("remind me in half an hour", "duration", "30 minutes", "half an hour"),
-    ("set alarm for 6am", "time", "6:00 AM", "6am"),
-    ("wake me at 5:45 pm please", "time", "5:45 PM", "5:45 pm"),
-    ("lunch at noon", "time", "12:00 PM", "noon"),
-    ("send three hundred and fifty dollars to john", "money", "$350",
-     "three hundred and fifty dollars"),
-    ("pay $12.50 now", "money", "$12.50", "$12.50"),
-    ("what's the weather in new york city", "place", "New York", "new york city"),
-    ("what timezone is viet nam in", "place", "Vietnam", "viet nam"),
-    ("traffic on the way to the hopsital", "place", "the hospital", "hopsital"),
-    ("how do i make beef stroganoff", "dish", "beef stroganoff", "beef stroganoff"),
-    ("play some led zeppelin", "artist", "Led Zeppelin", "led zeppelin"),
-    ("how do you spell asian", "word", "asian", "asian"),
-    ("tell me how handkerchief is spelled", "word", "handkerchief", "handkerchief"),
-    ("what is the meaning of flange", "word", "flange", "flange"),
-    ("how do you say i need coffee in dutch", "phrase", "i need coffee", "i need coffee"),
-    ("what is the equivalent of, 'life is good' in french", "phrase", "life is good",
-     "life is good"),
-    ("will you roll a d20", "dice", "1d20", "d20"),
-    ("roll two dice", "dice", "2d6", "two dice"),
-    ("what is the square root of sixteen", "expression", "the square root of 16",
-     "square root of sixteen"),
-    ("how much is 50 plus 756", "expression", "50 + 756", "50 plus 756"),
-    ("what does 6 x 1 equal", "expression", "6 × 1", "6 x 1"),
-    ("what is 15% of 3143", "expression", "15% of 3143", "15% of 3143"),
-    ("what would four inches be in centimeters", "quantity", "4 inches", "four inches"),
-    ("how many tablespoons are in a cup", "target_unit", "tablespoons", "tablespoons"),
-])
+@pytest.mark.parametrize(
+    "text,kind,value,surface",
+    [
+        ("set a timer for five minutes", "duration", "5 minutes", "five minutes"),
+        (
+            "start counting down from 2 hours and 30 minutes",
+            "duration",
+            "2 hours 30 minutes",
+            "2 hours and 30 minutes",
+        ),
+        ("remind me in half an hour", "duration", "30 minutes", "half an hour"),
+        ("set alarm for 6am", "time", "6:00 AM", "6am"),
+        ("wake me at 5:45 pm please", "time", "5:45 PM", "5:45 pm"),
+        ("lunch at noon", "time", "12:00 PM", "noon"),
+        (
+            "send three hundred and fifty dollars to john",
+            "money",
+            "$350",
+            "three hundred and fifty dollars",
+        ),
+        ("pay $12.50 now", "money", "$12.50", "$12.50"),
+        ("what's the weather in new york city", "place", "New York", "new york city"),
+        ("what timezone is viet nam in", "place", "Vietnam", "viet nam"),
+        ("traffic on the way to the hopsital", "place", "the hospital", "hopsital"),
+        ("how do i make beef stroganoff", "dish", "beef stroganoff", "beef stroganoff"),
+        ("play some led zeppelin", "artist", "Led Zeppelin", "led zeppelin"),
+        ("how do you spell asian", "word", "asian", "asian"),
+        ("tell me how handkerchief is spelled", "word", "handkerchief", "handkerchief"),
+        ("what is the meaning of flange", "word", "flange", "flange"),
+        ("how do you say i need coffee in dutch", "phrase", "i need coffee", "i need coffee"),
+        (
+            "what is the equivalent of, 'life is good' in french",
+            "phrase",
+            "life is good",
+            "life is good",
+        ),
+        ("will you roll a d20", "dice", "1d20", "d20"),
+        ("roll two dice", "dice", "2d6", "two dice"),
+        (
+            "what is the square root of sixteen",
+            "expression",
+            "the square root of 16",
+            "square root of sixteen",
+        ),
+        ("how much is 50 plus 756", "expression", "50 + 756", "50 plus 756"),
+        ("what does 6 x 1 equal", "expression", "6 × 1", "6 x 1"),
+        ("what is 15% of 3143", "expression", "15% of 3143", "15% of 3143"),
+        ("what would four inches be in centimeters", "quantity", "4 inches", "four inches"),
+        ("how many tablespoons are in a cup", "target_unit", "tablespoons", "tablespoons"),
+    ],
+)
 def test_slot_values_and_spans(x, text, kind, value, surface):
     slot = x.extract(text, [kind], now=NOW)[kind]
     assert slot.value == value
-    assert text[slot.start:slot.end] == surface  # spans point into the original text
+    assert text[slot.start : slot.end] == surface  # spans point into the original text
 
 
 def test_dates_resolve_against_the_given_clock(x):
     assert values(x, "book it for tomorrow", ["date"]) != {}  # wall clock works too
     got = x.extract("next friday works", ["date"], now=NOW)["date"].value
     assert got == "Friday, December 4"
-    assert x.extract("on december 12th", ["date"], now=NOW)["date"].value == \
-        "Saturday, December 12"
+    assert x.extract("on december 12th", ["date"], now=NOW)["date"].value == "Saturday, December 12"
 
 
 def test_only_requested_kinds_and_nothing_invented(x):
@@ -90,19 +109,40 @@ def test_durations_in_seconds():
     assert duration_seconds("1 minute") == 60
 
 
-@pytest.mark.parametrize("expr,result", [
-    ("50 + 756", "806"), ("sqrt 16", "4"), ("15 % of 3143", "471.45"), ("2 ^ 10", "1,024"),
-    ("7 / 2", "3.5"), ("(2 + 3) * 4", "20"), ("1 / 3", "0.3333"),
-    ("6 × 7", "42"), ("300 ÷ 4", "75"), ("the square root of 81", "9"), ("15% of 80", "12"),
-])
+@pytest.mark.parametrize(
+    "expr,result",
+    [
+        ("50 + 756", "806"),
+        ("sqrt 16", "4"),
+        ("15 % of 3143", "471.45"),
+        ("2 ^ 10", "1,024"),
+        ("7 / 2", "3.5"),
+        ("(2 + 3) * 4", "20"),
+        ("1 / 3", "0.3333"),
+        ("6 × 7", "42"),
+        ("300 ÷ 4", "75"),
+        ("the square root of 81", "9"),
+        ("15% of 80", "12"),
+    ],
+)
 def test_calculator(expr, result):
     assert fulfilment.calculate(expr) == result
 
 
-@pytest.mark.parametrize("expr", [
-    "__import__('os').system('true')", "2 ^ 100000", "9 ^ 9 ^ 9", "1 / 0", "sqrt -1",
-    "x + 1", "1" * 300, "[1, 2]", "(lambda: 1)()",
-])
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "__import__('os').system('true')",
+        "2 ^ 100000",
+        "9 ^ 9 ^ 9",
+        "1 / 0",
+        "sqrt -1",
+        "x + 1",
+        "1" * 300,
+        "[1, 2]",
+        "(lambda: 1)()",
+    ],
+)
 def test_calculator_refuses_what_is_not_bounded_arithmetic(expr):
     assert fulfilment.calculate(expr) is None
 

@@ -43,8 +43,13 @@ def embed(texts: list[str], batch_size: int = 256) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[i:i + batch_size], padding=True, truncation=True,
-                            max_length=32, return_tensors="pt")
+            enc = tokenizer(
+                texts[i : i + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=32,
+                return_tensors="pt",
+            )
             hidden = model(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -52,16 +57,22 @@ def embed(texts: list[str], batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 384), np.float32)
 
 
-def background_split(pack_texts: list[str], seed: int = 42,
-                     max_similarity: float = MAX_SIMILARITY) -> tuple[list[str], list[str]]:
+def background_split(
+    pack_texts: list[str], seed: int = 42, max_similarity: float = MAX_SIMILARITY
+) -> tuple[list[str], list[str]]:
     """(train, val) background sentences, without those close to the pack's examples."""
     pool = list(sentences())
     if pack_texts:
         bg, own = embed(pool), embed(pack_texts)
         nearest = (bg @ own.T).max(axis=1)
         kept = [t for t, s in zip(pool, nearest, strict=True) if s < max_similarity]
-        logger.info("background out-of-scope set: %d of %d sentences kept (%d too close to the "
-                    "pack's examples)", len(kept), len(pool), len(pool) - len(kept))
+        logger.info(
+            "background out-of-scope set: %d of %d sentences kept (%d too close to the "
+            "pack's examples)",
+            len(kept),
+            len(pool),
+            len(pool) - len(kept),
+        )
         pool = kept
     random.Random(seed).shuffle(pool)
     n_val = round(len(pool) * VAL_SHARE)

@@ -13,8 +13,9 @@ from services.classifier.scoring import softmax
 THRESHOLD_RULES = ("inscope_accuracy", "oos_recall", "balanced")
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
-                    ) -> float:
+def fit_temperature(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> float:
     """Temperature minimising the (weighted) negative log-likelihood (Guo et al., 2017)."""
     logits = np.asarray(logits, dtype=np.float64)
     idx = np.arange(len(labels))
@@ -45,8 +46,9 @@ def oos_share_weights(labels: np.ndarray, oos_index: int, share: float | None) -
     return w
 
 
-def decision_curve(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oos_index: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decision_curve(
+    score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oos_index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For every candidate threshold t (the distinct scores): in-scope accuracy and oos recall
     when `score < t` is rejected as out of scope. Computed in O(n log n) by sorting."""
     inscope = y_true != oos_index
@@ -67,8 +69,14 @@ def decision_curve(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oo
     return candidates, acc_in, recall
 
 
-def pick_threshold(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oos_index: int,
-                   rule: str = "inscope_accuracy", target: float = 0.955) -> dict:
+def pick_threshold(
+    score: np.ndarray,
+    argmax: np.ndarray,
+    y_true: np.ndarray,
+    oos_index: int,
+    rule: str = "inscope_accuracy",
+    target: float = 0.955,
+) -> dict:
     """Choose the out-of-scope threshold on validation data.
 
     Rules:
@@ -82,8 +90,9 @@ def pick_threshold(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oo
     """
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {rule!r}; choose from {THRESHOLD_RULES}")
-    cand, acc_in, recall = decision_curve(np.asarray(score, np.float64), np.asarray(argmax),
-                                          np.asarray(y_true), oos_index)
+    cand, acc_in, recall = decision_curve(
+        np.asarray(score, np.float64), np.asarray(argmax), np.asarray(y_true), oos_index
+    )
     # Thresholds are placed midway between neighbouring scores: robust to float round-off
     # between the torch, ONNX fp32 and int8 backends.
     mids = np.concatenate([[cand[0] - 1e-6], (cand[1:] + cand[:-1]) / 2])
@@ -95,5 +104,10 @@ def pick_threshold(score: np.ndarray, argmax: np.ndarray, y_true: np.ndarray, oo
         i = int(ok.min()) if len(ok) else len(cand) - 1
     else:
         i = int(np.argmax((acc_in + recall) / 2))
-    return {"threshold": float(mids[i]), "rule": rule, "target": target,
-            "val_inscope_accuracy": float(acc_in[i]), "val_oos_recall": float(recall[i])}
+    return {
+        "threshold": float(mids[i]),
+        "rule": rule,
+        "target": target,
+        "val_inscope_accuracy": float(acc_in[i]),
+        "val_oos_recall": float(recall[i]),
+    }

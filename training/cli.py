@@ -10,9 +10,17 @@ from transformers import HfArgumentParser
 
 # What every training run wants from Trainer unless a flag says otherwise. Pinned memory
 # only helps copies to a GPU (without one, torch warns on every epoch).
-TRAINER_DEFAULTS = dict(eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
-                        save_total_limit=1, save_only_model=True, report_to="none", seed=42,
-                        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available())
+TRAINER_DEFAULTS = dict(
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    load_best_model_at_end=True,
+    save_total_limit=1,
+    save_only_model=True,
+    report_to="none",
+    seed=42,
+    dataloader_num_workers=0,
+    dataloader_pin_memory=torch.cuda.is_available(),
+)
 
 
 def quiet_libraries() -> None:
@@ -32,8 +40,9 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def parse_with_presets(dataclass_types: tuple, presets: dict[str, dict], defaults: dict,
-                       argv: list[str] | None = None):
+def parse_with_presets(
+    dataclass_types: tuple, presets: dict[str, dict], defaults: dict, argv: list[str] | None = None
+):
     """Two passes: the first finds `--preset`, the second parses with the preset's defaults
     (over `defaults`), so any flag given explicitly overrides the preset."""
     argv = sys.argv[1:] if argv is None else argv
@@ -52,10 +61,16 @@ def ensure_min_steps(targs, n_train: int, min_steps: int, logger) -> None:
     a few hundred examples the same epochs are a few dozen steps, far from converged."""
     import math
 
-    per_epoch = math.ceil(n_train / max(1, targs.per_device_train_batch_size
-                                        * max(1, targs.world_size)))
+    per_epoch = math.ceil(
+        n_train / max(1, targs.per_device_train_batch_size * max(1, targs.world_size))
+    )
     if min_steps and per_epoch * targs.num_train_epochs < min_steps:
         epochs = math.ceil(min_steps / per_epoch)
-        logger.info("%d training examples: %d epochs instead of %g (at least %d steps)",
-                    n_train, epochs, targs.num_train_epochs, min_steps)
+        logger.info(
+            "%d training examples: %d epochs instead of %g (at least %d steps)",
+            n_train,
+            epochs,
+            targs.num_train_epochs,
+            min_steps,
+        )
         targs.num_train_epochs = epochs

@@ -74,9 +74,15 @@ class ClincData:
     def with_train(self, train: Split) -> ClincData:
         """The same data with another training split (checksum recomputed)."""
         splits = {"train": train, "val": self.val, "test": self.test}
-        return ClincData(**splits, labels=self.labels, source=self.source,
-                         checksum=_checksum(splits), domains=self.domains, pack=self.pack,
-                         background=self.background)
+        return ClincData(
+            **splits,
+            labels=self.labels,
+            source=self.source,
+            checksum=_checksum(splits),
+            domains=self.domains,
+            pack=self.pack,
+            background=self.background,
+        )
 
     def restrict(self, intents: list[str], max_per_intent: int | None = None) -> ClincData:
         """A smaller copy for tests and smoke runs: only `intents` (plus oos), optionally capped."""
@@ -106,7 +112,8 @@ class ClincData:
             source=self.source + f"#subset:{len(labels) - 1}",
             checksum=_checksum(splits),
             domains={d: [i for i in v if i in keep] for d, v in self.domains.items()},
-            pack=self.pack, background=self.background,
+            pack=self.pack,
+            background=self.background,
         )
 
 
@@ -118,8 +125,13 @@ def _checksum(splits: dict[str, Split]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _finish(splits: dict[str, Split], source: str, domains: dict[str, list[str]],
-            require_oos: bool = True, require_test: bool = True) -> ClincData:
+def _finish(
+    splits: dict[str, Split],
+    source: str,
+    domains: dict[str, list[str]],
+    require_oos: bool = True,
+    require_test: bool = True,
+) -> ClincData:
     for name in SPLITS:
         if len(splits[name]) == 0 and (name != "test" or require_test):
             raise DataError(f"{source}: split {name!r} is empty")
@@ -131,9 +143,11 @@ def _finish(splits: dict[str, Split], source: str, domains: dict[str, list[str]]
         extra = set(splits[name].intents) - set(splits["train"].intents)
         if extra:
             raise DataError(
-                f"{source}: {name} has intents never seen in train: {sorted(extra)[:5]}")
-    return ClincData(**splits, labels=labels, source=source, checksum=_checksum(splits),
-                     domains=domains)
+                f"{source}: {name} has intents never seen in train: {sorted(extra)[:5]}"
+            )
+    return ClincData(
+        **splits, labels=labels, source=source, checksum=_checksum(splits), domains=domains
+    )
 
 
 def _read_pairs(obj: dict, key: str, path: Path) -> Split:
@@ -142,8 +156,11 @@ def _read_pairs(obj: dict, key: str, path: Path) -> Split:
         raise DataError(f"{path}: key {key!r} missing or not a list")
     texts, intents = [], []
     for n, row in enumerate(rows):
-        if (not isinstance(row, list | tuple) or len(row) != 2
-                or not all(isinstance(x, str) for x in row)):
+        if (
+            not isinstance(row, list | tuple)
+            or len(row) != 2
+            or not all(isinstance(x, str) for x in row)
+        ):
             raise DataError(f"{path}: {key}[{n}] is not a [text, intent] pair of strings: {row!r}")
         texts.append(row[0])
         intents.append(row[1])
@@ -222,8 +239,9 @@ def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> C
     return _finish(splits, f"hub:{name}/{variant}", load_domains(packaged, "domains.json"))
 
 
-def load_clinc(data_dir: str | os.PathLike | None = None, variant: str = "full",
-               hub_name: str = "clinc_oos") -> ClincData:
+def load_clinc(
+    data_dir: str | os.PathLike | None = None, variant: str = "full", hub_name: str = "clinc_oos"
+) -> ClincData:
     """`data_dir`, else `$CLINC150_DIR`, else the hub dataset."""
     data_dir = data_dir or os.environ.get("CLINC150_DIR") or None
     if data_dir:
@@ -232,6 +250,7 @@ def load_clinc(data_dir: str | os.PathLike | None = None, variant: str = "full",
 
 
 # ---------------------------------------------------------------- assistant packs
+
 
 def _held_out(texts: list[str], share: float, seed: int, key: str) -> tuple[list[str], list[str]]:
     """A seeded split of one intent's examples into (train, val): at least one of each when
@@ -242,13 +261,20 @@ def _held_out(texts: list[str], share: float, seed: int, key: str) -> tuple[list
     random.Random(f"{seed}:{key}").shuffle(order)
     n_val = min(max(1, round(len(texts) * share)), len(texts) - 1) if len(texts) > 1 else 0
     val = set(order[:n_val])
-    return ([t for i, t in enumerate(texts) if i not in val],
-            [t for i, t in enumerate(texts) if i in val])
+    return (
+        [t for i, t in enumerate(texts) if i not in val],
+        [t for i, t in enumerate(texts) if i in val],
+    )
 
 
-def load_pack_data(pack, data_dir: str | os.PathLike | None = None, variant: str | None = None,
-                   hub_name: str = "clinc_oos", seed: int = 42,
-                   background: bool | None = None) -> ClincData:
+def load_pack_data(
+    pack,
+    data_dir: str | os.PathLike | None = None,
+    variant: str | None = None,
+    hub_name: str = "clinc_oos",
+    seed: int = 42,
+    background: bool | None = None,
+) -> ClincData:
     """The pack's examples as train / val / test splits with the pack's labels.
 
     External examples (`examples_from`) come from their loader; inline ones are split per
@@ -267,8 +293,9 @@ def load_pack_data(pack, data_dir: str | os.PathLike | None = None, variant: str
         data = load_clinc(data_dir, variant or source.variant, hub_name)
         unknown = set(data.labels) - set(pack.labels)
         if unknown:
-            raise DataError(f"{data.source}: intents not in pack {pack.name!r}: "
-                            f"{sorted(unknown)[:5]}")
+            raise DataError(
+                f"{data.source}: intents not in pack {pack.name!r}: {sorted(unknown)[:5]}"
+            )
         data.pack = pack.identity()
         return with_background(data, pack, background, seed)
     splits = {name: Split([], []) for name in SPLITS}
@@ -283,8 +310,9 @@ def load_pack_data(pack, data_dir: str | os.PathLike | None = None, variant: str
         test = [e.text for e in pack.test_examples.get(intent, [])]
         splits["test"].texts += test
         splits["test"].intents += [intent] * len(test)
-    data = _finish(splits, f"pack:{pack.name}@{pack.version}", {}, require_oos=False,
-                   require_test=False)
+    data = _finish(
+        splits, f"pack:{pack.name}@{pack.version}", {}, require_oos=False, require_test=False
+    )
     data.labels = pack.labels  # every intent, `oos` last, even one with no test example
     data.pack = pack.identity()
     return with_background(data, pack, background, seed)
@@ -298,13 +326,22 @@ def with_background(data: ClincData, pack, background: bool | None, seed: int) -
         return data
     from training.background import background_split
 
-    train, val = background_split([t for t, i in zip(data.train.texts, data.train.intents,
-                                                     strict=True) if i != OOS], seed=seed)
-    splits = {"train": Split(data.train.texts + train, data.train.intents + [OOS] * len(train)),
-              "val": Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
-              "test": data.test}
-    out = ClincData(**splits, labels=data.labels, source=data.source + "+background",
-                    checksum=_checksum(splits), domains=data.domains)
+    train, val = background_split(
+        [t for t, i in zip(data.train.texts, data.train.intents, strict=True) if i != OOS],
+        seed=seed,
+    )
+    splits = {
+        "train": Split(data.train.texts + train, data.train.intents + [OOS] * len(train)),
+        "val": Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
+        "test": data.test,
+    }
+    out = ClincData(
+        **splits,
+        labels=data.labels,
+        source=data.source + "+background",
+        checksum=_checksum(splits),
+        domains=data.domains,
+    )
     out.pack = getattr(data, "pack", None)
     out.background = {"train": len(train), "val": len(val)}
     return out

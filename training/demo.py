@@ -35,15 +35,19 @@ def choose(artifacts: Path, name: str) -> tuple[Path, bool]:
     return demo, (demo / "manifest.json").is_file()
 
 
-def train(name: str, output: Path, data_dir: str | None, step: str,
-          pack: str = "clinc150") -> float:
+def train(
+    name: str, output: Path, data_dir: str | None, step: str, pack: str = "clinc150"
+) -> float:
     if pack == "clinc150":
-        print(f"\n[{step}] training the {name} (demo preset, about {DEMO_MINUTES[name]} min "
-              f"on 2 CPU cores; `make train` gives the full-quality one) -> {output}",
-              flush=True)
+        print(
+            f"\n[{step}] training the {name} (demo preset, about {DEMO_MINUTES[name]} min "
+            f"on 2 CPU cores; `make train` gives the full-quality one) -> {output}",
+            flush=True,
+        )
     else:
-        print(f"\n[{step}] training the {name} of pack {pack} (demo preset) -> {output}",
-              flush=True)
+        print(
+            f"\n[{step}] training the {name} of pack {pack} (demo preset) -> {output}", flush=True
+        )
     from training.train_missing import train as train_preset
 
     t0 = time.monotonic()
@@ -58,29 +62,37 @@ def summary(name: str, path: Path, pack: str = "CLINC150") -> str:
     m = read_manifest(path, name, ValueError)
     if name == "classifier":
         t = m["metrics"]
-        return (f"classifier {m['version']} ({m['preset']} preset): in-scope accuracy "
-                f"{t['inscope_accuracy']:.1%}, out-of-scope recall {t['oos_recall']:.1%} "
-                f"({pack} test)")
+        return (
+            f"classifier {m['version']} ({m['preset']} preset): in-scope accuracy "
+            f"{t['inscope_accuracy']:.1%}, out-of-scope recall {t['oos_recall']:.1%} "
+            f"({pack} test)"
+        )
     ev = m["evaluation"]
-    return (f"generator  {m['version']} ({m['preset']} preset): exact match "
-            f"{ev['model']['template_exact_match']:.1%} (model) / "
-            f"{ev['template_baseline']['template_exact_match']:.1%} (templates), slot "
-            f"fidelity {ev['served']['slot_fidelity']:.1%} served ({pack} test)")
+    return (
+        f"generator  {m['version']} ({m['preset']} preset): exact match "
+        f"{ev['model']['template_exact_match']:.1%} (model) / "
+        f"{ev['template_baseline']['template_exact_match']:.1%} (templates), slot "
+        f"fidelity {ev['served']['slot_fidelity']:.1%} served ({pack} test)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pack", default="clinc150", help="assistant pack (directory or bundled name)")
     p.add_argument("--artifacts", default="artifacts")
-    p.add_argument("--data-dir", default=None,
-                   help="CLINC150 directory (default: $CLINC150_DIR, else the hub)")
+    p.add_argument(
+        "--data-dir", default=None, help="CLINC150 directory (default: $CLINC150_DIR, else the hub)"
+    )
     p.add_argument("--port", type=int, default=8000, help="gateway / chat page port")
     p.add_argument("--classifier-port", type=int, default=8001)
     p.add_argument("--generator-port", type=int, default=8002)
     p.add_argument("--no-serve", action="store_true", help="train and report only")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     from parlance.pack import load_pack
 
     pack = load_pack(args.pack)
@@ -91,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name, (_, ok) in chosen.items() if not ok]
     t0 = time.monotonic()
     for i, name in enumerate(missing, 1):
-        secs = train(name, chosen[name][0], args.data_dir, f"{i}/{len(missing)}",
-                     str(pack.root))
+        secs = train(name, chosen[name][0], args.data_dir, f"{i}/{len(missing)}", str(pack.root))
         print(f"{name} trained in {secs / 60:.1f} min", flush=True)
     if missing:
         print(f"training took {(time.monotonic() - t0) / 60:.1f} min in all", flush=True)
@@ -104,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     from services.local_stack import Stack, serve_forever
 
     generator = chosen["generator"][0] if "generator" in chosen else None
-    stack = Stack(chosen["classifier"][0], generator, port=args.port,
-                  classifier_port=args.classifier_port, generator_port=args.generator_port,
-                  log_dir=root / "logs",
-                  gateway_env={"PARLANCE_PACK": str(pack.root.resolve())})
+    stack = Stack(
+        chosen["classifier"][0],
+        generator,
+        port=args.port,
+        classifier_port=args.classifier_port,
+        generator_port=args.generator_port,
+        log_dir=root / "logs",
+        gateway_env={"PARLANCE_PACK": str(pack.root.resolve())},
+    )
     return serve_forever(stack)
 
 

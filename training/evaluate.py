@@ -26,22 +26,30 @@ from training.metrics import classification_report, reliability_bins
 logger = logging.getLogger("training.evaluate")
 
 
-def evaluate_artifact(artifact_dir: str | Path, data: ClincData, backend: str = "onnx",
-                      splits: tuple[str, ...] = ("val", "test")) -> dict:
+def evaluate_artifact(
+    artifact_dir: str | Path,
+    data: ClincData,
+    backend: str = "onnx",
+    splits: tuple[str, ...] = ("val", "test"),
+) -> dict:
     art = ClassifierArtifact.load(artifact_dir)
     if data.labels != art.labels:
         raise ValueError("the data's label set differs from the artifact's labels")
     scorer = art.scorer()
     be = load_backend(art, backend)
-    out: dict = {"backend": be.name, "ood": art.manifest["ood"]["score"],
-                 "threshold": art.manifest["oos_threshold"]}
+    out: dict = {
+        "backend": be.name,
+        "ood": art.manifest["ood"]["score"],
+        "threshold": art.manifest["oos_threshold"],
+    }
     for name in splits:
         split = data.split(name)
         y = np.array([data.label2id[i] for i in split.intents])
         logits, feats = forward_batched(be, split.texts)
         p = scorer.predict(logits, feats)
-        report = classification_report(y, p["pred"], p["argmax"], p["confidence"], p["score"],
-                                       data.labels, data.domains)
+        report = classification_report(
+            y, p["pred"], p["argmax"], p["confidence"], p["score"], data.labels, data.domains
+        )
         report["reliability"] = reliability_bins(p["confidence"], p["argmax"] == y)
         out[name] = report
         if name == "test":
@@ -49,8 +57,9 @@ def evaluate_artifact(artifact_dir: str | Path, data: ClincData, backend: str = 
     return out
 
 
-def write_report(out_dir: str | Path, report: dict, labels: list[str],
-                 report_dir: str | Path | None = None) -> Path:
+def write_report(
+    out_dir: str | Path, report: dict, labels: list[str], report_dir: str | Path | None = None
+) -> Path:
     report_dir = Path(report_dir) if report_dir else Path(out_dir) / EVAL_DIR
     report_dir.mkdir(parents=True, exist_ok=True)
     public = {k: v for k, v in report.items() if not k.startswith("_")}
@@ -58,10 +67,12 @@ def write_report(out_dir: str | Path, report: dict, labels: list[str],
     if "_pred" in report:
         from training.plots import plot_confusion_worst, plot_reliability
 
-        plot_reliability(report["test"]["reliability"], report_dir / "reliability.png",
-                         ece=report["test"]["ece"])
-        plot_confusion_worst(report["_y"], report["_pred"], labels,
-                             report_dir / "confusion_worst.png")
+        plot_reliability(
+            report["test"]["reliability"], report_dir / "reliability.png", ece=report["test"]["ece"]
+        )
+        plot_confusion_worst(
+            report["_y"], report["_pred"], labels, report_dir / "confusion_worst.png"
+        )
     return report_dir
 
 
@@ -79,20 +90,31 @@ def with_oos_probes(data: ClincData) -> ClincData:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifact", required=True, help="classifier artifact directory")
-    parser.add_argument("--pack", default=None,
-                        help="pack directory or bundled name (default: the artifact's pack)")
-    parser.add_argument("--data-dir", default=None,
-                        help="oos-eval JSON directory (default $CLINC150_DIR, else the hub)")
+    parser.add_argument(
+        "--pack", default=None, help="pack directory or bundled name (default: the artifact's pack)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="oos-eval JSON directory (default $CLINC150_DIR, else the hub)",
+    )
     parser.add_argument("--variant", default=None, help="default: the one the model saw")
     parser.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"])
     parser.add_argument("--report-dir", default=None, help="default: ARTIFACT/eval")
-    parser.add_argument("--oos-probes", default=None, choices=["clinc150"],
-                        help="add CLINC150's out-of-scope test queries to the test split as "
-                             "out-of-scope probes (a pack without out-of-scope test data; "
-                             "CLINC150 from $CLINC150_DIR or the hub)")
+    parser.add_argument(
+        "--oos-probes",
+        default=None,
+        choices=["clinc150"],
+        help="add CLINC150's out-of-scope test queries to the test split as "
+        "out-of-scope probes (a pack without out-of-scope test data; "
+        "CLINC150 from $CLINC150_DIR or the hub)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     art = ClassifierArtifact.load(args.artifact)
     variant = args.variant or art.manifest.get("data", {}).get("variant", "full")
     from parlance.pack import load_pack
@@ -100,8 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
     pack = load_pack(args.pack or (art.manifest.get("pack") or {}).get("name", "clinc150"))
     # The same held-out validation split and background set as at training time.
     seed = int(art.manifest.get("training", {}).get("args", {}).get("seed", 42))
-    data = load_pack_data(pack, args.data_dir, variant, seed=seed,
-                          background=bool(art.manifest.get("data", {}).get("background")))
+    data = load_pack_data(
+        pack,
+        args.data_dir,
+        variant,
+        seed=seed,
+        background=bool(art.manifest.get("data", {}).get("background")),
+    )
     if data.labels != art.labels:
         # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
         keep = [x for x in art.labels if x != "oos"]

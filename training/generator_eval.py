@@ -33,41 +33,72 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-dir", default=None, help="CLINC150 directory (default: as trained)")
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--quantize", default="none", choices=["none", "int8"])
-    p.add_argument("--compact-vocabulary", action=argparse.BooleanOptionalAction, default=True,
-                   help="narrow a bert2bert decoder to the templates' tokens (as served)")
+    p.add_argument(
+        "--compact-vocabulary",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="narrow a bert2bert decoder to the templates' tokens (as served)",
+    )
     p.add_argument("--latency-samples", type=int, default=40)
-    p.add_argument("--write", action="store_true",
-                   help="store the report as the manifest's evaluation (default settings only)")
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="store the report as the manifest's evaluation (default settings only)",
+    )
     args = p.parse_args(argv)
     manifest = read_manifest(args.artifact)
     targs = manifest["training"]["args"]
     from services.generator.model import load_domain
 
     pack = load_domain(args.artifact).pack  # the artifact's own copy of its pack
-    data = load_pack_data(pack, args.data_dir or targs.get("data_dir"), targs.get("variant"),
-                          targs.get("hub_dataset", "clinc_oos"), targs["seed"],
-                          background=False)
+    data = load_pack_data(
+        pack,
+        args.data_dir or targs.get("data_dir"),
+        targs.get("variant"),
+        targs.get("hub_dataset", "clinc_oos"),
+        targs["seed"],
+        background=False,
+    )
     intents = {x.strip() for x in targs["intents"].split(",")} if targs.get("intents") else None
-    caps = {"train": targs.get("max_train_per_intent"), "val": targs.get("max_eval_per_intent"),
-            "test": targs.get("max_eval_per_intent")}
-    examples = build_examples(data, pack, seed=targs["seed"], intents=intents,
-                              max_per_intent={k: v for k, v in caps.items() if v})
-    gargs = GenerationArguments(num_beams=args.num_beams or manifest["generation"]["num_beams"],
-                                latency_samples=args.latency_samples)
-    report = evaluate_artifact(args.artifact, examples["test"], gargs, args.quantize,
-                               train_examples=examples["train"],
-                               compact_vocabulary=args.compact_vocabulary)
+    caps = {
+        "train": targs.get("max_train_per_intent"),
+        "val": targs.get("max_eval_per_intent"),
+        "test": targs.get("max_eval_per_intent"),
+    }
+    examples = build_examples(
+        data,
+        pack,
+        seed=targs["seed"],
+        intents=intents,
+        max_per_intent={k: v for k, v in caps.items() if v},
+    )
+    gargs = GenerationArguments(
+        num_beams=args.num_beams or manifest["generation"]["num_beams"],
+        latency_samples=args.latency_samples,
+    )
+    report = evaluate_artifact(
+        args.artifact,
+        examples["test"],
+        gargs,
+        args.quantize,
+        train_examples=examples["train"],
+        compact_vocabulary=args.compact_vocabulary,
+    )
     results = report.pop("_results")
     if args.write:
         if args.num_beams or args.quantize != "none" or not args.compact_vocabulary:
             p.error("--write stores the artifact's own settings only")
         write_evaluation(args.artifact, manifest, report, examples["test"], results)
-    report["settings"] = {"num_beams": gargs.num_beams, "quantize": args.quantize,
-                          "compact_vocabulary": args.compact_vocabulary}
+    report["settings"] = {
+        "num_beams": gargs.num_beams,
+        "quantize": args.quantize,
+        "compact_vocabulary": args.compact_vocabulary,
+    }
     from training.response_data import checksum
 
-    report["examples_match_manifest"] = \
-        checksum(examples) == manifest["data"].get("examples_checksum")
+    report["examples_match_manifest"] = checksum(examples) == manifest["data"].get(
+        "examples_checksum"
+    )
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return report

@@ -15,8 +15,9 @@ import numpy as np
 from sklearn.metrics import f1_score, precision_score, roc_auc_score
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
-                               ) -> float:
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
+) -> float:
     """ECE with equal-width bins on (0, 1]: sum over bins of |accuracy - confidence| * share."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
@@ -33,16 +34,21 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(ece)
 
 
-def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15
-                     ) -> list[dict]:
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> list[dict]:
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
     out = []
     for b in range(n_bins):
         sel = idx == b
-        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(sel.sum()),
-                    "accuracy": float(np.mean(correct[sel])) if sel.any() else None,
-                    "confidence": float(np.mean(confidence[sel])) if sel.any() else None})
+        out.append(
+            {
+                "lo": float(edges[b]),
+                "hi": float(edges[b + 1]),
+                "count": int(sel.sum()),
+                "accuracy": float(np.mean(correct[sel])) if sel.any() else None,
+                "confidence": float(np.mean(confidence[sel])) if sel.any() else None,
+            }
+        )
     return out
 
 
@@ -61,7 +67,8 @@ def oos_metrics(y_true: np.ndarray, y_pred: np.ndarray, oos_index: int) -> dict[
     pred_oos = y_pred == oos_index
     return {
         "inscope_accuracy": float((y_pred[inscope] == y_true[inscope]).mean())
-        if inscope.any() else float("nan"),
+        if inscope.any()
+        else float("nan"),
         "oos_recall": float(pred_oos[is_oos].mean()) if is_oos.any() else float("nan"),
         "oos_precision": float(is_oos[pred_oos].mean()) if pred_oos.any() else float("nan"),
         "oos_f1": _f1(is_oos, pred_oos),
@@ -75,8 +82,9 @@ def _f1(truth: np.ndarray, pred: np.ndarray) -> float:
     return 2 * tp / denom if denom else float("nan")
 
 
-def per_domain_accuracy(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
-                        domains: dict[str, list[str]]) -> dict[str, float]:
+def per_domain_accuracy(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], domains: dict[str, list[str]]
+) -> dict[str, float]:
     index = {name: i for i, name in enumerate(labels)}
     out = {}
     for domain, intents in domains.items():
@@ -87,16 +95,25 @@ def per_domain_accuracy(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str
     return out
 
 
-def confused_pairs(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], top: int = 20
-                   ) -> list[dict]:
+def confused_pairs(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], top: int = 20
+) -> list[dict]:
     counts = Counter((int(t), int(p)) for t, p in zip(y_true, y_pred, strict=True) if t != p)
-    return [{"true": labels[t], "predicted": labels[p], "count": c}
-            for (t, p), c in counts.most_common(top)]
+    return [
+        {"true": labels[t], "predicted": labels[p], "count": c}
+        for (t, p), c in counts.most_common(top)
+    ]
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, y_argmax: np.ndarray,
-                          confidence: np.ndarray, inscope_score: np.ndarray, labels: list[str],
-                          domains: dict[str, list[str]] | None = None) -> dict:
+def classification_report(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    y_argmax: np.ndarray,
+    confidence: np.ndarray,
+    inscope_score: np.ndarray,
+    labels: list[str],
+    domains: dict[str, list[str]] | None = None,
+) -> dict:
     """Every figure of the evaluation for one split, as plain JSON-able values.
 
     `y_pred` is the final decision (threshold applied); `y_argmax` and `confidence` are the
@@ -106,17 +123,19 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, y_argmax: np.n
     oos_index = labels.index("oos")
     report = oos_metrics(y_true, y_pred, oos_index)
     present = np.unique(np.concatenate([y_true, y_pred]))
-    report["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro",
-                                        zero_division=0))
-    report["macro_precision"] = float(precision_score(y_true, y_pred, labels=present,
-                                                      average="macro", zero_division=0))
-    report["argmax_inscope_accuracy"] = oos_metrics(y_true, y_argmax, oos_index)[
-        "inscope_accuracy"]
+    report["macro_f1"] = float(
+        f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+    )
+    report["macro_precision"] = float(
+        precision_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+    )
+    report["argmax_inscope_accuracy"] = oos_metrics(y_true, y_argmax, oos_index)["inscope_accuracy"]
     report["argmax_oos_recall"] = oos_metrics(y_true, y_argmax, oos_index)["oos_recall"]
     report["ece"] = expected_calibration_error(confidence, y_argmax == y_true)
     inscope = y_true != oos_index
-    report["ece_inscope"] = expected_calibration_error(confidence[inscope],
-                                                       (y_argmax == y_true)[inscope])
+    report["ece_inscope"] = expected_calibration_error(
+        confidence[inscope], (y_argmax == y_true)[inscope]
+    )
     report["oos_auroc"] = auroc(inscope_score, y_true != oos_index)
     report["n_inscope"] = int((y_true != oos_index).sum())
     report["n_oos"] = int((y_true == oos_index).sum())

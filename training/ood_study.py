@@ -24,8 +24,9 @@ from training.data import OOS, load_clinc
 from training.metrics import auroc
 
 
-def study(artifact_dir: str, data_dir: str | None, targets: list[float], backend: str = "onnx"
-          ) -> list[dict]:
+def study(
+    artifact_dir: str, data_dir: str | None, targets: list[float], backend: str = "onnx"
+) -> list[dict]:
     art = ClassifierArtifact.load(artifact_dir)
     data = load_clinc(data_dir, art.manifest["data"].get("variant", "full"))
     if data.labels != art.labels:
@@ -36,18 +37,27 @@ def study(artifact_dir: str, data_dir: str | None, targets: list[float], backend
     oos = data.labels.index(OOS)
     # The statistics and constants training fitted and stored: every score is computed
     # exactly as the service would compute it, without refitting on the training split.
-    scorer = Scorer(labels=data.labels, temperature=art.manifest["temperature"],
-                    stats=art.feature_stats(), combo=dict(art.manifest["ood"].get("combo") or {}))
+    scorer = Scorer(
+        labels=data.labels,
+        temperature=art.manifest["temperature"],
+        stats=art.feature_stats(),
+        combo=dict(art.manifest["ood"].get("combo") or {}),
+    )
     rows = []
     for score in SCORES:
         sv = scorer.scores(*outs["val"], score)
         st = scorer.scores(*outs["test"], score)
         av, at = outs["val"][0].argmax(-1), outs["test"][0].argmax(-1)
-        base = {"score": score, "val_auroc": auroc(sv, ys["val"] != oos),
-                "test_auroc": auroc(st, ys["test"] != oos)}
+        base = {
+            "score": score,
+            "val_auroc": auroc(sv, ys["val"] != oos),
+            "test_auroc": auroc(st, ys["test"] != oos),
+        }
         _, acc, rec = decision_curve(st, at, ys["test"], oos)
-        rules = [("inscope_accuracy", t) for t in targets] + [("oos_recall", 0.95),
-                                                               ("balanced", 0.0)]
+        rules = [("inscope_accuracy", t) for t in targets] + [
+            ("oos_recall", 0.95),
+            ("balanced", 0.0),
+        ]
         for rule, target in rules:
             choice = pick_threshold(sv, av, ys["val"], oos, rule=rule, target=target)
             rejected = st < choice["threshold"]
@@ -57,11 +67,18 @@ def study(artifact_dir: str, data_dir: str | None, targets: list[float], backend
             # best achievable on test at >= 95 % in-scope (an oracle bound, for context only)
             ok = acc >= 0.95
             oracle = float(rec[ok].max()) if ok.any() else 0.0
-            rows.append({**base, "rule": rule, "target": target,
-                         "val_inscope": choice["val_inscope_accuracy"],
-                         "val_recall": choice["val_oos_recall"],
-                         "test_inscope": test_acc, "test_recall": test_rec,
-                         "oracle_recall_at_95": oracle})
+            rows.append(
+                {
+                    **base,
+                    "rule": rule,
+                    "target": target,
+                    "val_inscope": choice["val_inscope_accuracy"],
+                    "val_recall": choice["val_oos_recall"],
+                    "test_inscope": test_acc,
+                    "test_recall": test_rec,
+                    "oracle_recall_at_95": oracle,
+                }
+            )
     return rows
 
 
@@ -76,14 +93,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         return
-    header = ("| score | val AUROC | test AUROC | rule | target | val in-scope | val recall "
-              "| test in-scope | test recall | test recall at 95 % (oracle) |")
+    header = (
+        "| score | val AUROC | test AUROC | rule | target | val in-scope | val recall "
+        "| test in-scope | test recall | test recall at 95 % (oracle) |"
+    )
     lines = [header, "|" + "---|" * 10]
     for r in rows:
-        lines.append(f"| {r['score']} | {r['val_auroc']:.4f} | {r['test_auroc']:.4f} | "
-                     f"{r['rule']} | {r['target']} | {r['val_inscope']:.2%} | "
-                     f"{r['val_recall']:.2%} | {r['test_inscope']:.2%} | {r['test_recall']:.2%}"
-                     f" | {r['oracle_recall_at_95']:.2%} |")
+        lines.append(
+            f"| {r['score']} | {r['val_auroc']:.4f} | {r['test_auroc']:.4f} | "
+            f"{r['rule']} | {r['target']} | {r['val_inscope']:.2%} | "
+            f"{r['val_recall']:.2%} | {r['test_inscope']:.2%} | {r['test_recall']:.2%}"
+            f" | {r['oracle_recall_at_95']:.2%} |"
+        )
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -27,8 +27,9 @@ def plot_reliability(bins: list[dict], path: str | Path, ece: float | None = Non
     plt.close(fig)
 
 
-def plot_confusion_worst(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str],
-                         path: str | Path, n: int = 15) -> None:
+def plot_confusion_worst(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: list[str], path: str | Path, n: int = 15
+) -> None:
     """Confusion matrix restricted to the `n` intents with the lowest recall (plus oos)."""
     k = len(labels)
     cm = np.zeros((k, k), dtype=int)
@@ -51,8 +52,15 @@ def plot_confusion_worst(y_true: np.ndarray, y_pred: np.ndarray, labels: list[st
     for i in range(len(names)):
         for j in range(len(names)):
             if sub[i, j]:
-                ax.text(j, i, sub[i, j], ha="center", va="center", fontsize=6,
-                        color="white" if share[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    sub[i, j],
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion among the {n} lowest-recall intents (test)")

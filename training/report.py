@@ -1,6 +1,6 @@
 """Print a classifier artifact's evaluation as a short human-readable report.
 
-    python -m training.report ARTIFACT
+python -m training.report ARTIFACT
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def format_report(artifact_dir: str | Path) -> str:
         "Backends on test (in-scope acc / OOS recall / agreement with torch):",
     ]
     for name, b in m.get("backends", {}).items():
-        lines.append(f"  {name:10s} {b['inscope_accuracy']:.2%} / {b['oos_recall']:.2%} / "
-                     f"{b.get('agreement_with_torch', 1.0):.2%}")
+        lines.append(
+            f"  {name:10s} {b['inscope_accuracy']:.2%} / {b['oos_recall']:.2%} / "
+            f"{b.get('agreement_with_torch', 1.0):.2%}"
+        )
     report = art.path / EVAL_DIR / "report.json"
     if report.is_file():
         test = json.loads(report.read_text())["test"]
@@ -46,10 +48,15 @@ def format_report(artifact_dir: str | Path) -> str:
             lines += ["", "Accuracy per domain (test):"]
             lines += [f"  {d:20s} {a:.2%}" for d, a in sorted(test["domain_accuracy"].items())]
         lines += ["", "Most confused pairs (test):"]
-        lines += [f"  {p['count']:3d}  {p['true']} -> {p['predicted']}"
-                  for p in test["confused_pairs"][:10]]
-        lines += ["", f"Plots: {art.path / EVAL_DIR / 'reliability.png'}, "
-                      f"{art.path / EVAL_DIR / 'confusion_worst.png'}"]
+        lines += [
+            f"  {p['count']:3d}  {p['true']} -> {p['predicted']}"
+            for p in test["confused_pairs"][:10]
+        ]
+        lines += [
+            "",
+            f"Plots: {art.path / EVAL_DIR / 'reliability.png'}, "
+            f"{art.path / EVAL_DIR / 'confusion_worst.png'}",
+        ]
     return "\n".join(lines)
 
 

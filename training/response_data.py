@@ -46,10 +46,14 @@ class ResponseExample:
     references: list[str]  # every valid delexicalised reply for this input
 
 
-def build_examples(data: ClincData, pack: Pack | None = None, seed: int = 42,
-                   splits: tuple[str, ...] = ("train", "val", "test"),
-                   max_per_intent: dict[str, int] | None = None,
-                   intents: set[str] | None = None) -> dict[str, list[ResponseExample]]:
+def build_examples(
+    data: ClincData,
+    pack: Pack | None = None,
+    seed: int = 42,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    max_per_intent: dict[str, int] | None = None,
+    intents: set[str] | None = None,
+) -> dict[str, list[ResponseExample]]:
     """`max_per_intent[split]` caps utterances per raw intent (first N, in file order);
     `intents` restricts to some raw intents (tests train on a subset)."""
     pack = pack or load_pack()
@@ -62,8 +66,11 @@ def build_examples(data: ClincData, pack: Pack | None = None, seed: int = 42,
         part = data.split(split)
         for i, (text, raw) in enumerate(zip(part.texts, part.intents, strict=True)):
             entry = responses.by_raw.get(raw)
-            if entry is None or raw not in generated or (intents is not None
-                                                         and raw not in intents):
+            if (
+                entry is None
+                or raw not in generated
+                or (intents is not None and raw not in intents)
+            ):
                 continue
             cap = (max_per_intent or {}).get(split)
             if cap is not None and seen[raw] >= cap:
@@ -73,11 +80,20 @@ def build_examples(data: ClincData, pack: Pack | None = None, seed: int = 42,
             rng = random.Random(f"{seed}:{split}:{i}:{text}")
             now = BASE_CLOCK + timedelta(minutes=rng.randrange(365 * 24 * 60))
             slots = pack.extract_slots(text, entry.slots, now)
-            facts = run_action(pack.intents[raw].action, slots, pack.slot_types, now=now,
-                               rng=rng, default_tz=pack.assistant.default_timezone)
+            facts = run_action(
+                pack.intents[raw].action,
+                slots,
+                pack.slot_types,
+                now=now,
+                rng=rng,
+                default_tz=pack.assistant.default_timezone,
+            )
             refs = entry.valid_replies(set(slots) | set(facts))
-            examples.append(ResponseExample(split, label_map.core_of(raw), raw, text, slots,
-                                            facts, rng.choice(refs), refs))
+            examples.append(
+                ResponseExample(
+                    split, label_map.core_of(raw), raw, text, slots, facts, rng.choice(refs), refs
+                )
+            )
         out[split] = examples
     return out
 
@@ -93,8 +109,12 @@ def checksum(examples: dict[str, list[ResponseExample]]) -> str:
 def summary(examples: list[ResponseExample]) -> dict:
     with_slots = sum(bool(e.slots) for e in examples)
     with_facts = sum(bool(e.facts) for e in examples)
-    return {"examples": len(examples), "with_slots": with_slots, "with_facts": with_facts,
-            "core_intents": dict(sorted(Counter(e.core_intent for e in examples).items()))}
+    return {
+        "examples": len(examples),
+        "with_slots": with_slots,
+        "with_facts": with_facts,
+        "core_intents": dict(sorted(Counter(e.core_intent for e in examples).items())),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

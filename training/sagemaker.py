@@ -26,8 +26,9 @@ def train_argv(hyperparameters: dict, model_dir: str, data_dir: str | None) -> t
     hp = {k: str(v) for k, v in hyperparameters.items()}
     kind = hp.pop("model", "classifier")
     if kind not in ("classifier", "generator"):
-        raise ValueError(f"hyper-parameter 'model' must be 'classifier' or 'generator', "
-                         f"got {kind!r}")
+        raise ValueError(
+            f"hyper-parameter 'model' must be 'classifier' or 'generator', got {kind!r}"
+        )
     argv = ["--output_dir", model_dir]
     if data_dir and "data_dir" not in hp:
         argv += ["--data_dir", data_dir]

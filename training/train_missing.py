@@ -15,8 +15,9 @@ from pathlib import Path
 logger = logging.getLogger("training.train_missing")
 
 
-def train(name: str, preset: str, output: Path, data_dir: str | None,
-          pack: str = "clinc150") -> None:
+def train(
+    name: str, preset: str, output: Path, data_dir: str | None, pack: str = "clinc150"
+) -> None:
     """Train artifact `name` ('classifier' or 'generator') of `pack` with `preset`."""
     if name == "classifier":
         from training import classifier as trainer
@@ -29,8 +30,9 @@ def train(name: str, preset: str, output: Path, data_dir: str | None,
 def main(argv: list[str] | None = None) -> list[str]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--output-root", required=True)
-    p.add_argument("--data-dir", default=None, help="CLINC150 directory (default: "
-                                                    "$CLINC150_DIR, else the hub)")
+    p.add_argument(
+        "--data-dir", default=None, help="CLINC150 directory (default: $CLINC150_DIR, else the hub)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     root = Path(args.output_root)

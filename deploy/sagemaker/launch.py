@@ -35,15 +35,15 @@ import time
 
 # Instance types per (model, preset), for the model's size; override with --instance-type.
 TRAIN_INSTANCES = {
-    ("classifier", "cpu"): "ml.c6i.2xlarge",     # MiniLM full fine-tuning, 8 vCPU
+    ("classifier", "cpu"): "ml.c6i.2xlarge",  # MiniLM full fine-tuning, 8 vCPU
     ("classifier", "demo"): "ml.c6i.2xlarge",
-    ("classifier", "paper"): "ml.g5.2xlarge",    # RoBERTa-large + LoRA, bf16, A10G 24 GB
-    ("generator", "cpu"): "ml.c6i.2xlarge",      # BERT2BERT from MiniLM
+    ("classifier", "paper"): "ml.g5.2xlarge",  # RoBERTa-large + LoRA, bf16, A10G 24 GB
+    ("generator", "cpu"): "ml.c6i.2xlarge",  # BERT2BERT from MiniLM
     ("generator", "demo"): "ml.c6i.2xlarge",
-    ("generator", "paper"): "ml.g5.xlarge",      # FLAN-T5-base + LoRA, bf16
+    ("generator", "paper"): "ml.g5.xlarge",  # FLAN-T5-base + LoRA, bf16
 }
 SERVE_INSTANCES = {
-    ("classifier", "cpu"): "ml.c6i.large",       # ONNX Runtime, 2 vCPU
+    ("classifier", "cpu"): "ml.c6i.large",  # ONNX Runtime, 2 vCPU
     ("classifier", "paper"): "ml.g5.xlarge",
     ("generator", "cpu"): "ml.c6i.xlarge",
     ("generator", "paper"): "ml.g5.xlarge",
@@ -73,8 +73,11 @@ def job_name(model: str, preset: str, now: float | None = None) -> str:
 def training_request(args: argparse.Namespace) -> dict:
     """CreateTrainingJob. Hyper-parameters are strings by SageMaker's contract; `model` picks
     the training script inside the `train` entry point, every other key becomes a flag."""
-    hp = {"model": args.model, "preset": args.preset,
-          **_pairs(args.hyperparameter, "--hyperparameter")}
+    hp = {
+        "model": args.model,
+        "preset": args.preset,
+        **_pairs(args.hyperparameter, "--hyperparameter"),
+    }
     req = {
         "TrainingJobName": args.job_name or job_name(args.model, args.preset),
         "AlgorithmSpecification": {"TrainingImage": args.image, "TrainingInputMode": "File"},
@@ -83,15 +86,25 @@ def training_request(args: argparse.Namespace) -> dict:
         "OutputDataConfig": {"S3OutputPath": args.output},
         "ResourceConfig": {
             "InstanceType": args.instance_type or TRAIN_INSTANCES[(args.model, args.preset)],
-            "InstanceCount": 1, "VolumeSizeInGB": 50},
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 50,
+        },
         "StoppingCondition": {"MaxRuntimeInSeconds": args.max_run_s},
         "Tags": [{"Key": "project", "Value": "parlance"}],
     }
     if args.data:  # without a channel the job loads the hub dataset clinc_oos
-        req["InputDataConfig"] = [{
-            "ChannelName": "training",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": args.data,
-                                            "S3DataDistributionType": "FullyReplicated"}}}]
+        req["InputDataConfig"] = [
+            {
+                "ChannelName": "training",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": args.data,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+            }
+        ]
     return req
 
 
@@ -107,36 +120,56 @@ def endpoint_requests(args: argparse.Namespace) -> dict:
     reqs = {
         "create_model": {
             "ModelName": versioned,
-            "PrimaryContainer": {"Image": args.image, "ModelDataUrl": args.model_data,
-                                 "Environment": env},
-            "ExecutionRoleArn": args.role},
+            "PrimaryContainer": {
+                "Image": args.image,
+                "ModelDataUrl": args.model_data,
+                "Environment": env,
+            },
+            "ExecutionRoleArn": args.role,
+        },
         "create_endpoint_config": {
             "EndpointConfigName": versioned,
-            "ProductionVariants": [{
-                "VariantName": "AllTraffic", "ModelName": versioned,
-                "InitialInstanceCount": args.min_instances,
-                "InstanceType": args.instance_type or SERVE_INSTANCES[(args.model, args.preset)],
-                # /ping must answer while the model loads; a generator needs longer to load
-                "ContainerStartupHealthCheckTimeoutInSeconds": 600}]},
-        "create_endpoint": {"EndpointName": name,
-                            "EndpointConfigName": versioned},
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": versioned,
+                    "InitialInstanceCount": args.min_instances,
+                    "InstanceType": args.instance_type
+                    or SERVE_INSTANCES[(args.model, args.preset)],
+                    # /ping must answer while the model loads; a generator needs longer to load
+                    "ContainerStartupHealthCheckTimeoutInSeconds": 600,
+                }
+            ],
+        },
+        "create_endpoint": {"EndpointName": name, "EndpointConfigName": versioned},
     }
     if args.max_instances > args.min_instances:
         dim = "sagemaker:variant:DesiredInstanceCount"
         reqs["register_scalable_target"] = {
-            "ServiceNamespace": "sagemaker", "ResourceId": resource, "ScalableDimension": dim,
-            "MinCapacity": args.min_instances, "MaxCapacity": args.max_instances}
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": resource,
+            "ScalableDimension": dim,
+            "MinCapacity": args.min_instances,
+            "MaxCapacity": args.max_instances,
+        }
         reqs["put_scaling_policy"] = {
-            "PolicyName": f"{name}-invocations", "ServiceNamespace": "sagemaker",
-            "ResourceId": resource, "ScalableDimension": dim,
+            "PolicyName": f"{name}-invocations",
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": resource,
+            "ScalableDimension": dim,
             "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": {
-                "TargetValue": float(args.target_invocations
-                                     or INVOCATIONS_PER_INSTANCE[args.model]),
+                "TargetValue": float(
+                    args.target_invocations or INVOCATIONS_PER_INSTANCE[args.model]
+                ),
                 "PredefinedMetricSpecification": {
-                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
                 # add capacity quickly, remove it slowly (models take minutes to load)
-                "ScaleOutCooldown": 60, "ScaleInCooldown": 300}}
+                "ScaleOutCooldown": 60,
+                "ScaleInCooldown": 300,
+            },
+        }
     return reqs
 
 
@@ -144,8 +177,9 @@ def _boto3():
     try:
         import boto3
     except ImportError as e:
-        raise SystemExit("boto3 is not installed: pip install 'parlance[sagemaker]' "
-                         "(or use --dry-run)") from e
+        raise SystemExit(
+            "boto3 is not installed: pip install 'parlance[sagemaker]' (or use --dry-run)"
+        ) from e
     return boto3
 
 
@@ -157,8 +191,11 @@ def launch_training(req: dict, wait: bool) -> str:
     if wait:
         sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=name)
         job = sm.describe_training_job(TrainingJobName=name)
-        print(f"{name}: {job['TrainingJobStatus']}; model: "
-              f"{job.get('ModelArtifacts', {}).get('S3ModelArtifacts')}", flush=True)
+        print(
+            f"{name}: {job['TrainingJobStatus']}; model: "
+            f"{job.get('ModelArtifacts', {}).get('S3ModelArtifacts')}",
+            flush=True,
+        )
     return name
 
 
@@ -193,26 +230,48 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[common], help="launch a training job")
     t.add_argument("--preset", choices=["cpu", "demo", "paper"], default="cpu")
     t.add_argument("--output", required=True, help="S3 prefix for model.tar.gz")
-    t.add_argument("--data", default=None, help="S3 URI of CLINC150 (oos-eval JSON); "
-                                                "default: the hub dataset clinc_oos")
+    t.add_argument(
+        "--data",
+        default=None,
+        help="S3 URI of CLINC150 (oos-eval JSON); default: the hub dataset clinc_oos",
+    )
     t.add_argument("--job-name", default=None)
-    t.add_argument("--hyperparameter", action="append", metavar="KEY=VALUE",
-                   help="any training flag, e.g. num_train_epochs=5 (repeatable)")
+    t.add_argument(
+        "--hyperparameter",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any training flag, e.g. num_train_epochs=5 (repeatable)",
+    )
     t.add_argument("--max-run-s", type=int, default=4 * 3600)
 
     d = sub.add_parser("deploy", parents=[common], help="deploy a real-time endpoint")
-    d.add_argument("--preset", choices=["cpu", "paper"], default="cpu",
-                   help="the artifact's preset (picks the default instance type)")
+    d.add_argument(
+        "--preset",
+        choices=["cpu", "paper"],
+        default="cpu",
+        help="the artifact's preset (picks the default instance type)",
+    )
     d.add_argument("--model-data", required=True, help="S3 URI of model.tar.gz")
     d.add_argument("--endpoint-name", required=True)
-    d.add_argument("--version", default=time.strftime("%Y%m%d%H%M%S", time.gmtime()),
-                   help="suffix of the model and endpoint-config names")
+    d.add_argument(
+        "--version",
+        default=time.strftime("%Y%m%d%H%M%S", time.gmtime()),
+        help="suffix of the model and endpoint-config names",
+    )
     d.add_argument("--min-instances", type=int, default=1)
     d.add_argument("--max-instances", type=int, default=1)
-    d.add_argument("--target-invocations", type=int, default=None,
-                   help="autoscaling target: invocations per instance per minute")
-    d.add_argument("--env", action="append", metavar="KEY=VALUE",
-                   help="service setting, e.g. CLASSIFIER_BACKEND=onnx-int8 (repeatable)")
+    d.add_argument(
+        "--target-invocations",
+        type=int,
+        default=None,
+        help="autoscaling target: invocations per instance per minute",
+    )
+    d.add_argument(
+        "--env",
+        action="append",
+        metavar="KEY=VALUE",
+        help="service setting, e.g. CLASSIFIER_BACKEND=onnx-int8 (repeatable)",
+    )
     return p
 
 

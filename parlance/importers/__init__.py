@@ -525,7 +525,8 @@ class ExampleSet:
             notes.append(
                 f"{src}: dropped {sum(dup_train.values())} duplicate training example(s) (same "
                 "text ignoring case and spacing): "
-                + ", ".join(f"{i} {n}" for i, n in dup_train.items()))
+                + ", ".join(f"{i} {n}" for i, n in dup_train.items())
+            )
         for counter, what in (
             (dup_test, "test example(s) that repeat another test example"),
             (leaked, "test example(s) that repeat a training example of the same intent"),
@@ -533,7 +534,8 @@ class ExampleSet:
             if counter:
                 notes.append(
                     f"{src}: kept {sum(counter.values())} {what} (the test set stays as the "
-                    "source has it): " + ", ".join(f"{i} {n}" for i, n in counter.items()))
+                    "source has it): " + ", ".join(f"{i} {n}" for i, n in counter.items())
+                )
         empty = [n for n, v in out.items() if n != OOS and not v["examples"]]
         if empty:
             lost = sum(len(out[n]["test_examples"]) for n in empty)

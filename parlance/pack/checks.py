@@ -142,9 +142,14 @@ def _examples(pack: Pack) -> list[Problem]:
             except MarkupError:
                 continue
             if owner.get(key, name) != name:
-                out.append(Problem("intents.yml", f"{entry}.test_examples[{i}]",
-                                   f"{marked!r} is a training example of {owner[key]!r}",
-                                   "warning"))
+                out.append(
+                    Problem(
+                        "intents.yml",
+                        f"{entry}.test_examples[{i}]",
+                        f"{marked!r} is a training example of {owner[key]!r}",
+                        "warning",
+                    )
+                )
     return out
 
 

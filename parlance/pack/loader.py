@@ -312,4 +312,3 @@ def load_pack(pack: str | os.PathLike = DEFAULT_PACK) -> Pack:
     if loaded is None or any(p.severity == "error" for p in problems):
         raise PackError(pack, problems)
     return loaded
-

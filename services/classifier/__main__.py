@@ -3,6 +3,10 @@
 from services.common.serve import service_main
 
 if __name__ == "__main__":
-    service_main(None, description="Serve a classifier artifact", env_prefix="CLASSIFIER",
-                 app_module="services.classifier.app",
-                 settings_class="services.classifier.config.ClassifierSettings")
+    service_main(
+        None,
+        description="Serve a classifier artifact",
+        env_prefix="CLASSIFIER",
+        app_module="services.classifier.app",
+        settings_class="services.classifier.config.ClassifierSettings",
+    )

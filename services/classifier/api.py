@@ -22,19 +22,28 @@ Ready = Annotated[tuple[ClassifierModel, Batcher], Depends(ready_model)]
 Settings = Annotated[ClassifierSettings, Depends(app_settings)]
 
 
-@router.post("/v1/classify", response_model=ClassifyResponse,
-             responses=error_responses(413, 422, 429),
-             summary="Classify texts into intents, with out-of-scope detection")
+@router.post(
+    "/v1/classify",
+    response_model=ClassifyResponse,
+    responses=error_responses(413, 422, 429),
+    summary="Classify texts into intents, with out-of-scope detection",
+)
 async def classify(body: ClassifyRequest, ready: Ready, settings: Settings) -> Response:
     model, batcher = ready
     preds = await service.classify(body, settings, batcher)
     # The hot path: plain dicts serialised once. `response_model` still documents the
     # shape in OpenAPI, and tests check the body against it.
     payload = {
-        "predictions": [{"intent": p.intent, "confidence": p.confidence, "oos": p.oos,
-                         "oos_score": p.oos_score,
-                         "top_k": [{"intent": i, "score": s} for i, s in p.top_k]}
-                        for p in preds],
+        "predictions": [
+            {
+                "intent": p.intent,
+                "confidence": p.confidence,
+                "oos": p.oos,
+                "oos_score": p.oos_score,
+                "top_k": [{"intent": i, "score": s} for i, s in p.top_k],
+            }
+            for p in preds
+        ],
         "model": {"version": model.version, "backend": model.backend.name},
     }
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")

@@ -26,15 +26,31 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
     ClassifierArtifact.load(settings.artifact)
 
     def load() -> ClassifierModel:
-        return ClassifierModel(settings.artifact, settings.backend, settings.int8_max_drop,
-                               settings.threads, settings.ort_spinning)
+        return ClassifierModel(
+            settings.artifact,
+            settings.backend,
+            settings.int8_max_drop,
+            settings.threads,
+            settings.ort_spinning,
+        )
 
     def on_ready(model: ClassifierModel) -> None:
-        metrics.MODEL_INFO.info({"version": model.version, "backend": model.backend.name,
-                                 "base_model": str(model.info()["base_model"])})
+        metrics.MODEL_INFO.info(
+            {
+                "version": model.version,
+                "backend": model.backend.name,
+                "base_model": str(model.info()["base_model"]),
+            }
+        )
         logger.info("classifier backend: %s", model.backend.name)
 
-    lifespan = model_lifespan("classifier", load,
-                              lambda m, ex: make_batcher(m, settings, ex), on_ready)
-    return build_app(title="Parlance classifier", version="1", settings=settings,
-                     lifespan=lifespan, routers=[router])
+    lifespan = model_lifespan(
+        "classifier", load, lambda m, ex: make_batcher(m, settings, ex), on_ready
+    )
+    return build_app(
+        title="Parlance classifier",
+        version="1",
+        settings=settings,
+        lifespan=lifespan,
+        routers=[router],
+    )

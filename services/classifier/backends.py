@@ -45,29 +45,47 @@ class FastTokenizer:
         pad = config.get("pad_token") or "[PAD]"
         pad = pad["content"] if isinstance(pad, dict) else pad
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length, direction=config.get("truncation_side",
-                                                                          "right"))
-        self.tokenizer.enable_padding(pad_id=self.tokenizer.token_to_id(pad), pad_token=pad,
-                                      direction=config.get("padding_side", "right"))
+        self.tokenizer.enable_truncation(
+            max_length, direction=config.get("truncation_side", "right")
+        )
+        self.tokenizer.enable_padding(
+            pad_id=self.tokenizer.token_to_id(pad),
+            pad_token=pad,
+            direction=config.get("padding_side", "right"),
+        )
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         enc = self.tokenizer.encode_batch(texts)
-        return {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+        return {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
 
 
 def _onnx_tokenizer(artifact: ClassifierArtifact):
     if (artifact.model_dir / "tokenizer.json").is_file():
         return FastTokenizer(artifact.model_dir, artifact.max_seq_length)
     slow = _tokenizer(artifact)  # an artifact without a fast tokenizer file
-    return lambda texts: dict(slow(texts, padding=True, truncation=True,
-                                   max_length=artifact.max_seq_length, return_tensors="np"))
+    return lambda texts: dict(
+        slow(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=artifact.max_seq_length,
+            return_tensors="np",
+        )
+    )
 
 
 class OnnxBackend:
-    def __init__(self, artifact: ClassifierArtifact, quantized: bool = False,
-                 threads: int | None = None, spinning: bool = True):
+    def __init__(
+        self,
+        artifact: ClassifierArtifact,
+        quantized: bool = False,
+        threads: int | None = None,
+        spinning: bool = True,
+    ):
         import onnxruntime as ort
 
         path = artifact.onnx_path(quantized)
@@ -93,8 +111,9 @@ class OnnxBackend:
 
 
 class TorchBackend:
-    def __init__(self, artifact: ClassifierArtifact, device: str | None = None,
-                 threads: int | None = None):
+    def __init__(
+        self, artifact: ClassifierArtifact, device: str | None = None, threads: int | None = None
+    ):
         import torch
 
         from services.classifier.modeling import IntentClassifier
@@ -123,11 +142,14 @@ class TorchBackend:
         self.name = f"torch-{self.device.type}"
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         with self.torch.inference_mode():
-            out = self.model(input_ids=enc["input_ids"].to(self.device),
-                             attention_mask=enc["attention_mask"].to(self.device))
+            out = self.model(
+                input_ids=enc["input_ids"].to(self.device),
+                attention_mask=enc["attention_mask"].to(self.device),
+            )
         return (out.logits.float().cpu().numpy(), out.features.float().cpu().numpy())
 
 
@@ -142,15 +164,15 @@ def load_backend(artifact: ClassifierArtifact, kind: str = "onnx", **kwargs) -> 
     raise ValueError(f"unknown backend {kind!r}; choose onnx, onnx-int8 or torch")
 
 
-def forward_batched(backend: Backend, texts: list[str], batch_size: int = 64
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def forward_batched(
+    backend: Backend, texts: list[str], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Run many texts in length-sorted batches (less padding), results in input order."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     logits, feats = [None] * len(texts), [None] * len(texts)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         lg, ft = backend.forward([texts[i] for i in idx])
         for j, i in enumerate(idx):
             logits[i], feats[i] = lg[j], ft[j]
     return np.stack(logits), np.stack(feats)
-

@@ -21,8 +21,9 @@ LAMBDA_DEFAULTS = {"artifact": "/opt/ml/model", "backend": "onnx-int8", "ort_spi
 
 
 def lambda_settings() -> ClassifierSettings:
-    unset = {k: v for k, v in LAMBDA_DEFAULTS.items()
-             if f"CLASSIFIER_{k.upper()}" not in os.environ}
+    unset = {
+        k: v for k, v in LAMBDA_DEFAULTS.items() if f"CLASSIFIER_{k.upper()}" not in os.environ
+    }
     return ClassifierSettings(**unset)
 
 

@@ -32,15 +32,24 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
         logger.warning("artifact records no int8 accuracy; serving ONNX fp32")
         return "onnx"
     if fp32 - int8 > int8_max_drop:
-        logger.warning("int8 loses %.2f points of in-scope accuracy (limit %.2f); serving fp32",
-                       100 * (fp32 - int8), 100 * int8_max_drop)
+        logger.warning(
+            "int8 loses %.2f points of in-scope accuracy (limit %.2f); serving fp32",
+            100 * (fp32 - int8),
+            100 * int8_max_drop,
+        )
         return "onnx"
     return "onnx-int8"
 
 
 class ClassifierModel:
-    def __init__(self, artifact_dir: str, backend: str = "onnx", int8_max_drop: float = 0.003,
-                 threads: int | None = None, ort_spinning: bool = True):
+    def __init__(
+        self,
+        artifact_dir: str,
+        backend: str = "onnx",
+        int8_max_drop: float = 0.003,
+        threads: int | None = None,
+        ort_spinning: bool = True,
+    ):
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
         self.labels = self.artifact.labels
@@ -63,23 +72,39 @@ class ClassifierModel:
         p = self.scorer.predict(logits, features, top_k=max_k)
         out = []
         for i, (_, k) in enumerate(items):
-            top = [(self.labels[int(j)], float(s))
-                   for j, s in zip(p["top_k"][i][:k], p["top_k_probs"][i][:k], strict=True)]
+            top = [
+                (self.labels[int(j)], float(s))
+                for j, s in zip(p["top_k"][i][:k], p["top_k_probs"][i][:k], strict=True)
+            ]
             oos = bool(p["oos"][i])
-            out.append(Prediction(intent="oos" if oos else self.labels[int(p["argmax"][i])],
-                                  confidence=float(p["confidence"][i]), oos=oos,
-                                  oos_score=float(p["score"][i]), top_k=top))
+            out.append(
+                Prediction(
+                    intent="oos" if oos else self.labels[int(p["argmax"][i])],
+                    confidence=float(p["confidence"][i]),
+                    oos=oos,
+                    oos_score=float(p["score"][i]),
+                    top_k=top,
+                )
+            )
         return out
 
     def info(self) -> dict:
         m = self.artifact.manifest
         return {
-            "version": self.version, "backend": self.backend.name,
-            "base_model": m.get("base_model"), "preset": m.get("preset"),
-            "created_at": m.get("created_at"), "git_commit": m.get("git_commit"),
-            "labels": len(self.labels), "label_names": list(self.labels),
-            "pack": m.get("pack"), "oos_score": self.scorer.score,
-            "oos_threshold": self.scorer.threshold, "temperature": self.scorer.temperature,
-            "metrics": {k: m.get("metrics", {}).get(k) for k in
-                        ("inscope_accuracy", "oos_recall", "oos_auroc", "ece")},
+            "version": self.version,
+            "backend": self.backend.name,
+            "base_model": m.get("base_model"),
+            "preset": m.get("preset"),
+            "created_at": m.get("created_at"),
+            "git_commit": m.get("git_commit"),
+            "labels": len(self.labels),
+            "label_names": list(self.labels),
+            "pack": m.get("pack"),
+            "oos_score": self.scorer.score,
+            "oos_threshold": self.scorer.threshold,
+            "temperature": self.scorer.temperature,
+            "metrics": {
+                k: m.get("metrics", {}).get(k)
+                for k in ("inscope_accuracy", "oos_recall", "oos_auroc", "ece")
+            },
         }

@@ -60,8 +60,9 @@ class CosineHead(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * nn.functional.linear(nn.functional.normalize(x, dim=-1),
-                                                 nn.functional.normalize(self.weight, dim=-1))
+        return self.scale * nn.functional.linear(
+            nn.functional.normalize(x, dim=-1), nn.functional.normalize(self.weight, dim=-1)
+        )
 
 
 class IntentClassifier(nn.Module):
@@ -94,8 +95,12 @@ class IntentClassifier(nn.Module):
             if self.head_config.head == "cosine" and self.head_config.margin:
                 # Large-margin cosine loss (CosFace; Lin & Xu 2019 for unknown intents): the
                 # true class must win by a margin, which tightens classes in feature space.
-                train_logits = logits - self.head_config.scale * self.head_config.margin * \
-                    nn.functional.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+                train_logits = (
+                    logits
+                    - self.head_config.scale
+                    * self.head_config.margin
+                    * nn.functional.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+                )
             loss = self.loss_fn(train_logits, labels)
         return ClassifierOutput(loss=loss, logits=logits, features=features)
 
@@ -116,8 +121,9 @@ class IntentClassifier(nn.Module):
     def from_pretrained(cls, directory: str | Path, **encoder_kwargs) -> IntentClassifier:
         directory = Path(directory)
         head = HeadConfig(**json.loads((directory / CONFIG_FILE).read_text()))
-        encoder = AutoModel.from_pretrained(str(directory), add_pooling_layer=False,
-                                            **encoder_kwargs)
+        encoder = AutoModel.from_pretrained(
+            str(directory), add_pooling_layer=False, **encoder_kwargs
+        )
         model = cls(encoder, head)
         model.classifier.load_state_dict(load_file(str(directory / HEAD_FILE)))
         return model.eval()

@@ -49,8 +49,15 @@ class FeatureStats:
     knn_k: int = 10
 
     @classmethod
-    def fit(cls, features: np.ndarray, labels: np.ndarray, n_inscope: int,
-            shrinkage: float = 0.05, keep_bank: bool = True, knn_k: int = 10) -> FeatureStats:
+    def fit(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        n_inscope: int,
+        shrinkage: float = 0.05,
+        keep_bank: bool = True,
+        knn_k: int = 10,
+    ) -> FeatureStats:
         f = l2_normalise(features).astype(np.float64)
         inscope = labels < n_inscope
         f, y = f[inscope], labels[inscope]
@@ -79,8 +86,11 @@ class FeatureStats:
         # (x-m)^T P (x-m) = x^T P x - 2 x^T P m + m^T P m, all classes at once.
         fp = f @ self.precision
         mp = self.class_means @ self.precision
-        d = ((fp * f).sum(-1)[:, None] - 2 * fp @ self.class_means.T
-             + (mp * self.class_means).sum(-1)[None, :])
+        d = (
+            (fp * f).sum(-1)[:, None]
+            - 2 * fp @ self.class_means.T
+            + (mp * self.class_means).sum(-1)[None, :]
+        )
         return d.min(axis=1)
 
     def knn_similarity(self, features: np.ndarray) -> np.ndarray:
@@ -91,8 +101,11 @@ class FeatureStats:
         return -np.partition(-sims, k - 1, axis=1)[:, k - 1]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"class_means": self.class_means, "precision": self.precision,
-                  "knn_k": np.array(self.knn_k)}
+        arrays = {
+            "class_means": self.class_means,
+            "precision": self.precision,
+            "knn_k": np.array(self.knn_k),
+        }
         if self.bank is not None:
             arrays["bank"] = self.bank.astype(np.float16)  # halves the artifact; cosine is robust
         return arrays
@@ -100,8 +113,12 @@ class FeatureStats:
     @classmethod
     def from_arrays(cls, arrays) -> FeatureStats:
         bank = arrays["bank"].astype(np.float32) if "bank" in arrays else None
-        return cls(np.asarray(arrays["class_means"], np.float32),
-                   np.asarray(arrays["precision"], np.float32), bank, int(arrays["knn_k"]))
+        return cls(
+            np.asarray(arrays["class_means"], np.float32),
+            np.asarray(arrays["precision"], np.float32),
+            bank,
+            int(arrays["knn_k"]),
+        )
 
 
 @dataclass
@@ -128,8 +145,9 @@ class Scorer:
         mask[self.oos_index] = False
         return mask
 
-    def scores(self, logits: np.ndarray, features: np.ndarray | None, name: str | None = None
-               ) -> np.ndarray:
+    def scores(
+        self, logits: np.ndarray, features: np.ndarray | None, name: str | None = None
+    ) -> np.ndarray:
         """In-scope-ness of each query under score `name` (default: the artifact's)."""
         name = name or self.score
         logits = np.asarray(logits, dtype=np.float64)
@@ -150,21 +168,28 @@ class Scorer:
             # queries and averaged.
             a = softmax(logits, self.temperature)[:, self.inscope_mask()].max(axis=1)
             b = -self.stats.mahalanobis(features)
-            return 0.5 * ((a - self.combo["msp_mean"]) / self.combo["msp_std"]
-                          + (b - self.combo["maha_mean"]) / self.combo["maha_std"])
+            return 0.5 * (
+                (a - self.combo["msp_mean"]) / self.combo["msp_std"]
+                + (b - self.combo["maha_mean"]) / self.combo["maha_std"]
+            )
         raise ValueError(f"unknown out-of-scope score {name!r}; choose from {SCORES}")
 
     def fit_combo(self, logits: np.ndarray, features: np.ndarray, is_inscope: np.ndarray) -> None:
         a = softmax(logits, self.temperature)[:, self.inscope_mask()].max(axis=1)[is_inscope]
         b = -self.stats.mahalanobis(features)[is_inscope]
-        self.combo = {"msp_mean": float(a.mean()), "msp_std": float(a.std() + 1e-12),
-                      "maha_mean": float(b.mean()), "maha_std": float(b.std() + 1e-12)}
+        self.combo = {
+            "msp_mean": float(a.mean()),
+            "msp_std": float(a.std() + 1e-12),
+            "maha_mean": float(b.mean()),
+            "maha_std": float(b.std() + 1e-12),
+        }
 
-    def predict(self, logits: np.ndarray, features: np.ndarray | None = None, top_k: int = 1
-                ) -> dict[str, np.ndarray]:
+    def predict(
+        self, logits: np.ndarray, features: np.ndarray | None = None, top_k: int = 1
+    ) -> dict[str, np.ndarray]:
         """Vectorised predictions: label index, calibrated confidence, oos flag, top-k."""
         probs = softmax(logits, self.temperature)
-        top = np.argsort(-probs, axis=1)[:, :max(1, top_k)]
+        top = np.argsort(-probs, axis=1)[:, : max(1, top_k)]
         argmax = top[:, 0]
         score = self.scores(logits, features)
         oos = (argmax == self.oos_index) | (score < self.threshold)
@@ -180,11 +205,20 @@ class Scorer:
         }
 
     def to_manifest(self) -> dict:
-        return {"score": self.score, "threshold": float(self.threshold),
-                "temperature": float(self.temperature), "combo": self.combo}
+        return {
+            "score": self.score,
+            "threshold": float(self.threshold),
+            "temperature": float(self.temperature),
+            "combo": self.combo,
+        }
 
     @classmethod
     def from_manifest(cls, labels: list[str], ood: dict, stats: FeatureStats | None) -> Scorer:
-        return cls(labels=list(labels), temperature=float(ood["temperature"]),
-                   score=ood["score"], threshold=float(ood["threshold"]), stats=stats,
-                   combo=dict(ood.get("combo") or {}))
+        return cls(
+            labels=list(labels),
+            temperature=float(ood["temperature"]),
+            score=ood["score"],
+            threshold=float(ood["threshold"]),
+            stats=stats,
+            combo=dict(ood.get("combo") or {}),
+        )

@@ -24,8 +24,11 @@ def validate(req: ClassifyRequest, settings: ClassifierSettings) -> int:
     return top_k
 
 
-async def classify(req: ClassifyRequest, settings: ClassifierSettings,
-                   batcher: Batcher[tuple[str, int], Prediction]) -> list[Prediction]:
+async def classify(
+    req: ClassifyRequest,
+    settings: ClassifierSettings,
+    batcher: Batcher[tuple[str, int], Prediction],
+) -> list[Prediction]:
     top_k = validate(req, settings)
     preds = await batcher.submit([(t, top_k) for t in req.texts])
     for p in preds:
@@ -35,8 +38,14 @@ async def classify(req: ClassifyRequest, settings: ClassifierSettings,
     return preds
 
 
-def make_batcher(model: ClassifierModel, settings: ClassifierSettings,
-                 executor: ThreadPoolExecutor | None = None) -> Batcher:
-    return Batcher(model.predict_batch, name="classifier",
-                   max_batch_size=settings.max_batch_size, max_wait_ms=settings.max_wait_ms,
-                   max_queue=settings.max_queue, executor=executor)
+def make_batcher(
+    model: ClassifierModel, settings: ClassifierSettings, executor: ThreadPoolExecutor | None = None
+) -> Batcher:
+    return Batcher(
+        model.predict_batch,
+        name="classifier",
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_queue=settings.max_queue,
+        executor=executor,
+    )

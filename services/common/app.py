@@ -39,15 +39,19 @@ def require_ready(state) -> None:
         raise NotReady(getattr(state, "not_ready_reason", None) or "model is not loaded yet")
 
 
-@health_router.get("/readyz", summary="Readiness: model loaded and warmed (503 before)",
-                   responses=error_responses(503))
+@health_router.get(
+    "/readyz",
+    summary="Readiness: model loaded and warmed (503 before)",
+    responses=error_responses(503),
+)
 async def readyz(request: Request) -> dict:
     require_ready(request.app.state)
     return {"status": "ready"}
 
 
-@health_router.get("/ping", summary="SageMaker health check (same as /readyz)",
-                   responses=error_responses(503))
+@health_router.get(
+    "/ping", summary="SageMaker health check (same as /readyz)", responses=error_responses(503)
+)
 async def ping(request: Request) -> dict:
     return await readyz(request)
 
@@ -58,9 +62,15 @@ async def prometheus_metrics() -> Response:
     return Response(body, media_type=content_type)
 
 
-def build_app(*, title: str, version: str, settings: ServiceSettings, lifespan,
-              routers: Sequence[APIRouter],
-              middleware: Sequence[tuple[type, dict]] = ()) -> FastAPI:
+def build_app(
+    *,
+    title: str,
+    version: str,
+    settings: ServiceSettings,
+    lifespan,
+    routers: Sequence[APIRouter],
+    middleware: Sequence[tuple[type, dict]] = (),
+) -> FastAPI:
     """`middleware`: (class, options) pairs that run inside the common ServiceMiddleware
     (so their answers still get a request id, the body limit and the HTTP metrics)."""
     app = FastAPI(title=title, version=version, lifespan=lifespan)
@@ -76,9 +86,12 @@ def build_app(*, title: str, version: str, settings: ServiceSettings, lifespan,
     return app
 
 
-def model_lifespan(name: str, load_model: Callable[[], Any],
-                   make_batcher: Callable[[Any, ThreadPoolExecutor], Any],
-                   on_ready: Callable[[Any], None] = lambda model: None):
+def model_lifespan(
+    name: str,
+    load_model: Callable[[], Any],
+    make_batcher: Callable[[Any, ThreadPoolExecutor], Any],
+    on_ready: Callable[[Any], None] = lambda model: None,
+):
     """The lifespan every model service uses: the model loads and warms up in a background
     task (so /healthz answers at once and /readyz turns 200 only when it can serve), then its
     batcher starts; on shutdown the batcher is drained. A load failure leaves the process up

@@ -34,9 +34,16 @@ def model_executor(name: str) -> ThreadPoolExecutor:
 
 
 class Batcher(Generic[I, O]):
-    def __init__(self, run_batch: Callable[[list[I]], Sequence[O]], *, name: str,
-                 max_batch_size: int = 32, max_wait_ms: float = 0.0, max_queue: int = 512,
-                 executor: ThreadPoolExecutor | None = None):
+    def __init__(
+        self,
+        run_batch: Callable[[list[I]], Sequence[O]],
+        *,
+        name: str,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+        max_queue: int = 512,
+        executor: ThreadPoolExecutor | None = None,
+    ):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
         self.run_batch = run_batch
@@ -127,7 +134,8 @@ class Batcher(Generic[I, O]):
             self._m_batch.observe(len(live))
             try:
                 outputs = await loop.run_in_executor(
-                    self._executor, self.run_batch, [item for item, _, _ in live])
+                    self._executor, self.run_batch, [item for item, _, _ in live]
+                )
                 if len(outputs) != len(live):
                     raise RuntimeError(f"batch of {len(live)} gave {len(outputs)} outputs")
             except Exception as exc:  # noqa: BLE001 - every waiter must hear about it

@@ -31,11 +31,15 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-_DESCRIPTIONS = {401: "missing or invalid API key", 404: "no such route",
-                 413: "request body too large", 422: "invalid request",
-                 429: "overloaded or rate limited (see Retry-After)",
-                 503: "not ready, or an upstream is unavailable",
-                 504: "the deadline passed before an answer"}
+_DESCRIPTIONS = {
+    401: "missing or invalid API key",
+    404: "no such route",
+    413: "request body too large",
+    422: "invalid request",
+    429: "overloaded or rate limited (see Retry-After)",
+    503: "not ready, or an upstream is unavailable",
+    504: "the deadline passed before an answer",
+}
 
 
 def error_responses(*statuses: int) -> dict:
@@ -63,8 +67,7 @@ class Overloaded(ServiceError):
     status_code = 429
     code = "overloaded"
 
-    def __init__(self, message: str = "Model is overloaded, retry later",
-                 retry_after_s: int = 1):
+    def __init__(self, message: str = "Model is overloaded, retry later", retry_after_s: int = 1):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
@@ -103,8 +106,9 @@ def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message, "request_id": get_request_id()}}
 
 
-def error_response(status: int, code: str, message: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
@@ -113,17 +117,28 @@ def _format_validation(exc: RequestValidationError) -> str:
     for err in exc.errors():
         if err.get("type") == "json_invalid":
             where = err.get("loc", ("body", "?"))[-1]
-            parts.append(f"body is not valid JSON ({err.get('ctx', {}).get('error', 'syntax')}"
-                         f" at character {where})")
+            parts.append(
+                f"body is not valid JSON ({err.get('ctx', {}).get('error', 'syntax')}"
+                f" at character {where})"
+            )
             continue
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
-               422: "invalid_input", 429: "overloaded", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "overloaded",
+    503: "unavailable",
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -142,8 +157,7 @@ def install_error_handlers(app: FastAPI) -> None:
             # an invalid request body, so 422 like every other invalid body.
             return error_response(422, "invalid_input", "body is not valid UTF-8 JSON")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail),
-                              getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception):

@@ -12,8 +12,7 @@ from pathlib import Path
 import yaml
 
 
-def read_yaml_mapping(path: str | Path, error: type[Exception], what: str,
-                      required: str) -> dict:
+def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, required: str) -> dict:
     """A YAML file whose top level is a mapping with the key `required`."""
     path = Path(path)
     if not path.is_file():

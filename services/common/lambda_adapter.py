@@ -65,17 +65,23 @@ def invoke_locally(handler_path: str, events: list[dict]) -> dict:
     t0 = time.perf_counter()
     handler = getattr(importlib.import_module(module_name), attr or "handler")
     init_s = time.perf_counter() - t0
-    context = types.SimpleNamespace(function_name="parlance-local", memory_limit_in_mb=2048,
-                                    aws_request_id="local",
-                                    get_remaining_time_in_millis=lambda: 30000)
+    context = types.SimpleNamespace(
+        function_name="parlance-local",
+        memory_limit_in_mb=2048,
+        aws_request_id="local",
+        get_remaining_time_in_millis=lambda: 30000,
+    )
     results = []
     for event in events:
         t = time.perf_counter()
         response = handler(event, context)
         results.append({"ms": (time.perf_counter() - t) * 1000, "response": response})
-    return {"init_s": init_s, "invocations": results,
-            "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "torch_imported": "torch" in sys.modules}
+    return {
+        "init_s": init_s,
+        "invocations": results,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "torch_imported": "torch" in sys.modules,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,8 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("handler")
     p.add_argument("events", nargs="+", help="API Gateway event JSON files")
     p.add_argument("--repeat", type=int, default=1, help="invoke the event list N times")
-    p.add_argument("--output", default=None, help="write the JSON here (default: stdout, "
-                                                  "where the services' logs also go)")
+    p.add_argument(
+        "--output",
+        default=None,
+        help="write the JSON here (default: stdout, where the services' logs also go)",
+    )
     args = p.parse_args(argv)
     events = [json.loads(Path(e).read_text()) for e in args.events] * args.repeat
     result = json.dumps(invoke_locally(args.handler, events))

@@ -84,9 +84,17 @@ class ServiceMiddleware:
         return wrapped
 
     async def _reject_413(self, send):
-        body = json.dumps(error_body("payload_too_large",
-                                     f"request body exceeds {self.max_body_bytes} bytes")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            error_body("payload_too_large", f"request body exceeds {self.max_body_bytes} bytes")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -19,29 +19,41 @@ STATIC = Path(__file__).parent / "static"
 
 # Keys are enforced by security.GuardMiddleware before a route runs; these two only put
 # the schemes into the OpenAPI document (auto_error=False: they never refuse anything).
-_DOCUMENTED_AUTH = [Depends(HTTPBearer(auto_error=False, description="an API key")),
-                    Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]
-router = APIRouter(tags=["gateway"], dependencies=_DOCUMENTED_AUTH,
-                   responses=error_responses(401, 429))
+_DOCUMENTED_AUTH = [
+    Depends(HTTPBearer(auto_error=False, description="an API key")),
+    Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
+]
+router = APIRouter(
+    tags=["gateway"], dependencies=_DOCUMENTED_AUTH, responses=error_responses(401, 429)
+)
 
 
-@router.post("/v1/chat", response_model=ChatResponse, summary="One turn of a conversation",
-             responses=error_responses(413, 422, 503))
+@router.post(
+    "/v1/chat",
+    response_model=ChatResponse,
+    summary="One turn of a conversation",
+    responses=error_responses(413, 422, 503),
+)
 async def chat(body: ChatRequest, request: Request) -> Response:
     s = request.app.state
-    payload = await service.chat(body, s.settings, s.store, s.dialogue, s.classifier,
-                                 s.label_map, s.label_error)
+    payload = await service.chat(
+        body, s.settings, s.store, s.dialogue, s.classifier, s.label_map, s.label_error
+    )
     # The hot path: the dict serialised once, not re-validated against `response_model`
     # (which still documents the shape; the tests check bodies against it).
     return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
 
-@router.post("/v1/classify", summary="The classifier's answer, with each core intent",
-             responses=error_responses(413, 422, 503))
+@router.post(
+    "/v1/classify",
+    summary="The classifier's answer, with each core intent",
+    responses=error_responses(413, 422, 503),
+)
 async def classify(body: ClassifyRequest, request: Request) -> dict:
     s = request.app.state
-    return await service.classify(body.model_dump(exclude_none=True), s.classifier,
-                                  s.label_map, s.settings)
+    return await service.classify(
+        body.model_dump(exclude_none=True), s.classifier, s.label_map, s.settings
+    )
 
 
 @router.get("/v1/labels", summary="The label map: raw -> core intents, generated ones")

@@ -43,14 +43,22 @@ def label_mismatch(pack: Pack, info: dict) -> str | None:
     unknown = sorted(set(names) - set(pack.labels))
     missing = sorted(set(pack.labels) - set(names))
     if unknown or (trained is not None and trained != pack.name):
-        detail = f"labels the pack does not have: {', '.join(unknown[:8])}" if unknown \
+        detail = (
+            f"labels the pack does not have: {', '.join(unknown[:8])}"
+            if unknown
             else f"it knows {len(names) - len(missing)} of the pack's {len(pack.labels)} labels"
-        return (f"the classifier was trained for {trained or 'an unknown pack'!r}, not for "
-                f"pack {pack.name!r} ({detail}). Train a classifier for this pack "
-                "(parlance train) or set PARLANCE_PACK to the pack it was trained for.")
+        )
+        return (
+            f"the classifier was trained for {trained or 'an unknown pack'!r}, not for "
+            f"pack {pack.name!r} ({detail}). Train a classifier for this pack "
+            "(parlance train) or set PARLANCE_PACK to the pack it was trained for."
+        )
     if missing:
-        logger.warning("the classifier knows %d of the pack's %d labels (trained on a subset)",
-                       len(names), len(pack.labels))
+        logger.warning(
+            "the classifier knows %d of the pack's %d labels (trained on a subset)",
+            len(names),
+            len(pack.labels),
+        )
     return None
 
 
@@ -88,10 +96,17 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
         await s.generator.ready()  # optional, but closes its breaker as soon as it is back
         store_ok = await s.store.ping()
         s.ready = classifier_ok and store_ok
-        s.not_ready_reason = None if s.ready else (
-            s.label_error if s.label_error else
-            "the classifier is not ready" if not classifier_ok else
-            "the session store is unreachable")
+        s.not_ready_reason = (
+            None
+            if s.ready
+            else (
+                s.label_error
+                if s.label_error
+                else "the classifier is not ready"
+                if not classifier_ok
+                else "the session store is unreachable"
+            )
+        )
         # Counting sessions is a SCAN over every key with Redis: every 15 s is plenty for
         # a gauge, and keeps the cost flat as sessions grow.
         if tick % 15 == 0:
@@ -109,19 +124,27 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     logger.info("assistant pack %s %s (%s)", pack.name, pack.version, pack.root)
 
     def upstream(name: str, url: str, timeout: float) -> Upstream:
-        return Upstream(name, url, timeout, settings.connect_timeout_s, settings.retries,
-                        settings.breaker_fail_max, settings.breaker_reset_s,
-                        settings.upstream_connections)
+        return Upstream(
+            name,
+            url,
+            timeout,
+            settings.connect_timeout_s,
+            settings.retries,
+            settings.breaker_fail_max,
+            settings.breaker_reset_s,
+            settings.upstream_connections,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         s = app.state
-        s.classifier = upstream("classifier", settings.classifier_url,
-                                settings.classifier_timeout_s)
-        s.generator = upstream("generator", settings.generator_url,
-                               settings.generator_timeout_s)
-        s.store = make_store(settings.redis_url, settings.session_ttl_s,
-                             settings.session_lock_timeout_s)
+        s.classifier = upstream(
+            "classifier", settings.classifier_url, settings.classifier_timeout_s
+        )
+        s.generator = upstream("generator", settings.generator_url, settings.generator_timeout_s)
+        s.store = make_store(
+            settings.redis_url, settings.session_ttl_s, settings.session_lock_timeout_s
+        )
         s.pack = pack
         s.label_map = pack.label_map
         s.labels_checked, s.label_error = False, None
@@ -140,15 +163,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     await closer()
 
     guard = Guard(settings)
-    app = build_app(title="Parlance gateway", version="1", settings=settings,
-                    lifespan=lifespan, routers=[router],
-                    middleware=[(GuardMiddleware, {"guard": guard,
-                                                   "max_in_flight": settings.max_in_flight})])
+    app = build_app(
+        title="Parlance gateway",
+        version="1",
+        settings=settings,
+        lifespan=lifespan,
+        routers=[router],
+        middleware=[(GuardMiddleware, {"guard": guard, "max_in_flight": settings.max_in_flight})],
+    )
     app.state.guard = guard
     app.state.not_ready_reason = "waiting for the classifier"
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type",
-                                          "X-Request-ID"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+        )
     return app

@@ -57,19 +57,27 @@ class Dialogue:
         self.form_of = {i: f for f in self.forms.values() for i in f.intents}
         self.texts = pack.dialogue
         # raw intent -> affirm | deny | maybe | cancel | repeat
-        self.meta = {i: group for group, intents in pack.dialogue.meta_intents.model_dump()
-                     .items() for i in intents}
-        self.patterns = {name: re.compile(p, re.I) for name, p in
-                         pack.dialogue.patterns.model_dump().items()}
+        self.meta = {
+            i: group
+            for group, intents in pack.dialogue.meta_intents.model_dump().items()
+            for i in intents
+        }
+        self.patterns = {
+            name: re.compile(p, re.I) for name, p in pack.dialogue.patterns.model_dump().items()
+        }
         self.generator = generator
         self.extractor = pack.extractor
         self.filler = TemplateFiller(pack.responses)
-        self.default_timezone = (settings.default_timezone if settings.default_timezone != "UTC"
-                                 else pack.assistant.default_timezone)
+        self.default_timezone = (
+            settings.default_timezone
+            if settings.default_timezone != "UTC"
+            else pack.assistant.default_timezone
+        )
 
     # -- one turn ------------------------------------------------------------------------
-    async def turn(self, text: str, state: dict, p: Prediction,
-                   now: datetime | None = None) -> TurnResult:
+    async def turn(
+        self, text: str, state: dict, p: Prediction, now: datetime | None = None
+    ) -> TurnResult:
         now = now or datetime.now(UTC)
         notes: list[str] = []
         form = state.get("form")
@@ -88,15 +96,15 @@ class Dialogue:
         return result
 
     # -- inside a form -------------------------------------------------------------------
-    async def _in_form(self, text: str, state: dict, form: dict, p: Prediction,
-                       now: datetime) -> TurnResult:
+    async def _in_form(
+        self, text: str, state: dict, form: dict, p: Prediction, now: datetime
+    ) -> TurnResult:
         spec = self.forms[form["name"]]
         confident = p.confidence >= self.settings.confidence_threshold and not p.oos
         meta = self.meta.get(p.raw) if confident else None
         if meta == "cancel" or self.patterns["cancel"].search(text):
             return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
-        filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor,
-                            now)
+        filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor, now)
         if form.get("confirming") and not filled.updates:
             if meta == "affirm" or self.patterns["affirm"].search(text):
                 return self._complete(state, spec, form)
@@ -130,8 +138,9 @@ class Dialogue:
             return result
         reply, source = self._next_step(spec, form)
         if filled.errors:
-            reply = fill(self.texts.form.invalid,
-                         {"problem": "; ".join(filled.errors), "prompt": reply})
+            reply = fill(
+                self.texts.form.invalid, {"problem": "; ".join(filled.errors), "prompt": reply}
+            )
         return TurnResult(reply, source, dict(filled.updates))
 
     def _complete(self, state: dict, spec: FormSpec, form: dict) -> TurnResult:
@@ -146,8 +155,9 @@ class Dialogue:
         form["awaiting"], form["confirming"] = None, True
         return spec.text(spec.confirm or "", form["values"]), "fulfilment"
 
-    def _end_form(self, state: dict, spec: FormSpec, event: str, reply: str,
-                  source: str = "fulfilment") -> TurnResult:
+    def _end_form(
+        self, state: dict, spec: FormSpec, event: str, reply: str, source: str = "fulfilment"
+    ) -> TurnResult:
         metrics.FORMS.labels(spec.name, event).inc()
         state["form"] = None
         return TurnResult(reply, source)
@@ -156,13 +166,18 @@ class Dialogue:
         if not form:
             return None
         spec = self.forms[form["name"]]
-        return {"name": spec.name, "slots": dict(form["values"]),
-                "missing_slots": spec.missing(form["values"]),
-                "awaiting": form.get("awaiting"), "confirming": bool(form.get("confirming"))}
+        return {
+            "name": spec.name,
+            "slots": dict(form["values"]),
+            "missing_slots": spec.missing(form["values"]),
+            "awaiting": form.get("awaiting"),
+            "confirming": bool(form.get("confirming")),
+        }
 
     # -- outside a form ------------------------------------------------------------------
-    async def _outside_form(self, text: str, state: dict, p: Prediction,
-                            now: datetime) -> TurnResult:
+    async def _outside_form(
+        self, text: str, state: dict, p: Prediction, now: datetime
+    ) -> TurnResult:
         if p.oos or p.confidence < self.settings.confidence_threshold:
             if p.oos:
                 metrics.OOS.inc()
@@ -173,8 +188,13 @@ class Dialogue:
         state["misses"] = 0
         spec = self.form_of.get(p.raw)
         if spec is not None:
-            form = {"name": spec.name, "values": {}, "awaiting": None, "confirming": False,
-                    "updated": now.timestamp()}
+            form = {
+                "name": spec.name,
+                "values": {},
+                "awaiting": None,
+                "confirming": False,
+                "updated": now.timestamp(),
+            }
             filled = fill_slots(spec, text, {}, None, self.extractor, now)
             form["values"].update(filled.updates)
             state["form"] = form
@@ -182,13 +202,16 @@ class Dialogue:
             return self._after_filling(state, spec, form, filled)
         return await self._answer(text, state, p, now)
 
-    async def _answer(self, text: str, state: dict, p: Prediction,
-                      now: datetime) -> TurnResult:
+    async def _answer(self, text: str, state: dict, p: Prediction, now: datetime) -> TurnResult:
         meta = self.meta.get(p.raw)
         if meta is not None:
             reply = getattr(self.texts.meta, meta)
-            return TurnResult(fill(reply, {"last_reply": state.get("last_reply")
-                                           or "I haven't said anything yet."}), "template")
+            return TurnResult(
+                fill(
+                    reply, {"last_reply": state.get("last_reply") or "I haven't said anything yet."}
+                ),
+                "template",
+            )
         slots, facts = self._slots_and_facts(text, p.raw, now)
         if self.label_map.is_generated(p.core):
             return await self._generate(text, p, slots, facts)
@@ -196,22 +219,37 @@ class Dialogue:
         source = "fulfilment" if facts and reply else "template"
         return TurnResult(reply or self.texts.fallback.capabilities, source, slots)
 
-    def _slots_and_facts(self, text: str, raw: str, now: datetime
-                         ) -> tuple[dict[str, str], dict[str, str]]:
+    def _slots_and_facts(
+        self, text: str, raw: str, now: datetime
+    ) -> tuple[dict[str, str], dict[str, str]]:
         intent = self.pack.intents.get(raw)
         if intent is None:
             return {}, {}
         slots = self.pack.extract_slots(text, intent.slots, now)
-        facts = run_action(intent.action, slots, self.pack.slot_types, now=now,
-                           rng=random.Random(), default_tz=self.default_timezone)
+        facts = run_action(
+            intent.action,
+            slots,
+            self.pack.slot_types,
+            now=now,
+            rng=random.Random(),
+            default_tz=self.default_timezone,
+        )
         return slots, facts
 
-    async def _generate(self, text: str, p: Prediction, slots: dict[str, str],
-                        facts: dict[str, str]) -> TurnResult:
+    async def _generate(
+        self, text: str, p: Prediction, slots: dict[str, str], facts: dict[str, str]
+    ) -> TurnResult:
         try:
-            out = await self.generator.post("/v1/generate", {
-                "intent": p.core, "raw_intent": p.raw, "text": text[:1000], "slots": slots,
-                "facts": facts})
+            out = await self.generator.post(
+                "/v1/generate",
+                {
+                    "intent": p.core,
+                    "raw_intent": p.raw,
+                    "text": text[:1000],
+                    "slots": slots,
+                    "facts": facts,
+                },
+            )
             # The generator answers from a template itself when its model's reply fails a
             # check: that is what the user got, and what the response says.
             source = "template" if out.get("source") == "template" else "generator"
@@ -219,6 +257,8 @@ class Dialogue:
         except UpstreamError as e:
             logger.warning("generator unavailable, answering from a template: %s", e.reason)
             metrics.FALLBACKS.labels("generator_unavailable").inc()
-            reply = self.filler.reply_for(p.raw, p.core, text, slots, facts) or \
-                self.texts.fallback.capabilities
+            reply = (
+                self.filler.reply_for(p.raw, p.core, text, slots, facts)
+                or self.texts.fallback.capabilities
+            )
             return TurnResult(reply, "template", slots)

@@ -50,14 +50,24 @@ def forms_of(pack: Pack) -> dict[str, FormSpec]:
     """The pack's forms (already checked by the pack loader)."""
     forms = {}
     for name, f in pack.forms_file.forms.items():
-        slots = tuple(SlotSpec(name=s.slot, kind=pack.slot_types[s.slot], prompt=s.prompt,
-                               cues=tuple(s.cues), accept_number=s.accept_number,
-                               free_text=s.free_text or pack.slot_types[s.slot] in {
-                                   t for t, spec in pack.slots_file.types.items()
-                                   if spec.kind == "free_text"},
-                               min=s.min, max=s.max) for s in f.slots)
-        forms[name] = FormSpec(name, tuple(f.intents), slots, f.confirm, f.done,
-                               tuple(tuple(p) for p in f.distinct))
+        slots = tuple(
+            SlotSpec(
+                name=s.slot,
+                kind=pack.slot_types[s.slot],
+                prompt=s.prompt,
+                cues=tuple(s.cues),
+                accept_number=s.accept_number,
+                free_text=s.free_text
+                or pack.slot_types[s.slot]
+                in {t for t, spec in pack.slots_file.types.items() if spec.kind == "free_text"},
+                min=s.min,
+                max=s.max,
+            )
+            for s in f.slots
+        )
+        forms[name] = FormSpec(
+            name, tuple(f.intents), slots, f.confirm, f.done, tuple(tuple(p) for p in f.distinct)
+        )
     return forms
 
 
@@ -77,13 +87,20 @@ class FillResult:
     errors: list[str] = field(default_factory=list)
 
 
-def fill_slots(spec: FormSpec, text: str, values: dict[str, str], awaiting: str | None,
-               extractor: SlotExtractor, now: datetime | None = None) -> FillResult:
+def fill_slots(
+    spec: FormSpec,
+    text: str,
+    values: dict[str, str],
+    awaiting: str | None,
+    extractor: SlotExtractor,
+    now: datetime | None = None,
+) -> FillResult:
     """Slot values for `spec` found in `text`: by cue word, else the slot being asked for,
     else the first empty slot of that kind, else (a correction) the one filled slot of that
     kind. Values that fail validation are reported, not filled."""
-    kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | ({"number"} if any(
-        s.accept_number for s in spec.slots) else set())
+    kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
+        {"number"} if any(s.accept_number for s in spec.slots) else set()
+    )
     found = extractor.extract_all(text, kinds, now)
     has_money = any(f.kind == "money" for f in found)
     result = FillResult()
@@ -97,16 +114,22 @@ def fill_slots(spec: FormSpec, text: str, values: dict[str, str], awaiting: str 
             value = _money(value) if candidates else value
         if not candidates:
             continue
-        before = lowered[:slot.start]
-        cued = [s for s in candidates if any(
-            re.search(rf"\b{re.escape(c)}\s+(?:my|the|a|an|our)?\s*$", before) for c in s.cues)]
+        before = lowered[: slot.start]
+        cued = [
+            s
+            for s in candidates
+            if any(
+                re.search(rf"\b{re.escape(c)}\s+(?:my|the|a|an|our)?\s*$", before) for c in s.cues
+            )
+        ]
         taken = set(result.updates)
-        target = (cued[0] if cued else
-                  next((s for s in candidates if s.name == awaiting and s.name not in taken),
-                       None)
-                  or next((s for s in candidates if s.name not in values
-                           and s.name not in taken), None)
-                  or (candidates[0] if len(candidates) == 1 else None))
+        target = (
+            cued[0]
+            if cued
+            else next((s for s in candidates if s.name == awaiting and s.name not in taken), None)
+            or next((s for s in candidates if s.name not in values and s.name not in taken), None)
+            or (candidates[0] if len(candidates) == 1 else None)
+        )
         if target is None:
             continue
         problem = _validate(target, value)

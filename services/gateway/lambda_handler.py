@@ -18,7 +18,8 @@ from services.gateway.app import create_app
 
 if not (os.environ.get("REDIS_URL") or os.environ.get("GATEWAY_REDIS_URL")):
     logging.getLogger("services.gateway").warning(
-        "no REDIS_URL: sessions and rate limits are per Lambda instance")
+        "no REDIS_URL: sessions and rate limits are per Lambda instance"
+    )
 
 # The gateway loads no model; its readiness follows the classifier, which is not waited for.
 handler = lambda_handler(create_app(), wait_ready=False)

@@ -7,26 +7,43 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.common.metrics import PREFIX
 
 # Bounded labels: 20 core intents x 4 sources; 2 upstreams; a handful of outcomes.
-CHATS = Counter(f"{PREFIX}_gateway_chats_total", "Chat turns by core intent and source",
-                ["core_intent", "source"])
-FALLBACKS = Counter(f"{PREFIX}_gateway_fallbacks_total",
-                    "Turns answered by a fallback, by reason", ["reason"])
+CHATS = Counter(
+    f"{PREFIX}_gateway_chats_total",
+    "Chat turns by core intent and source",
+    ["core_intent", "source"],
+)
+FALLBACKS = Counter(
+    f"{PREFIX}_gateway_fallbacks_total", "Turns answered by a fallback, by reason", ["reason"]
+)
 OOS = Counter(f"{PREFIX}_gateway_oos_total", "Turns classified out of scope")
 FORMS = Counter(f"{PREFIX}_gateway_forms_total", "Form events", ["form", "event"])
-UPSTREAM_SECONDS = Histogram(f"{PREFIX}_gateway_upstream_duration_seconds",
-                             "Upstream call time, retries included", ["upstream"],
-                             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-UPSTREAM_ERRORS = Counter(f"{PREFIX}_gateway_upstream_errors_total",
-                          "Failed upstream calls by outcome", ["upstream", "outcome"])
-BREAKER_STATE = Gauge(f"{PREFIX}_gateway_circuit_breaker_state",
-                      "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open",
-                      ["upstream"])
+UPSTREAM_SECONDS = Histogram(
+    f"{PREFIX}_gateway_upstream_duration_seconds",
+    "Upstream call time, retries included",
+    ["upstream"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+UPSTREAM_ERRORS = Counter(
+    f"{PREFIX}_gateway_upstream_errors_total",
+    "Failed upstream calls by outcome",
+    ["upstream", "outcome"],
+)
+BREAKER_STATE = Gauge(
+    f"{PREFIX}_gateway_circuit_breaker_state",
+    "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open",
+    ["upstream"],
+)
 ACTIVE_SESSIONS = Gauge(f"{PREFIX}_gateway_active_sessions", "Sessions in the store")
 RATE_LIMITED = Counter(f"{PREFIX}_gateway_rate_limited_total", "Requests refused with 429")
-RATE_LIMIT_ERRORS = Counter(f"{PREFIX}_gateway_rate_limit_errors_total",
-                            "Rate-limit checks skipped because the limiter's store failed")
-OVERLOADED = Counter(f"{PREFIX}_gateway_overloaded_total",
-                     "Turns refused with 429: too many in flight or an upstream at capacity")
+RATE_LIMIT_ERRORS = Counter(
+    f"{PREFIX}_gateway_rate_limit_errors_total",
+    "Rate-limit checks skipped because the limiter's store failed",
+)
+OVERLOADED = Counter(
+    f"{PREFIX}_gateway_overloaded_total",
+    "Turns refused with 429: too many in flight or an upstream at capacity",
+)
 TURNS_IN_FLIGHT = Gauge(f"{PREFIX}_gateway_turns_in_flight", "Chat and classify calls in flight")
-AUTH_FAILURES = Counter(f"{PREFIX}_gateway_auth_failures_total",
-                        "Requests refused for a missing or wrong API key")
+AUTH_FAILURES = Counter(
+    f"{PREFIX}_gateway_auth_failures_total", "Requests refused for a missing or wrong API key"
+)

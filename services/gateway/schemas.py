@@ -8,8 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    session_id: StrictStr | None = Field(None, description="created when absent",
-                                         max_length=128)
+    session_id: StrictStr | None = Field(None, description="created when absent", max_length=128)
     text: StrictStr
 
 

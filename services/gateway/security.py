@@ -83,9 +83,9 @@ class Guard:
         if not allowed:
             stats = await self.limiter.get_window_stats(self.limit, identity)
             metrics.RATE_LIMITED.inc()
-            raise RateLimited(f"rate limit of {self.limit} exceeded",
-                              int(stats.reset_time - time.time()) + 1)
-
+            raise RateLimited(
+                f"rate limit of {self.limit} exceeded", int(stats.reset_time - time.time()) + 1
+            )
 
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ping", "/metrics", "/"})
@@ -105,19 +105,22 @@ class GuardMiddleware:
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS \
-                or scope.get("method") == "OPTIONS":  # CORS preflights carry no key
+        if (
+            scope["type"] != "http"
+            or scope["path"] in OPEN_PATHS
+            or scope.get("method") == "OPTIONS"
+        ):  # CORS preflights carry no key
             await self.app(scope, receive, send)
             return
         try:
             await self.guard.check_rate(self.guard.authenticate(Request(scope)))
             if scope["path"] in TURN_PATHS and self.in_flight >= self.max_in_flight:
                 metrics.OVERLOADED.inc()
-                raise Overloaded(f"the gateway has {self.max_in_flight} turns in flight; "
-                                 "retry shortly")
+                raise Overloaded(
+                    f"the gateway has {self.max_in_flight} turns in flight; retry shortly"
+                )
         except ServiceError as e:
-            await error_response(e.status_code, e.code, e.message, e.headers)(scope, receive,
-                                                                            send)
+            await error_response(e.status_code, e.code, e.message, e.headers)(scope, receive, send)
             return
         if scope["path"] not in TURN_PATHS:
             await self.app(scope, receive, send)

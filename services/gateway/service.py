@@ -34,8 +34,9 @@ class UpstreamRejected(ServiceError):
 def _raise_if_overloaded(e: UpstreamError) -> None:
     if e.overloaded:
         metrics.OVERLOADED.inc()
-        raise Overloaded(f"the {e.upstream} is at capacity; retry shortly",
-                         e.retry_after_s) from None
+        raise Overloaded(
+            f"the {e.upstream} is at capacity; retry shortly", e.retry_after_s
+        ) from None
 
 
 async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> Prediction:
@@ -43,17 +44,25 @@ async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> 
         body = await classifier.post("/v1/classify", {"texts": [text], "top_k": 1})
     except UpstreamError as e:
         _raise_if_overloaded(e)
-        raise UpstreamUnavailable(f"the classifier is unavailable ({e.reason}); "
-                                  "retry shortly") from None
+        raise UpstreamUnavailable(
+            f"the classifier is unavailable ({e.reason}); retry shortly"
+        ) from None
     p = body["predictions"][0]
     raw = p["intent"]
-    return Prediction(raw=raw, core=label_map.core_of(raw), confidence=float(p["confidence"]),
-                      oos=bool(p["oos"]))
+    return Prediction(
+        raw=raw, core=label_map.core_of(raw), confidence=float(p["confidence"]), oos=bool(p["oos"])
+    )
 
 
-async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
-               dialogue: Dialogue, classifier: Upstream, label_map: LabelMap,
-               label_error: str | None = None) -> dict:
+async def chat(
+    req: ChatRequest,
+    settings: GatewaySettings,
+    store: SessionStore,
+    dialogue: Dialogue,
+    classifier: Upstream,
+    label_map: LabelMap,
+    label_error: str | None = None,
+) -> dict:
     if label_error:
         raise UpstreamUnavailable(label_error)
     check_text("text", req.text, settings.max_text_chars)
@@ -65,29 +74,36 @@ async def chat(req: ChatRequest, settings: GatewaySettings, store: SessionStore,
     async with store.lock(session_id):
         state, dropped = load_state(await store.get(session_id))
         if dropped:
-            logger.warning("session state dropped: %s", dropped,
-                           extra={"session_id": session_id})
+            logger.warning("session state dropped: %s", dropped, extra={"session_id": session_id})
         prediction = await classify_one(classifier, label_map, req.text)
         result = await dialogue.turn(req.text, state, prediction)
         await store.put(session_id, dump_state(state))
     metrics.CHATS.labels(prediction.core, result.source).inc()
     form = result.form
     return {
-        "session_id": session_id, "reply": result.reply,
-        "intent": {"raw": prediction.raw, "core": prediction.core,
-                   "confidence": prediction.confidence, "oos": prediction.oos},
+        "session_id": session_id,
+        "reply": result.reply,
+        "intent": {
+            "raw": prediction.raw,
+            "core": prediction.core,
+            "confidence": prediction.confidence,
+            "oos": prediction.oos,
+        },
         "slots": result.slots,
-        "state": {"active_form": form["name"] if form else None,
-                  "missing_slots": form["missing_slots"] if form else [],
-                  "slots": form["slots"] if form else {},
-                  "awaiting": form["awaiting"] if form else None,
-                  "confirming": form["confirming"] if form else False},
+        "state": {
+            "active_form": form["name"] if form else None,
+            "missing_slots": form["missing_slots"] if form else [],
+            "slots": form["slots"] if form else {},
+            "awaiting": form["awaiting"] if form else None,
+            "confirming": form["confirming"] if form else False,
+        },
         "source": result.source,
     }
 
 
-async def classify(body: dict, classifier: Upstream, label_map: LabelMap,
-                   settings: GatewaySettings) -> dict:
+async def classify(
+    body: dict, classifier: Upstream, label_map: LabelMap, settings: GatewaySettings
+) -> dict:
     # Checked here too, so an oversized call costs the gateway, not the classifier's queue.
     check_texts("texts", body.get("texts", []), settings.max_texts, settings.max_text_chars)
     try:
@@ -97,12 +113,14 @@ async def classify(body: dict, classifier: Upstream, label_map: LabelMap,
         if e.response is not None and e.response.status_code < 500:
             try:
                 err = e.response.json()["error"]
-                raise UpstreamRejected(e.response.status_code, err["code"],
-                                       err["message"]) from None
+                raise UpstreamRejected(
+                    e.response.status_code, err["code"], err["message"]
+                ) from None
             except (ValueError, KeyError, TypeError):
                 pass
-        raise UpstreamUnavailable(f"the classifier is unavailable ({e.reason}); "
-                                  "retry shortly") from None
+        raise UpstreamUnavailable(
+            f"the classifier is unavailable ({e.reason}); retry shortly"
+        ) from None
     for p in out["predictions"]:
         p["core_intent"] = label_map.core_of(p["intent"])
     return out

@@ -104,8 +104,9 @@ class RedisStore:
     def __init__(self, url: str, ttl_s: int, lock_timeout_s: float = 10.0):
         import redis.asyncio as redis
 
-        self.redis = redis.from_url(url, decode_responses=True, socket_timeout=2,
-                                    socket_connect_timeout=2)
+        self.redis = redis.from_url(
+            url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
+        )
         self.ttl_s = ttl_s
         self.lock_timeout_s = lock_timeout_s
 
@@ -122,8 +123,11 @@ class RedisStore:
     async def lock(self, session_id: str) -> AsyncIterator[None]:
         from redis.exceptions import RedisError
 
-        lock = self.redis.lock(f"parlance:lock:{session_id}", timeout=self.lock_timeout_s,
-                               blocking_timeout=self.lock_timeout_s)
+        lock = self.redis.lock(
+            f"parlance:lock:{session_id}",
+            timeout=self.lock_timeout_s,
+            blocking_timeout=self.lock_timeout_s,
+        )
         async with _redis_errors():
             acquired = await lock.acquire()
         if not acquired:

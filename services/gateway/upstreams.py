@@ -22,8 +22,13 @@ logger = logging.getLogger(__name__)
 class UpstreamError(Exception):
     """The upstream did not answer usefully (down, timed out, breaker open, 5xx)."""
 
-    def __init__(self, upstream: str, reason: str, response: httpx.Response | None = None,
-                 overloaded: bool = False):
+    def __init__(
+        self,
+        upstream: str,
+        reason: str,
+        response: httpx.Response | None = None,
+        overloaded: bool = False,
+    ):
         super().__init__(f"{upstream}: {reason}")
         self.upstream = upstream
         self.reason = reason
@@ -41,8 +46,17 @@ class UpstreamError(Exception):
 
 
 class Upstream:
-    def __init__(self, name: str, base_url: str, timeout_s: float, connect_timeout_s: float,
-                 retries: int, fail_max: int, reset_s: float, connections: int = 16):
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        timeout_s: float,
+        connect_timeout_s: float,
+        retries: int,
+        fail_max: int,
+        reset_s: float,
+        connections: int = 16,
+    ):
         self.name = name
         self.client = httpx.AsyncClient(
             base_url=base_url,
@@ -50,30 +64,37 @@ class Upstream:
             # A small pool on purpose: httpcore checks every pooled connection for each
             # request it places (measured: with 256 connections that check was ~35 % of the
             # gateway's CPU at 64 clients); the upstreams batch anyway.
-            limits=httpx.Limits(max_connections=connections,
-                                max_keepalive_connections=connections))
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        )
         self.retries = retries
         # A 4xx is the caller's fault and a full pool is load, not the upstream failing:
         # neither counts towards opening the breaker.
-        self.breaker = CircuitBreaker(fail_max=fail_max, timeout_duration=timedelta(
-            seconds=reset_s), exclude=[lambda e: isinstance(e, httpx.HTTPStatusError)
-                                       and e.response.status_code < 500,
-                                       lambda e: isinstance(e, httpx.PoolTimeout)])
+        self.breaker = CircuitBreaker(
+            fail_max=fail_max,
+            timeout_duration=timedelta(seconds=reset_s),
+            exclude=[
+                lambda e: isinstance(e, httpx.HTTPStatusError) and e.response.status_code < 500,
+                lambda e: isinstance(e, httpx.PoolTimeout),
+            ],
+        )
         metrics.BREAKER_STATE.labels(name).set(0)
 
     @property
     def state(self) -> str:
-        return {CircuitBreakerState.CLOSED: "closed", CircuitBreakerState.OPEN: "open",
-                CircuitBreakerState.HALF_OPEN: "half_open"}.get(self.breaker.current_state,
-                                                                "closed")
+        return {
+            CircuitBreakerState.CLOSED: "closed",
+            CircuitBreakerState.OPEN: "open",
+            CircuitBreakerState.HALF_OPEN: "half_open",
+        }.get(self.breaker.current_state, "closed")
 
     async def _post(self, path: str, body: dict) -> dict:
         headers = upstream_headers()
         async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.retries + 1),
-                wait=wait_exponential(multiplier=0.05, max=0.5),
-                retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
-                reraise=True):
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
+            retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
+            reraise=True,
+        ):
             with attempt:
                 r = await self.client.post(path, json=body, headers=headers)
         r.raise_for_status()
@@ -89,8 +110,7 @@ class Upstream:
             raise UpstreamError(self.name, "circuit breaker open (recent failures)") from None
         except httpx.HTTPStatusError as e:
             outcome = f"http_{e.response.status_code}"
-            raise UpstreamError(self.name, f"answered {e.response.status_code}",
-                                e.response) from e
+            raise UpstreamError(self.name, f"answered {e.response.status_code}", e.response) from e
         except httpx.PoolTimeout as e:
             outcome = "pool_timeout"
             raise UpstreamError(self.name, "all connections busy", overloaded=True) from e
@@ -105,7 +125,8 @@ class Upstream:
             if outcome != "ok":
                 metrics.UPSTREAM_ERRORS.labels(self.name, outcome).inc()
             metrics.BREAKER_STATE.labels(self.name).set(
-                {"closed": 0, "half_open": 1, "open": 2}[self.state])
+                {"closed": 0, "half_open": 1, "open": 2}[self.state]
+            )
 
     async def ready(self) -> bool:
         """The upstream's /readyz. A ready answer also closes an open breaker: the upstream

@@ -20,20 +20,29 @@ Ready = Annotated[tuple[GeneratorModel, Batcher], Depends(ready_model)]
 Settings = Annotated[GeneratorSettings, Depends(app_settings)]
 
 
-@router.post("/v1/generate", response_model=GenerateResponse,
-             responses=error_responses(413, 422, 429, 504),
-             summary="Write a reply for a generated core intent")
-async def generate(body: GenerateRequest, ready: Ready, settings: Settings,
-                   request: Request) -> dict:
+@router.post(
+    "/v1/generate",
+    response_model=GenerateResponse,
+    responses=error_responses(413, 422, 429, 504),
+    summary="Write a reply for a generated core intent",
+)
+async def generate(
+    body: GenerateRequest, ready: Ready, settings: Settings, request: Request
+) -> dict:
     model, batcher = ready
     result = await service.generate(body, settings, request.app.state.domain, batcher)
-    return {"reply": result.reply, "model": {"version": model.version},
-            "generated_tokens": result.generated_tokens, "source": result.source}
+    return {
+        "reply": result.reply,
+        "model": {"version": model.version},
+        "generated_tokens": result.generated_tokens,
+        "source": result.source,
+    }
 
 
 @router.post("/invocations", response_model=GenerateResponse, include_in_schema=False)
-async def invocations(body: GenerateRequest, ready: Ready, settings: Settings,
-                      request: Request) -> dict:
+async def invocations(
+    body: GenerateRequest, ready: Ready, settings: Settings, request: Request
+) -> dict:
     """SageMaker: the same body and answer as /v1/generate."""
     return await generate(body, ready, settings, request)
 

@@ -22,21 +22,36 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
     domain = load_domain(settings.artifact)
 
     def load() -> GeneratorModel:
-        return GeneratorModel(settings.artifact, num_beams=settings.num_beams,
-                              device=settings.device, threads=settings.threads,
-                              quantize=settings.quantize,
-                              compact_vocabulary=settings.compact_vocabulary)
+        return GeneratorModel(
+            settings.artifact,
+            num_beams=settings.num_beams,
+            device=settings.device,
+            threads=settings.threads,
+            quantize=settings.quantize,
+            compact_vocabulary=settings.compact_vocabulary,
+        )
 
     def on_ready(model: GeneratorModel) -> None:
         info = model.info()
-        metrics.MODEL_INFO.info({"version": model.version, "device": info["device"],
-                                 "base_model": str(info["base_model"]),
-                                 "num_beams": str(info["num_beams"])})
+        metrics.MODEL_INFO.info(
+            {
+                "version": model.version,
+                "device": info["device"],
+                "base_model": str(info["base_model"]),
+                "num_beams": str(info["num_beams"]),
+            }
+        )
 
-    lifespan = model_lifespan("generator", load,
-                              lambda m, ex: make_batcher(m, settings, ex), on_ready)
-    app = build_app(title="Parlance generator", version="1", settings=settings,
-                    lifespan=lifespan, routers=[router])
+    lifespan = model_lifespan(
+        "generator", load, lambda m, ex: make_batcher(m, settings, ex), on_ready
+    )
+    app = build_app(
+        title="Parlance generator",
+        version="1",
+        settings=settings,
+        lifespan=lifespan,
+        routers=[router],
+    )
     app.state.domain = domain
     generated = domain.label_map.generated
     default_openapi = app.openapi

@@ -101,9 +101,15 @@ def compact_decoder(model, token_ids: list[int], tokenizer) -> torch.Tensor:
 
 
 class GeneratorModel:
-    def __init__(self, artifact_dir: str | Path, num_beams: int | None = None,
-                 device: str | None = None, threads: int | None = None,
-                 quantize: str = "none", compact_vocabulary: bool = True):
+    def __init__(
+        self,
+        artifact_dir: str | Path,
+        num_beams: int | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        quantize: str = "none",
+        compact_vocabulary: bool = True,
+    ):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         self.artifact_dir = Path(artifact_dir)
@@ -126,7 +132,8 @@ class GeneratorModel:
         if quantize == "int8":
             # Dynamic int8 for the Linear layers (CPU only); measured in docs/results.md.
             self.model = torch.ao.quantization.quantize_dynamic(
-                self.model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+                self.model.cpu(), {torch.nn.Linear}, dtype=torch.qint8
+            )
             self.device = torch.device("cpu")
         elif quantize != "none":
             raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
@@ -141,29 +148,48 @@ class GeneratorModel:
         return str(self.manifest.get("version", "unknown"))
 
     def info(self) -> dict:
-        return {"version": self.version, "base_model": self.manifest.get("base_model"),
-                "preset": self.manifest.get("preset"), "num_beams": self.num_beams,
-                "quantize": self.quantize, "compact_vocabulary": self._vocab is not None,
-                "device": str(self.device), "metrics": self.manifest.get("metrics", {})}
+        return {
+            "version": self.version,
+            "base_model": self.manifest.get("base_model"),
+            "preset": self.manifest.get("preset"),
+            "num_beams": self.num_beams,
+            "quantize": self.quantize,
+            "compact_vocabulary": self._vocab is not None,
+            "device": str(self.device),
+            "metrics": self.manifest.get("metrics", {}),
+        }
 
     @torch.inference_mode()
-    def generate_delexicalised(self, sources: list[str], max_new_tokens: list[int],
-                               num_beams: int | None = None) -> list[tuple[str, int]]:
+    def generate_delexicalised(
+        self, sources: list[str], max_new_tokens: list[int], num_beams: int | None = None
+    ) -> list[tuple[str, int]]:
         """(cleaned delexicalised reply, tokens generated) for each serialised source.
 
         One `generate` call with the largest budget; each row is then cut to its own budget.
         With greedy decoding that equals generating it alone with that budget (a row's tokens
         do not depend on how long the others run); beam search gets the same treatment."""
-        enc = self.tokenizer(sources, padding=True, truncation=True,
-                             max_length=self.max_source_length, return_tensors="pt").to(self.device)
+        enc = self.tokenizer(
+            sources,
+            padding=True,
+            truncation=True,
+            max_length=self.max_source_length,
+            return_tensors="pt",
+        ).to(self.device)
         out = self.model.generate(
-            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-            max_new_tokens=max(max_new_tokens), num_beams=num_beams or self.num_beams,
-            do_sample=False, no_repeat_ngram_size=self.no_repeat_ngram_size)
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            max_new_tokens=max(max_new_tokens),
+            num_beams=num_beams or self.num_beams,
+            do_sample=False,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+        )
         if self._vocab is not None:
             out = self._vocab[out]  # compact decoder ids -> tokenizer ids
-        stop = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id,
-                self.tokenizer.sep_token_id} - {None}
+        stop = {
+            self.tokenizer.pad_token_id,
+            self.tokenizer.eos_token_id,
+            self.tokenizer.sep_token_id,
+        } - {None}
         results = []
         for row, limit in zip(out[:, 1:].tolist(), max_new_tokens, strict=True):  # no start
             row = row[:limit]
@@ -177,15 +203,17 @@ class GeneratorModel:
             return []
         sources = [source_text(r.intent, r.text, r.slots, r.facts) for r in requests]
         outputs = self.generate_delexicalised(sources, [r.max_new_tokens for r in requests])
-        return [self._finish(r, delex, n) for r, (delex, n) in zip(requests, outputs,
-                                                                    strict=True)]
+        return [self._finish(r, delex, n) for r, (delex, n) in zip(requests, outputs, strict=True)]
 
     def _finish(self, r: GenerationRequest, delex: str, n: int) -> GenerationResult:
         check = check_reply(delex, r.text, r.slots, r.facts, self.domain)
         if check.ok:
             return GenerationResult(check.reply, n, "model", delex)
-        fallback = (self.filler.reply_for(r.raw_intent, r.intent, r.text, r.slots, r.facts)
-                    if r.raw_intent else self.filler.reply(r.intent, r.text, r.slots, r.facts))
+        fallback = (
+            self.filler.reply_for(r.raw_intent, r.intent, r.text, r.slots, r.facts)
+            if r.raw_intent
+            else self.filler.reply(r.intent, r.text, r.slots, r.facts)
+        )
         return GenerationResult(fallback or check.reply, n, "template", delex, check.problems())
 
     def warmup(self) -> float:

@@ -36,21 +36,29 @@ class ReplyDomain:
         self.slot_names = sorted({s for i in generated for s in pack.intents[i].slots})
         self.fact_names = sorted({f for i in generated for f in pack.facts_of(i)})
         # One token per placeholder, added to the tokenizer so a placeholder is never split.
-        self.placeholder_tokens = [f"<{n}>" for n in sorted({*self.slot_names,
-                                                             *self.fact_names})]
+        self.placeholder_tokens = [f"<{n}>" for n in sorted({*self.slot_names, *self.fact_names})]
         # The pack's list types the generated intents read: a value of one in a reply that
         # the request did not bring is invented.
         read = {pack.slot_types.get(s) for s in self.slot_names}
-        self.entity_types = ["place", "language", *(
-            name for name, t in pack.slots_file.types.items()
-            if isinstance(t, ListType) and name in read)]
+        self.entity_types = [
+            "place",
+            "language",
+            *(
+                name
+                for name, t in pack.slots_file.types.items()
+                if isinstance(t, ListType) and name in read
+            ),
+        ]
 
     @cached_property
     def template_words(self) -> frozenset[str]:
         """Words the pack's own templates use: a reply that says "country" because a template
         does ("which country?") has not invented the genre "country"."""
-        return frozenset(w.lower() for t in self.pack.responses.all_replies()
-                         for w in re.findall(r"[A-Za-z][\w'-]*", t))
+        return frozenset(
+            w.lower()
+            for t in self.pack.responses.all_replies()
+            for w in re.findall(r"[A-Za-z][\w'-]*", t)
+        )
 
     @cached_property
     def truecase(self) -> dict[str, str]:
@@ -83,8 +91,10 @@ def delexicalise(text: str, slots: dict[str, str]) -> str:
 
 
 def source_text(intent: str, text: str, slots: dict[str, str], facts: dict[str, str]) -> str:
-    return (f"intent: {intent} | slots: {', '.join(sorted(slots)) or 'none'} | "
-            f"facts: {', '.join(sorted(facts)) or 'none'} | user: {delexicalise(text, slots)}")
+    return (
+        f"intent: {intent} | slots: {', '.join(sorted(slots)) or 'none'} | "
+        f"facts: {', '.join(sorted(facts)) or 'none'} | user: {delexicalise(text, slots)}"
+    )
 
 
 def clean_output(decoded: str, domain: ReplyDomain | None = None) -> str:
@@ -112,8 +122,9 @@ class ReplyCheck:
 
     @property
     def ok(self) -> bool:
-        return not (self.unknown_placeholders or self.missing_values or self.invented
-                    or self.degenerate)
+        return not (
+            self.unknown_placeholders or self.missing_values or self.invented or self.degenerate
+        )
 
     def problems(self) -> list[str]:
         out = []
@@ -132,11 +143,12 @@ def is_degenerate(text: str) -> bool:
     words = re.findall(r"[\w<>']+", text.lower())
     if not words:
         return True
-    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     if len(trigrams) != len(set(trigrams)):
         return True
-    return (any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2))
-            or bool(re.search(r"([.!?,])\1{3,}", text)))
+    return any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)) or bool(
+        re.search(r"([.!?,])\1{3,}", text)
+    )
 
 
 @cache
@@ -145,8 +157,9 @@ def _venues() -> frozenset[str]:
     return frozenset(v.lower() for v in g["venues"])
 
 
-def invented_values(reply: str, text: str, values: dict[str, str],
-                    domain: ReplyDomain | None = None) -> list[str]:
+def invented_values(
+    reply: str, text: str, values: dict[str, str], domain: ReplyDomain | None = None
+) -> list[str]:
     """Numbers and named entities in `reply` found in neither the user text nor the slot and
     fact values (the request is all the model may take values from)."""
     from text_to_num import alpha2digit
@@ -156,16 +169,25 @@ def invented_values(reply: str, text: str, values: dict[str, str],
     invented = [n for n in _NUMBER.findall(reply) if n.replace(",", "") not in source_numbers]
     domain = domain or default_domain()
     for slot in domain.pack.extractor.extract_all(reply, domain.entity_types):
-        surface = reply[slot.start:slot.end].lower()
-        if (slot.value.lower() in _venues() or surface in source
-                or slot.value.lower() in source or surface in domain.template_words):
+        surface = reply[slot.start : slot.end].lower()
+        if (
+            slot.value.lower() in _venues()
+            or surface in source
+            or slot.value.lower() in source
+            or surface in domain.template_words
+        ):
             continue
-        invented.append(reply[slot.start:slot.end])
+        invented.append(reply[slot.start : slot.end])
     return invented
 
 
-def check_reply(delexicalised: str, text: str, slots: dict[str, str],
-                facts: dict[str, str], domain: ReplyDomain | None = None) -> ReplyCheck:
+def check_reply(
+    delexicalised: str,
+    text: str,
+    slots: dict[str, str],
+    facts: dict[str, str],
+    domain: ReplyDomain | None = None,
+) -> ReplyCheck:
     values = {**slots, **facts}
     filled = fill(delexicalised, values)
     check = ReplyCheck(reply=filled)
@@ -173,9 +195,11 @@ def check_reply(delexicalised: str, text: str, slots: dict[str, str],
     check.unknown_placeholders = sorted(used - set(values))
     # A value counts as present when the reply shows it, by its own placeholder or inside
     # another value ("inches" inside the result "36 inches").
-    check.missing_values = sorted(n for n, v in values.items()
-                                  if n not in used and v.lower() not in filled.lower())
-    check.invented = invented_values(PLACEHOLDER.sub("", filled) if check.unknown_placeholders
-                                     else filled, text, values, domain)
+    check.missing_values = sorted(
+        n for n, v in values.items() if n not in used and v.lower() not in filled.lower()
+    )
+    check.invented = invented_values(
+        PLACEHOLDER.sub("", filled) if check.unknown_placeholders else filled, text, values, domain
+    )
     check.degenerate = is_degenerate(delexicalised)
     return check
