@@ -125,8 +125,14 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(
         read_until(q, "stopped.", 5, seen)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            # After a failed assertion: Ctrl-C first, so the supervisor stops the services
+            # (they run in sessions of their own, out of reach of a SIGKILL to this group).
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     for p in (port, port + 1, port + 2):
         assert not port_in_use("127.0.0.1", p), f"port {p} still served after Ctrl-C"
     assert processes_mentioning(str(artifacts)) == []
