@@ -61,10 +61,6 @@ class Responses:
     def raw_intents(self, core_intent: str) -> list[RawIntentReplies]:
         return [r for r in self.by_raw.values() if r.core_intent == core_intent]
 
-    def slot_kinds(self, raw_intent: str) -> tuple[str, ...]:
-        entry = self.by_raw.get(raw_intent)
-        return entry.slots if entry else ()
-
     def all_replies(self) -> list[str]:
         return [t for r in self.by_raw.values() for t in r.replies]
 

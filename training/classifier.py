@@ -42,7 +42,7 @@ from services.classifier.modeling import HeadConfig, IntentClassifier, build_enc
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export
 from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
-from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, Split, load_pack_data
+from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_pack_data
 from training.evaluate import evaluate_artifact, write_report
 
 logger = logging.getLogger("training.classifier")
@@ -276,23 +276,17 @@ def load_data(dargs: DataArguments, seed: int) -> ClincData:
     background = {"auto": None, "yes": True, "no": False}.get(dargs.background)
     if dargs.background not in ("auto", "yes", "no"):
         raise ValueError("--background must be auto, yes or no")
-    if dargs.ignore_pack_oos:
-        from training.data import load_pack_data as load
-
-        data = load(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, seed, False)
-        for name in ("train", "val"):
-            split = data.split(name)
-            keep = [i for i, x in enumerate(split.intents) if x != OOS]
-            setattr(
-                data, name, Split([split.texts[i] for i in keep], [split.intents[i] for i in keep])
-            )
-        data.source += "#no-pack-oos"
-        if background is not False:
-            from training.data import with_background
-
-            data = with_background(data, pack, True, seed)
-        return data
-    return load_pack_data(pack, dargs.data_dir, dargs.variant, dargs.hub_dataset, seed, background)
+    if dargs.ignore_pack_oos and background is None:
+        background = True  # the study: background sentences in place of the pack's own
+    return load_pack_data(
+        pack,
+        dargs.data_dir,
+        dargs.variant,
+        dargs.hub_dataset,
+        seed,
+        background,
+        pack_oos=not dargs.ignore_pack_oos,
+    )
 
 
 def subset_data(data: ClincData, dargs: DataArguments) -> ClincData:

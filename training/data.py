@@ -84,6 +84,24 @@ class ClincData:
             background=self.background,
         )
 
+    def without_oos(self) -> ClincData:
+        """The same data without out-of-scope training and validation queries (test keeps
+        them), checksum recomputed."""
+        inscope = set(self.labels) - {OOS}
+        splits = {
+            "train": self.train.subset(inscope),
+            "val": self.val.subset(inscope),
+            "test": self.test,
+        }
+        return ClincData(
+            **splits,
+            labels=self.labels,
+            source=self.source + "#no-pack-oos",
+            checksum=_checksum(splits),
+            domains=self.domains,
+            pack=self.pack,
+        )
+
     def restrict(self, intents: list[str], max_per_intent: int | None = None) -> ClincData:
         """A smaller copy for tests and smoke runs: only `intents` (plus oos), optionally capped."""
         keep = set(intents) | {OOS}
@@ -274,6 +292,7 @@ def load_pack_data(
     hub_name: str = "clinc_oos",
     seed: int = 42,
     background: bool | None = None,
+    pack_oos: bool = True,
 ) -> ClincData:
     """The pack's examples as train / val / test splits with the pack's labels.
 
@@ -282,10 +301,8 @@ def load_pack_data(
     for validation. Out-of-scope examples (the pack's own, or the bundled background set when
     `background` or the pack's setting asks for it, by default when the pack has none) are
     labelled `oos`; a pack without any still trains (its threshold comes from in-scope
-    validation queries alone, docs/ood.md)."""
-    from parlance.pack.models import OOS as PACK_OOS
-
-    assert PACK_OOS == OOS
+    validation queries alone, docs/ood.md). `pack_oos=False` (studies) drops the pack's own
+    out-of-scope training and validation queries first, as if it had none."""
     source = pack.assistant.examples_from
     if source is not None:
         if source.loader != "clinc150":  # pragma: no cover - the model allows no other
@@ -297,7 +314,7 @@ def load_pack_data(
                 f"{data.source}: intents not in pack {pack.name!r}: {sorted(unknown)[:5]}"
             )
         data.pack = pack.identity()
-        return with_background(data, pack, background, seed)
+        return with_background(data if pack_oos else data.without_oos(), pack, background, seed)
     splits = {name: Split([], []) for name in SPLITS}
     share = pack.assistant.validation_share
     for intent, examples in pack.examples.items():
@@ -315,7 +332,7 @@ def load_pack_data(
     )
     data.labels = pack.labels  # every intent, `oos` last, even one with no test example
     data.pack = pack.identity()
-    return with_background(data, pack, background, seed)
+    return with_background(data if pack_oos else data.without_oos(), pack, background, seed)
 
 
 def with_background(data: ClincData, pack, background: bool | None, seed: int) -> ClincData:
@@ -335,13 +352,12 @@ def with_background(data: ClincData, pack, background: bool | None, seed: int) -
         "val": Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
         "test": data.test,
     }
-    out = ClincData(
+    return ClincData(
         **splits,
         labels=data.labels,
         source=data.source + "+background",
         checksum=_checksum(splits),
         domains=data.domains,
+        pack=data.pack,
+        background={"train": len(train), "val": len(val)},
     )
-    out.pack = getattr(data, "pack", None)
-    out.background = {"train": len(train), "val": len(val)}
-    return out

@@ -59,8 +59,12 @@ class PackError(ValueError):
         super().__init__(f"assistant pack {root} has {len(errors)} error(s):\n{lines}")
 
 
+def _bundled_root() -> Path:
+    return Path(os.environ.get("PARLANCE_ASSISTANTS_DIR") or BUNDLED_DIR)
+
+
 def bundled_packs() -> list[str]:
-    root = Path(os.environ.get("PARLANCE_ASSISTANTS_DIR") or BUNDLED_DIR)
+    root = _bundled_root()
     return (
         sorted(p.name for p in root.iterdir() if (p / "assistant.yml").is_file())
         if root.is_dir()
@@ -71,9 +75,9 @@ def bundled_packs() -> list[str]:
 def resolve(pack: str | os.PathLike) -> Path:
     """A pack directory, or the name of a bundled pack."""
     path = Path(pack)
-    if (path / "assistant.yml").is_file() or path.is_dir():
+    if path.is_dir():
         return path
-    bundled = Path(os.environ.get("PARLANCE_ASSISTANTS_DIR") or BUNDLED_DIR) / str(pack)
+    bundled = _bundled_root() / str(pack)
     if (bundled / "assistant.yml").is_file():
         return bundled
     raise PackError(

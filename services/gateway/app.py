@@ -96,17 +96,12 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
         await s.generator.ready()  # optional, but closes its breaker as soon as it is back
         store_ok = await s.store.ping()
         s.ready = classifier_ok and store_ok
-        s.not_ready_reason = (
-            None
-            if s.ready
-            else (
-                s.label_error
-                if s.label_error
-                else "the classifier is not ready"
-                if not classifier_ok
-                else "the session store is unreachable"
-            )
-        )
+        if s.ready:
+            s.not_ready_reason = None
+        elif s.label_error or not classifier_ok:
+            s.not_ready_reason = s.label_error or "the classifier is not ready"
+        else:
+            s.not_ready_reason = "the session store is unreachable"
         # Counting sessions is a SCAN over every key with Redis: every 15 s is plenty for
         # a gauge, and keeps the cost flat as sessions grow.
         if tick % 15 == 0:

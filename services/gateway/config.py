@@ -43,7 +43,9 @@ class GatewaySettings(ServiceSettings):
     confidence_threshold: float = Field(0.3, ge=0, le=1)  # Rasa's NLU fallback default
     session_ttl_s: int = Field(3600, ge=1)
     form_idle_s: int = Field(600, ge=1, description="a form expires after this idle time")
-    default_timezone: str = "UTC"
+    default_timezone: str | None = Field(
+        None, description="IANA zone for the time actions; default: the pack's"
+    )
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
     )

@@ -68,10 +68,12 @@ class Dialogue:
         self.generator = generator
         self.extractor = pack.extractor
         self.filler = TemplateFiller(pack.responses)
-        self.default_timezone = (
-            settings.default_timezone
-            if settings.default_timezone != "UTC"
-            else pack.assistant.default_timezone
+        # The deployment's settings win over the pack's own defaults.
+        self.default_timezone = settings.default_timezone or pack.assistant.default_timezone
+        self.confidence_threshold = (
+            pack.dialogue.confidence_threshold
+            if pack.dialogue.confidence_threshold is not None
+            else settings.confidence_threshold
         )
 
     # -- one turn ------------------------------------------------------------------------
@@ -100,7 +102,7 @@ class Dialogue:
         self, text: str, state: dict, form: dict, p: Prediction, now: datetime
     ) -> TurnResult:
         spec = self.forms[form["name"]]
-        confident = p.confidence >= self.settings.confidence_threshold and not p.oos
+        confident = p.confidence >= self.confidence_threshold and not p.oos
         meta = self.meta.get(p.raw) if confident else None
         if meta == "cancel" or self.patterns["cancel"].search(text):
             return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
@@ -178,7 +180,7 @@ class Dialogue:
     async def _outside_form(
         self, text: str, state: dict, p: Prediction, now: datetime
     ) -> TurnResult:
-        if p.oos or p.confidence < self.settings.confidence_threshold:
+        if p.oos or p.confidence < self.confidence_threshold:
             if p.oos:
                 metrics.OOS.inc()
             state["misses"] = state.get("misses", 0) + 1

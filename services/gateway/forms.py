@@ -48,6 +48,7 @@ class FormSpec:
 
 def forms_of(pack: Pack) -> dict[str, FormSpec]:
     """The pack's forms (already checked by the pack loader)."""
+    free_text_types = {t for t, spec in pack.slots_file.types.items() if spec.kind == "free_text"}
     forms = {}
     for name, f in pack.forms_file.forms.items():
         slots = tuple(
@@ -57,9 +58,7 @@ def forms_of(pack: Pack) -> dict[str, FormSpec]:
                 prompt=s.prompt,
                 cues=tuple(s.cues),
                 accept_number=s.accept_number,
-                free_text=s.free_text
-                or pack.slot_types[s.slot]
-                in {t for t, spec in pack.slots_file.types.items() if spec.kind == "free_text"},
+                free_text=s.free_text or pack.slot_types[s.slot] in free_text_types,
                 min=s.min,
                 max=s.max,
             )

@@ -29,6 +29,7 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
             threads=settings.threads,
             quantize=settings.quantize,
             compact_vocabulary=settings.compact_vocabulary,
+            domain=domain,  # already read (and checked) above: not again
         )
 
     def on_ready(model: GeneratorModel) -> None:

@@ -109,6 +109,7 @@ class GeneratorModel:
         threads: int | None = None,
         quantize: str = "none",
         compact_vocabulary: bool = True,
+        domain: ReplyDomain | None = None,
     ):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -140,7 +141,7 @@ class GeneratorModel:
         self.max_source_length = int(gen.get("max_source_length", 96))
         self.no_repeat_ngram_size = int(gen.get("no_repeat_ngram_size", 3))
         self.num_beams = int(num_beams or gen.get("num_beams", 1))
-        self.domain = load_domain(self.artifact_dir)
+        self.domain = domain or load_domain(self.artifact_dir)
         self.filler = self.domain.filler
 
     @property
