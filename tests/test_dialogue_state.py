@@ -70,3 +70,20 @@ def test_session_state_is_typed_and_versioned():
     state = load_state(None)[0]
     turn(d, "transfer $20 from checking", state, "transfer", T0)
     assert dump_state(state)["form"]["values"] == {"amount": "$20", "from_account": "checking"}
+
+
+def test_the_packs_confidence_threshold_and_time_zone_apply(tmp_path):
+    import shutil
+
+    import yaml
+
+    root = tmp_path / "pack"
+    shutil.copytree(load_pack("clinc150").root, root)
+    doc = yaml.safe_load((root / "dialogue.yml").read_text())
+    doc["confidence_threshold"] = 0.99
+    (root / "dialogue.yml").write_text(yaml.safe_dump(doc))
+    d = Dialogue(GatewaySettings(), load_pack(root), FakeGenerator())
+    r = turn(d, "book a flight", load_state(None)[0], "book_flight", T0, conf=0.95)
+    assert r.source == "fallback" and r.form is None
+    assert dialogue().default_timezone == "UTC"  # the pack's
+    assert dialogue(default_timezone="Asia/Tokyo").default_timezone == "Asia/Tokyo"
