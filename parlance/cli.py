@@ -210,9 +210,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_test(args) -> int:
-    from parlance.conversations import run_conversations
+    from parlance.conversations import RunOptions, run_conversations
 
-    return run_conversations(args.pack, args.url, api_key=args.api_key)
+    opts = RunOptions(
+        generator=args.generator,
+        intents=frozenset(args.intents.split(",")) if args.intents else None,
+        idle_s=args.form_idle_s,
+    )
+    return run_conversations(args.pack, args.url, api_key=args.api_key, opts=opts)
 
 
 def cmd_shell(args) -> int:
@@ -296,6 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("pack")
     s.add_argument("--url", default=url)
     s.add_argument("--api-key", default=key)
+    s.add_argument(
+        "--generator",
+        choices=["up", "down"],
+        default="up",
+        help="'down': the gateway's generator is stopped (degraded mode); runs the "
+        "conversations meant for it and skips those that need the generator",
+    )
+    s.add_argument(
+        "--form-idle-s",
+        type=float,
+        default=None,
+        help="the gateway's GATEWAY_FORM_IDLE_S: conversations with an 'idle' turn wait "
+        "that long (skipped without it)",
+    )
+    s.add_argument(
+        "--intents",
+        default=None,
+        help="comma-separated intents the classifier knows (one trained on a subset): "
+        "conversations expecting others are skipped",
+    )
     s.set_defaults(fn=cmd_test)
 
     s = sub.add_parser("shell", help="chat with a running gateway in the terminal")

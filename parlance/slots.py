@@ -131,8 +131,10 @@ _DURATION = re.compile(
     re.I,
 )
 _TIME = re.compile(
-    r"\b(?:(?P<h>\d{1,2})(?::(?P<m>\d{2})|\s(?P<m2>[0-5]\d)(?=\s*(?:a\.?m\.?|p\.?m\.?)))?\s*"
-    r"(?P<ap>a\.?m\.?|p\.?m\.?|o'?clock)(?![a-z])"
+    r"\b(?:(?P<h>\d{1,2})(?::(?P<m>\d{2})|\s(?P<m2>[0-5]\d)(?=\s*(?:a\.?m\.?|p\.?m\.?|in the "
+    r"morning|in the afternoon|in the evening|at night)))?\s*"
+    r"(?P<ap>a\.?m\.?|p\.?m\.?|o'?clock|in the morning|in the afternoon|in the evening|"
+    r"at night)(?![a-z])"
     r"|(?P<hh>\d{1,2}):(?P<mm>[0-5]\d)|(?P<word>noon|midnight))",
     re.I,
 )
@@ -208,7 +210,50 @@ _CONVERT = re.compile(
 )
 
 
-_NOT_WORDS = {"a", "an", "the", "it", "this", "that", "my", "your", "me", "you", "word", "up"}
+_NOT_WORDS = {
+    "a",
+    "an",
+    "the",
+    "it",
+    "this",
+    "that",
+    "my",
+    "your",
+    "me",
+    "you",
+    "word",
+    "words",
+    "up",
+    "something",
+    "anything",
+    "stuff",
+    "for",
+    "out",
+}
+# A bare answer to "What time?": "6", "at 6:30", "7 in the morning", "half past 8 tonight".
+_TIME_ANSWER = re.compile(
+    r"^\s*(?:at\s+|around\s+|about\s+)?(?:(?P<half>half past|quarter past|quarter to)\s+)?"
+    r"(?P<h>\d{1,2})(?::(?P<m>[0-5]\d))?\s*"
+    r"(?P<part>in the morning|in the afternoon|in the evening|at night|tonight|"
+    r"a\.?m\.?|p\.?m\.?|o'?clock)?\s*(?:please)?[.!]?\s*$",
+    re.I,
+)
+_PART_OF_DAY = {
+    "in the morning": "AM",
+    "in the afternoon": "PM",
+    "in the evening": "PM",
+    "at night": "PM",
+    "tonight": "PM",
+}
+_AT_HOUR = re.compile(
+    r"\bat\s+(?P<h>\d{1,2})(?![\d:.,%])(?!\s*(?:percent|dollars|minutes|hours|degrees))"
+    r"(?:\s+(?P<part>in the morning|in the afternoon|in the evening|at night|tonight))?\b",
+    re.I,
+)
+# The tail of a time that says which half of the day: "6:30 in the morning".
+_TIME_PART = re.compile(
+    r"^\s*(?P<part>in the morning|in the afternoon|in the evening|at night|tonight)\b", re.I
+)
 
 
 def _clean_number(s: str) -> str:
@@ -257,7 +302,7 @@ def _time_value(m: re.Match) -> str | None:
     else:
         h, mi = int(m.group("h")), int(m.group("m") or m.group("m2") or 0)
         ap = m.group("ap").lower().replace(".", "")
-        ap = None if ap.startswith("o") else ap
+        ap = None if ap.startswith("o") else _PART_OF_DAY.get(ap, ap)
     if h > 23 or mi > 59 or (ap and not 1 <= h <= 12):
         return None
     if ap is None:
@@ -394,6 +439,11 @@ class SlotType:
     def find(self, ctx: Context) -> list[Slot]:
         raise NotImplementedError
 
+    def find_answer(self, ctx: Context) -> list[Slot]:
+        """Values in a bare answer to the question for this type ("6" to "What time?");
+        by default what `find` sees."""
+        return self.find(ctx)
+
 
 BUILTIN_TYPES: dict[str, SlotType] = {}
 
@@ -420,11 +470,52 @@ class _Duration(SlotType):
 @builtin("time", 20, "a clock time: '5:45 AM', '17:30', 'noon'")
 class _Time(SlotType):
     def find(self, ctx):
-        return [
-            ctx.claim(self.name, v, m.start(), m.end())
-            for m in _TIME.finditer(ctx.digits)
-            if ctx.free(m.start(), m.end()) and (v := _time_value(m))
-        ]
+        out = []
+        for m in _TIME.finditer(ctx.digits):
+            if not ctx.free(m.start(), m.end()) or not (v := _time_value(m)):
+                continue
+            end = m.end()
+            part = _TIME_PART.match(ctx.digits[end:])
+            if part and not v.endswith("M"):
+                v, end = _with_part_of_day(v, part.group("part")), end + part.end()
+            out.append(ctx.claim(self.name, v, m.start(), end))
+        if not out:
+            # "wake me up at 6": an hour after "at", when nothing more explicit was said
+            m = _AT_HOUR.search(ctx.digits)
+            if m and ctx.free(m.start("h"), m.end()) and int(m.group("h")) <= 23:
+                v = f"{int(m.group('h'))}:00"
+                if m.group("part"):
+                    v = _with_part_of_day(v, m.group("part"))
+                out.append(ctx.claim(self.name, v, m.start("h"), m.end()))
+        return out
+
+    def find_answer(self, ctx):
+        m = _TIME_ANSWER.match(ctx.digits)
+        if not m:
+            return self.find(ctx)
+        h, mi = int(m.group("h")), int(m.group("m") or 0)
+        half = (m.group("half") or "").lower()
+        if half:
+            if m.group("m"):
+                return []
+            mi = {"half past": 30, "quarter past": 15}.get(half, 45)
+            h = h - 1 if half == "quarter to" else h
+        part = (m.group("part") or "").lower().replace(".", "")
+        if h > 23 or (part and part not in ("o'clock", "oclock") and not 1 <= h <= 12):
+            return []
+        value = f"{h}:{mi:02d}"
+        if part in ("am", "pm"):
+            value += f" {part.upper()}"
+        elif part in _PART_OF_DAY:
+            value = _with_part_of_day(value, part)
+        return [ctx.claim(self.name, value, m.start("h"), m.end())]
+
+
+def _with_part_of_day(value: str, part: str) -> str:
+    h, mi = (int(x) for x in value.split(":"))
+    if h > 12:
+        return value
+    return f"{h}:{mi:02d} {_PART_OF_DAY[part.lower()]}"
 
 
 @builtin("money", 30, "an amount of money: '$350', '20 euros'")
@@ -469,14 +560,37 @@ class _Expression(SlotType):
 
 
 class _ConversionPart(SlotType):
-    """`quantity` ("3 feet") and `target_unit` ("inches") come from one pattern."""
+    """`quantity` ("3 feet") and `target_unit` ("inches") come from one pattern; alone, an
+    amount with a known unit is a quantity, and a bare unit answers "Which unit?"."""
 
     def find(self, ctx):
-        return [
+        found = [
             ctx.claim(kind, value, s, e)
             for kind, value, s, e in _conversion(ctx.digits)
             if kind == self.name
         ]
+        if found or self.name != "quantity":
+            return found
+        from .actions import unit_name, unit_quantity
+
+        for m in re.finditer(rf"(?P<n>{_NUM})\s*(?P<u>[a-z]+(?:\s[a-z]+)?)", ctx.digits, re.I):
+            unit = unit_name(m.group("u")) or unit_name(m.group("u").split()[0])
+            if unit and ctx.free(m.start(), m.end()):
+                n = float(m.group("n").replace(",", "."))
+                return [ctx.claim(self.name, unit_quantity(n, unit), m.start(), m.end())]
+        return []
+
+    def find_answer(self, ctx):
+        from .actions import unit_name, unit_plural
+
+        found = self.find(ctx)
+        if found or self.name != "target_unit":
+            return found
+        m = re.search(
+            r"(?:\b(?:in|to|into)\s+)?(?P<u>[a-z]+(?:\s[a-z]+)?)\s*[.!?]?\s*$", ctx.digits, re.I
+        )
+        unit = m and (unit_name(m.group("u")) or unit_name(m.group("u").split()[-1]))
+        return [ctx.claim(self.name, unit_plural(unit), m.start("u"), m.end("u"))] if unit else []
 
 
 builtin("quantity", 70, "an amount with a unit to convert: '3 feet'")(
@@ -653,6 +767,10 @@ class SlotExtractor:
         for slot in self.extract_all(text, kinds, now):
             found.setdefault(slot.kind, slot)
         return found
+
+    def extract_answer(self, text: str, kind: str, now: datetime | None = None) -> list[Slot]:
+        """Values of `kind` in `text` read as the answer to a question for it."""
+        return self.types[kind].find_answer(Context(text, now))
 
     def extract_all(
         self, text: str, kinds: Iterable[str] | None = None, now: datetime | None = None

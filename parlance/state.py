@@ -19,6 +19,19 @@ class FormState(BaseModel):
     awaiting: str | None = None
     confirming: bool = False
     updated: float = Field(..., description="unix time of the last change (the turn's clock)")
+    text: str | None = Field(
+        None, description="the request that opened a one-slot form, answered once it is filled"
+    )
+
+
+class PendingIntent(BaseModel):
+    """An intent the assistant asked the user to confirm (the borderline band)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    intent: str
+    text: str
+    confidence: float
 
 
 class SessionState(BaseModel):
@@ -27,6 +40,7 @@ class SessionState(BaseModel):
     schema_version: int = SCHEMA_VERSION
     form: FormState | None = None
     misses: int = 0  # consecutive fallbacks (the two-stage fallback)
+    pending: PendingIntent | None = None
     last_reply: str | None = None
 
 

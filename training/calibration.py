@@ -111,3 +111,56 @@ def pick_threshold(
         "val_inscope_accuracy": float(acc_in[i]),
         "val_oos_recall": float(recall[i]),
     }
+
+
+def choose_band(
+    score: np.ndarray,
+    argmax: np.ndarray,
+    y_true: np.ndarray,
+    oos_index: int,
+    threshold: float,
+    max_oos_share: float = 0.1,
+) -> dict:
+    """The borderline band below the out-of-scope threshold, chosen on validation data.
+
+    A query whose score falls in [band, threshold) and whose top class is an intent gets a
+    confirmation question ("Do you want to book a flight?") instead of the fallback. The band
+    reaches down as far as it can while at most `max_oos_share` of the validation
+    out-of-scope queries would be asked (they answer "no" and are rejected one turn later;
+    what the band buys is the in-scope queries whose top intent was right).
+
+    Returns {"confirm_threshold": None, ...} when there is no out-of-scope validation data to
+    bound the band by, or when no query would fall in it.
+    """
+    score = np.asarray(score, np.float64)
+    argmax, y_true = np.asarray(argmax), np.asarray(y_true)
+    is_oos = y_true == oos_index
+    info: dict = {"rule": "max_oos_share", "max_oos_share": max_oos_share}
+    if not is_oos.any() or not 0 <= max_oos_share < 1:
+        return {**info, "confirm_threshold": None}
+    rejected = (argmax != oos_index) & (score < threshold)
+    # scores of the rejected out-of-scope queries, highest (most in-scope-like) first
+    oos_scores = np.sort(score[rejected & is_oos])[::-1]
+    allowed = int(np.floor(max_oos_share * is_oos.sum()))
+    candidates = np.sort(score[rejected])
+    if not len(candidates):
+        return {**info, "confirm_threshold": None}
+    if allowed >= len(oos_scores):
+        band = float(candidates[0]) - 1e-6  # every rejected query with an intent on top
+    else:
+        # just above the first out-of-scope score that would exceed the allowance, midway
+        # to the next higher score (robust to the backends' round-off, as the threshold)
+        limit = oos_scores[allowed]
+        higher = candidates[candidates > limit]
+        band = float((limit + higher[0]) / 2) if len(higher) else float(threshold)
+    if band >= threshold:
+        return {**info, "confirm_threshold": None}
+    in_band = rejected & (score >= band)
+    info.update(
+        confirm_threshold=band,
+        val_in_band=int(in_band.sum()),
+        val_rescued=int((in_band & ~is_oos & (argmax == y_true)).sum()),
+        val_oos_asked=int((in_band & is_oos).sum()),
+        val_oos_asked_share=float((in_band & is_oos).sum() / is_oos.sum()),
+    )
+    return info

@@ -215,6 +215,14 @@ class OODArguments:
             "own 3 %%"
         },
     )
+    band_oos_share: float = field(
+        default=0.1,
+        metadata={
+            "help": "borderline band below the threshold (a confirmation question instead "
+            "of the fallback): at most this share of val out-of-scope queries may fall in "
+            "it; 0: no band (docs/ood.md)"
+        },
+    )
     export_onnx: bool = field(default=True, metadata={"help": "write ONNX fp32 and int8"})
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"}
@@ -225,6 +233,8 @@ class OODArguments:
             raise ValueError(f"--ood_score must be 'auto' or one of {SCORES}")
         if self.threshold_rule not in calibration.THRESHOLD_RULES:
             raise ValueError(f"--threshold_rule must be one of {calibration.THRESHOLD_RULES}")
+        if not 0 <= self.band_oos_share < 1:
+            raise ValueError("--band_oos_share must be in [0, 1)")
 
 
 def parse_args(argv: list[str] | None = None):
@@ -413,7 +423,20 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
         target=oargs.threshold_target,
     )
     scorer.threshold = choice["threshold"]
-    info = {"temperature": temperature, "val_auroc_by_score": val_auroc, **choice}
+    band = (
+        calibration.choose_band(
+            scorer.scores(val_logits, val_feats),
+            argmax,
+            y_val,
+            oos_index,
+            scorer.threshold,
+            oargs.band_oos_share,
+        )
+        if oargs.band_oos_share > 0
+        else {"confirm_threshold": None}
+    )
+    scorer.confirm_threshold = band["confirm_threshold"]
+    info = {"temperature": temperature, "val_auroc_by_score": val_auroc, **choice, "band": band}
     logger.info("calibration on val: %s", json.dumps(info, indent=2))
     return scorer, info
 
@@ -524,6 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
             "val_inscope_accuracy": calib["val_inscope_accuracy"],
             "val_oos_recall": calib["val_oos_recall"],
             "val_auroc_by_score": calib["val_auroc_by_score"],
+            "band": calib["band"],
         },
         "max_seq_length": margs.max_seq_length,
         "head": asdict(model.head_config),

@@ -21,7 +21,7 @@ import numpy as np
 from services.classifier.artifact import EVAL_DIR, ClassifierArtifact
 from services.classifier.backends import forward_batched, load_backend
 from training.data import ClincData, load_pack_data
-from training.metrics import classification_report, reliability_bins
+from training.metrics import band_report, by_length, classification_report, reliability_bins
 
 logger = logging.getLogger("training.evaluate")
 
@@ -51,10 +51,46 @@ def evaluate_artifact(
             y, p["pred"], p["argmax"], p["confidence"], p["score"], data.labels, data.domains
         )
         report["reliability"] = reliability_bins(p["confidence"], p["argmax"] == y)
+        oos_index = data.labels.index("oos")
+        report["by_length"] = by_length(split.texts, y, p["pred"], p["argmax"], oos_index)
+        if scorer.confirm_threshold is not None:
+            report["band"] = band_report(y, p["argmax"], p["oos"], p["borderline"], oos_index)
         out[name] = report
         if name == "test":
             out["_pred"], out["_y"] = p["pred"], y
     return out
+
+
+def refit_band(artifact_dir: str | Path, data: ClincData, share: float, backend: str) -> dict:
+    """Choose the borderline band again on the validation split (training.calibration
+    .choose_band) and record it in the artifact's manifest: a band for an artifact trained
+    before bands existed, or another share, without retraining."""
+    from training.calibration import choose_band
+
+    art = ClassifierArtifact.load(artifact_dir)
+    scorer = art.scorer()
+    be = load_backend(art, backend)
+    y = np.array([data.label2id[i] for i in data.val.intents])
+    logits, feats = forward_batched(be, data.val.texts)
+    band = (
+        choose_band(
+            scorer.scores(logits, feats),
+            logits.argmax(-1),
+            y,
+            data.labels.index("oos"),
+            scorer.threshold,
+            share,
+        )
+        if share > 0
+        else {"confirm_threshold": None}
+    )
+    path = Path(artifact_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["ood"]["confirm_threshold"] = band["confirm_threshold"]
+    manifest["ood"]["band"] = band
+    path.write_text(json.dumps(manifest, indent=2))
+    logger.info("borderline band chosen on val: %s", json.dumps(band))
+    return band
 
 
 def write_report(
@@ -109,6 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
         "out-of-scope probes (a pack without out-of-scope test data; "
         "CLINC150 from $CLINC150_DIR or the hub)",
     )
+    parser.add_argument(
+        "--fit-band",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="first choose the borderline band again on val (at most SHARE of val "
+        "out-of-scope queries in it; 0 removes it) and write it into the artifact's manifest",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -133,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
         # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
         keep = [x for x in art.labels if x != "oos"]
         data = data.restrict(keep)
+    if args.fit_band is not None:
+        refit_band(args.artifact, data, args.fit_band, args.backend)
     if args.oos_probes:
         data = with_oos_probes(data)
     report = evaluate_artifact(args.artifact, data, args.backend)

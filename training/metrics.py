@@ -143,3 +143,66 @@ def classification_report(
         report["domain_accuracy"] = per_domain_accuracy(y_true, y_pred, labels, domains)
     report["confused_pairs"] = confused_pairs(y_true, y_pred, labels)
     return report
+
+
+# Word-count buckets for accuracy by utterance length: short requests ("book a flight")
+# carry the least evidence and deserve figures of their own.
+LENGTH_BUCKETS = ((1, 2), (3, 4), (5, 6), (7, 9), (10, 12), (13, None))
+
+
+def by_length(
+    texts: list[str],
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    argmax: np.ndarray,
+    oos_index: int,
+) -> list[dict]:
+    """In-scope accuracy (with the threshold and argmax only) and oos recall per bucket of
+    whitespace-separated words."""
+    words = np.array([len(t.split()) for t in texts])
+    inscope = y_true != oos_index
+    out = []
+    for lo, hi in LENGTH_BUCKETS:
+        sel = (words >= lo) & (words <= (hi if hi is not None else words.max(initial=lo)))
+        ins, oos = sel & inscope, sel & ~inscope
+        out.append(
+            {
+                "words": f"{lo}-{hi}" if hi is not None else f"{lo}+",
+                "n_inscope": int(ins.sum()),
+                "n_oos": int(oos.sum()),
+                "inscope_accuracy": float((y_pred[ins] == y_true[ins]).mean())
+                if ins.any()
+                else None,
+                "argmax_inscope_accuracy": (
+                    float((argmax[ins] == y_true[ins]).mean()) if ins.any() else None
+                ),
+                "oos_recall": float((y_pred[oos] == oos_index).mean()) if oos.any() else None,
+            }
+        )
+    return out
+
+
+def band_report(
+    y_true: np.ndarray, argmax: np.ndarray, oos: np.ndarray, borderline: np.ndarray, oos_index: int
+) -> dict:
+    """What the borderline band does, assuming users answer the confirmation truthfully:
+    an in-scope query in the band whose top intent is right is answered after one "yes"; one
+    whose top intent is wrong gets "no" and is rejected as before; an out-of-scope query in
+    the band gets "no" and is rejected one turn later."""
+    inscope = y_true != oos_index
+    right = argmax == y_true
+    n_in, n_oos = max(int(inscope.sum()), 1), max(int((~inscope).sum()), 1)
+    answered = ~oos & right & inscope
+    rescued = borderline & inscope & right
+    return {
+        "inscope_rejected": int((oos & inscope).sum()),
+        "in_band": int(borderline.sum()),
+        "rescued": int(rescued.sum()),
+        "inscope_wrong_top": int((borderline & inscope & ~right).sum()),
+        "oos_asked": int((borderline & ~inscope).sum()),
+        "oos_asked_share": float((borderline & ~inscope).sum() / n_oos),
+        "inscope_accuracy": float(answered.sum() / n_in),
+        "inscope_accuracy_with_confirmation": float((answered | rescued).sum() / n_in),
+        "oos_recall": float((oos & ~inscope).sum() / n_oos),
+        "oos_rejected_without_question": float((oos & ~borderline & ~inscope).sum() / n_oos),
+    }

@@ -3,7 +3,10 @@
 For every utterance of a raw intent that maps to a generated core intent (train, val and
 test kept apart, exactly as CLINC150 splits them):
 
-    slots   = the pack's slot extractor on the text, for the raw intent's slots
+    slots   = the pack's slot extractor on the text, for the raw intent's slots; a required
+              slot the text lacks gets a value the same intent's other utterances of the
+              split gave (seeded choice): the gateway asks for it first (a one-slot form),
+              so the generator sees the opener with the value the user answered
     facts   = the raw intent's action (time, a calculation, a coin flip, ...)
     target  = one of the raw intent's templates whose placeholders are exactly the
               available slots and facts (seeded choice), delexicalised
@@ -21,7 +24,7 @@ import argparse
 import hashlib
 import json
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -64,6 +67,7 @@ def build_examples(
         examples: list[ResponseExample] = []
         seen: Counter[str] = Counter()
         part = data.split(split)
+        answers = _required_values(pack, part, generated)
         for i, (text, raw) in enumerate(zip(part.texts, part.intents, strict=True)):
             entry = responses.by_raw.get(raw)
             if (
@@ -80,6 +84,11 @@ def build_examples(
             rng = random.Random(f"{seed}:{split}:{i}:{text}")
             now = BASE_CLOCK + timedelta(minutes=rng.randrange(365 * 24 * 60))
             slots = pack.extract_slots(text, entry.slots, now)
+            missing = [r.slot for r in pack.intents[raw].requires if r.slot not in slots]
+            if any(not answers[raw, name] for name in missing):
+                continue  # nothing to answer the form's question with
+            for name in missing:
+                slots[name] = rng.choice(answers[raw, name])
             facts = run_action(
                 pack.intents[raw].action,
                 slots,
@@ -96,6 +105,20 @@ def build_examples(
             )
         out[split] = examples
     return out
+
+
+def _required_values(pack: Pack, part, generated: set[str]) -> dict[tuple[str, str], list]:
+    """(raw intent, required slot) -> the values the split's utterances of that intent give,
+    in file order (the clock does not matter for the required types' values)."""
+    values: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for text, raw in zip(part.texts, part.intents, strict=True):
+        intent = pack.intents.get(raw)
+        if raw not in generated or intent is None or not intent.requires:
+            continue
+        found = pack.extract_slots(text, [r.slot for r in intent.requires], BASE_CLOCK)
+        for name, value in found.items():
+            values[raw, name].append(value)
+    return values
 
 
 def checksum(examples: dict[str, list[ResponseExample]]) -> str:

@@ -220,12 +220,16 @@ def _core_map(pack: Pack) -> list[Problem]:
 
 def _slot_combinations(pack: Pack, raw: str) -> list[set[str]]:
     """Every set of values a reply of `raw` may find available: any subset of its slots,
-    plus the facts its action computes from them."""
+    plus the facts its action computes from them. Required slots are always there (a form
+    asks for them first)."""
     intent = pack.intents[raw]
     action = ACTIONS.get(intent.action) if intent.action else None
+    required = [r.slot for r in intent.requires]
+    optional = [s for s in intent.slots if s not in required]
     combos = []
-    for n in range(len(intent.slots) + 1):
-        for subset in itertools.combinations(intent.slots, n):
+    for n in range(len(optional) + 1):
+        for subset in itertools.combinations(optional, n):
+            subset = (*required, *subset)
             available = set(subset)
             types = {pack.slot_types.get(s, s) for s in subset}
             if action and set(action.needs) <= types:
@@ -392,8 +396,70 @@ def _forms(pack: Pack) -> list[Problem]:
     return out
 
 
+def _required_slots(pack: Pack) -> list[Problem]:
+    """Intents with required slots become one-slot forms named after the intent."""
+    out = []
+    starts = {i for f in pack.forms_file.forms.values() for i in f.intents}
+    for name, intent in pack.intents.items():
+        entry = f"intents.{name}.requires"
+        if not intent.requires:
+            continue
+        if name in pack.forms_file.forms:
+            out.append(
+                Problem("intents.yml", entry, f"a form in forms.yml is already named {name!r}")
+            )
+        if name in starts:
+            out.append(
+                Problem(
+                    "intents.yml",
+                    entry,
+                    "the intent starts a form in forms.yml: list the slots there instead",
+                )
+            )
+        for i, r in enumerate(intent.requires):
+            if r.slot not in pack.slot_types:
+                out.append(Problem("intents.yml", f"{entry}[{i}]", f"unknown slot {r.slot!r}"))
+    return out
+
+
+def _unanswered_questions(pack: Pack) -> list[Problem]:
+    """A reply that asks for a slot must leave the dialogue expecting the answer: a question
+    template without one of the intent's slots, for a slot that is not required, is a
+    question nobody follows up."""
+    out = []
+    in_forms = {i for f in pack.forms_file.forms.values() for i in f.intents}
+    for raw, replies in pack.responses_file.intents.items():
+        intent = pack.intents.get(raw)
+        if intent is None or not intent.slots or raw in in_forms:
+            continue
+        required = {r.slot for r in intent.requires}
+        for i, reply in enumerate(replies):
+            if not reply.rstrip().endswith("?"):
+                continue
+            asked = [s for s in intent.slots if s not in placeholders(reply) and s not in required]
+            if asked and required | placeholders(reply) < set(intent.slots):
+                out.append(
+                    Problem(
+                        "responses.yml",
+                        f"intents.{raw}[{i}]",
+                        f"asks a question, but the user's answer is not expected: declare "
+                        f"the slot it asks for under the intent's 'requires' ({asked})",
+                        "warning",
+                    )
+                )
+    return out
+
+
 def _dialogue(pack: Pack) -> list[Problem]:
     out = []
+    for name, text in (("confirm", pack.dialogue.fallback.confirm),):
+        unknown = placeholders(text) - {"intent"}
+        if unknown:
+            out.append(
+                Problem(
+                    "dialogue.yml", f"fallback.{name}", f"unknown placeholders {sorted(unknown)}"
+                )
+            )
     for group, intents in pack.dialogue.meta_intents.model_dump().items():
         for intent in intents:
             if intent not in pack.intents:
@@ -419,16 +485,31 @@ def _dialogue(pack: Pack) -> list[Problem]:
 def _conversations(pack: Pack) -> list[Problem]:
     out = []
     known = set(pack.intents) | {OOS}
-    forms = set(pack.forms_file.forms) | {"none"}
+    forms = (
+        set(pack.forms_file.forms) | {i for i, x in pack.intents.items() if x.requires} | {"none"}
+    )
     for rel, doc in pack.conversations.items():
         for c, conv in enumerate(doc.conversations):
             for t, turn in enumerate(conv.turns):
                 entry = f"conversations[{c}] ({conv.name}).turns[{t}]"
                 if turn.intent is not None and turn.intent not in known:
                     out.append(Problem(rel, entry, f"unknown intent {turn.intent!r}"))
+                if turn.confirming is not None and turn.confirming not in pack.intents:
+                    out.append(Problem(rel, entry, f"unknown intent {turn.confirming!r}"))
                 if turn.form is not None and turn.form not in forms:
                     out.append(Problem(rel, entry, f"unknown form {turn.form!r}"))
     return out
 
 
-RULES = (_types, _examples, _intent_refs, _core_map, _responses, _forms, _dialogue, _conversations)
+RULES = (
+    _types,
+    _examples,
+    _intent_refs,
+    _core_map,
+    _responses,
+    _forms,
+    _required_slots,
+    _unanswered_questions,
+    _dialogue,
+    _conversations,
+)

@@ -82,6 +82,19 @@ class AssistantFile(Strict):
 # ----------------------------------------------------------------- intents.yml
 
 
+class FormSlot(Strict):
+    slot: Name
+    prompt: Text
+    cues: list[Text] = Field(
+        [],
+        description="words just before a value that pick this slot among several of the same type",
+    )
+    accept_number: bool = Field(False, description="a bare number fills this money slot")
+    free_text: bool = Field(False, description="when asked for, any answer is the value")
+    min: float | None = None
+    max: float | None = None
+
+
 class Intent(Strict):
     description: str = ""
     examples: list[Text] = []
@@ -95,6 +108,22 @@ class Intent(Strict):
     generated: bool | None = Field(
         None, description="replies written by the generator; only without core_intents.yml"
     )
+    requires: list[FormSlot] = Field(
+        [],
+        description="slots the intent cannot be answered without: when one is missing, a "
+        "form named after the intent asks for it, then the intent is answered",
+    )
+
+    @model_validator(mode="after")
+    def _requires_are_read(self) -> Intent:
+        names = [r.slot for r in self.requires]
+        missing = [n for n in names if n not in self.slots]
+        if missing:
+            raise ValueError(f"required slots must also be listed under 'slots': {missing}")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"slots required twice: {dup}")
+        return self
 
 
 class OutOfScopeExamples(Strict):
@@ -203,19 +232,6 @@ class ResponsesFile(Strict):
 # ----------------------------------------------------------------- forms.yml
 
 
-class FormSlot(Strict):
-    slot: Name
-    prompt: Text
-    cues: list[Text] = Field(
-        [],
-        description="words just before a value that pick this slot among several of the same type",
-    )
-    accept_number: bool = Field(False, description="a bare number fills this money slot")
-    free_text: bool = Field(False, description="when asked for, any answer is the value")
-    min: float | None = None
-    max: float | None = None
-
-
 class Form(Strict):
     intents: list[Name] = Field(min_length=1)
     slots: list[FormSlot] = Field(min_length=1)
@@ -265,6 +281,12 @@ class Patterns(Strict):
 class FallbackTexts(Strict):
     rephrase: Text = "Sorry, I didn't quite get that. Could you say it another way?"
     capabilities: Text = "I'm still not sure what you mean. Could you try asking differently?"
+    confirm: Text = Field(
+        "Do you want to <intent>?",
+        description="the borderline band's question; <intent> is the intent's description "
+        "(its name in words when it has none)",
+    )
+    confirm_denied: Text = "Okay. Could you tell me in other words what you need?"
 
 
 class FormTexts(Strict):
@@ -310,10 +332,21 @@ class Turn(Strict):
     reply_contains: list[str] = []
     reply_excludes: list[str] = []
     source: str | None = None
+    confirming: str | None = Field(
+        None, description="the assistant asks to confirm this intent (the borderline band)"
+    )
+    idle: bool = Field(
+        False, description="the runner waits past the form idle timeout before this turn"
+    )
 
 
 class Conversation(Strict):
     name: Text
+    generator: Literal["up", "down"] | None = Field(
+        None,
+        description="run only while the generator is up, or only in degraded mode (it is "
+        "stopped); default: both",
+    )
     turns: list[Turn] = Field(min_length=1)
 
 

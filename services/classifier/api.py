@@ -40,6 +40,7 @@ async def classify(body: ClassifyRequest, ready: Ready, settings: Settings) -> R
                 "confidence": p.confidence,
                 "oos": p.oos,
                 "oos_score": p.oos_score,
+                "borderline": p.borderline,
                 "top_k": [{"intent": i, "score": s} for i, s in p.top_k],
             }
             for p in preds

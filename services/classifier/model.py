@@ -19,6 +19,7 @@ class Prediction:
     oos: bool
     oos_score: float
     top_k: list[tuple[str, float]]
+    borderline: bool = False
 
 
 def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: float) -> str:
@@ -84,6 +85,7 @@ class ClassifierModel:
                     oos=oos,
                     oos_score=float(p["score"][i]),
                     top_k=top,
+                    borderline=bool(p["borderline"][i]),
                 )
             )
         return out
@@ -102,6 +104,7 @@ class ClassifierModel:
             "pack": m.get("pack"),
             "oos_score": self.scorer.score,
             "oos_threshold": self.scorer.threshold,
+            "confirm_threshold": self.scorer.confirm_threshold,
             "temperature": self.scorer.temperature,
             "metrics": {
                 k: m.get("metrics", {}).get(k)

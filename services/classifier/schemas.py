@@ -22,6 +22,11 @@ class ClassPrediction(BaseModel):
     confidence: float = Field(..., description="calibrated probability of the top class")
     oos: bool
     oos_score: float = Field(..., description="in-scope-ness under the artifact's OOS score")
+    borderline: bool = Field(
+        False,
+        description="out of scope, but close enough to the threshold (the artifact's "
+        "borderline band) that top_k[0] is worth confirming with the user",
+    )
     top_k: list[ScoredIntent]
 
 

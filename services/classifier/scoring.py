@@ -135,6 +135,9 @@ class Scorer:
     threshold: float = 0.0
     stats: FeatureStats | None = None
     combo: dict[str, float] = field(default_factory=dict)
+    # Lower edge of the borderline band: a rejected query scoring at least this (top class
+    # an intent) is worth a confirmation question. None: no band.
+    confirm_threshold: float | None = None
 
     @property
     def oos_index(self) -> int:
@@ -194,11 +197,17 @@ class Scorer:
         score = self.scores(logits, features)
         oos = (argmax == self.oos_index) | (score < self.threshold)
         pred = np.where(oos, self.oos_index, argmax)
+        borderline = (
+            oos & (argmax != self.oos_index) & (score >= self.confirm_threshold)
+            if self.confirm_threshold is not None
+            else np.zeros_like(oos)
+        )
         return {
             "pred": pred,
             "argmax": argmax,
             "confidence": probs[np.arange(len(probs)), argmax],
             "oos": oos,
+            "borderline": borderline,
             "score": score,
             "top_k": top,
             "top_k_probs": np.take_along_axis(probs, top, axis=1),
@@ -210,6 +219,7 @@ class Scorer:
             "threshold": float(self.threshold),
             "temperature": float(self.temperature),
             "combo": self.combo,
+            "confirm_threshold": self.confirm_threshold,
         }
 
     @classmethod
@@ -221,4 +231,5 @@ class Scorer:
             threshold=float(ood["threshold"]),
             stats=stats,
             combo=dict(ood.get("combo") or {}),
+            confirm_threshold=ood.get("confirm_threshold"),
         )

@@ -7,10 +7,14 @@ Order of decisions:
    in the text fill or correct the form (whatever the classifier thinks the text is); a
    confident unrelated question is answered and the form resumes; otherwise the question
    is asked again;
-3. outside a form: an intent with a form starts it (slots in the same text count);
-   out of scope or low confidence gets the two-stage fallback (rephrase, then what the
-   assistant can do); generated core intents go to the generator with slots and facts (a
-   template answers when the generator is down); the rest get the gateway's own replies.
+3. outside a form: the answer to a confirmation question first (yes: the intent it asked
+   about, with the text that raised it; no: ask to rephrase); an intent with a form starts
+   it (slots in the same text count), and so does one whose required slots are missing (a
+   one-slot form, answered as that intent once filled); a borderline or low-confidence
+   prediction asks to confirm its top intent; out of scope gets the two-stage fallback
+   (rephrase, then what the assistant can do); generated core intents go to the generator
+   with slots and facts (a template answers when the generator is down); the rest get the
+   gateway's own replies.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ class Prediction:
     core: str
     confidence: float
     oos: bool
+    # The intent worth confirming when the prediction is borderline (out of scope, but close
+    # to the threshold: the classifier's band), else None.
+    candidate: str | None = None
 
 
 @dataclass
@@ -46,6 +53,9 @@ class TurnResult:
     source: str  # generator | template | fulfilment | fallback
     slots: dict[str, str] = field(default_factory=dict)
     form: dict | None = None  # the active form after this turn, for the response
+    # The raw intent the reply answers: the classifier's, a confirmed one, or that of a
+    # one-slot form just filled; None for form prompts and fallbacks.
+    intent: str | None = None
 
 
 class Dialogue:
@@ -120,8 +130,8 @@ class Dialogue:
             form["updated"] = now.timestamp()
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
-            return self._after_filling(state, spec, form, filled)
-        if confident and meta is None and p.raw not in self.form_of:
+            return await self._after_filling(state, spec, form, filled, p, now)
+        if confident and meta is None and self._answerable_now(text, p.raw, now):
             # A digression: answer it, then come back to the form.
             answer = await self._answer(text, state, p, now)
             prompt, _ = self._next_step(spec, form)
@@ -131,10 +141,26 @@ class Dialogue:
         prompt, source = self._next_step(spec, form)
         return TurnResult(fill(self.texts.form.reask, {"prompt": prompt}), source)
 
-    def _after_filling(self, state: dict, spec: FormSpec, form: dict, filled) -> TurnResult:
+    def _answerable_now(self, text: str, raw: str, now: datetime) -> bool:
+        """Whether `raw` can be answered in this turn without a form of its own (a digression
+        does not open a second form)."""
+        spec = self.form_of.get(raw)
+        if spec is None:
+            return True
+        if spec.answer_intent is None:
+            return False
+        filled = fill_slots(spec, text, {}, None, self.extractor, now)
+        return not spec.missing(filled.updates)
+
+    async def _after_filling(
+        self, state: dict, spec: FormSpec, form: dict, filled, p: Prediction, now: datetime
+    ) -> TurnResult:
         """The next question (or the confirmation), prefixed by why a value was refused; a
-        form without a confirmation completes as soon as its last slot is filled."""
+        form without a confirmation completes as soon as its last slot is filled (a
+        one-slot form by answering its intent)."""
         if not spec.missing(form["values"]) and spec.confirm is None and not filled.errors:
+            if spec.answer_intent is not None:
+                return await self._answer_form(state, spec, form, p, now)
             result = self._complete(state, spec, form)
             result.slots = dict(filled.updates)
             return result
@@ -144,6 +170,17 @@ class Dialogue:
                 self.texts.form.invalid, {"problem": "; ".join(filled.errors), "prompt": reply}
             )
         return TurnResult(reply, source, dict(filled.updates))
+
+    async def _answer_form(
+        self, state: dict, spec: FormSpec, form: dict, p: Prediction, now: datetime
+    ) -> TurnResult:
+        """A filled one-slot form: its intent answered for the request that opened it, with
+        the values collected."""
+        metrics.FORMS.labels(spec.name, "completed").inc()
+        state["form"] = None
+        raw = spec.answer_intent
+        asked = Prediction(raw, self.label_map.core_of(raw), p.confidence, False)
+        return await self._answer(form.get("text") or "", state, asked, now, form["values"])
 
     def _complete(self, state: dict, spec: FormSpec, form: dict) -> TurnResult:
         done = spec.text(spec.done, form["values"])
@@ -180,31 +217,82 @@ class Dialogue:
     async def _outside_form(
         self, text: str, state: dict, p: Prediction, now: datetime
     ) -> TurnResult:
+        pending = state.get("pending")
+        state["pending"] = None
+        if pending is not None:
+            answer = self._yes_or_no(text, p)
+            if answer == "affirm":
+                # Continue as if the intent had been understood in the first place.
+                raw = pending["intent"]
+                metrics.CONFIRMATIONS.labels("affirmed").inc()
+                text = pending["text"]
+                p = Prediction(raw, self.label_map.core_of(raw), pending["confidence"], False)
+                return await self._understood(text, state, p, now)
+            if answer == "deny":
+                metrics.CONFIRMATIONS.labels("denied").inc()
+                state["misses"] = state.get("misses", 0) + 1
+                return TurnResult(self.texts.fallback.confirm_denied, "fallback")
+            metrics.CONFIRMATIONS.labels("ignored").inc()
         if p.oos or p.confidence < self.confidence_threshold:
+            candidate = p.candidate if p.oos else p.raw
+            if (
+                candidate is not None
+                and candidate in self.pack.intents
+                and candidate not in self.meta
+            ):
+                state["pending"] = {"intent": candidate, "text": text, "confidence": p.confidence}
+                metrics.CONFIRMATIONS.labels("asked").inc()
+                return TurnResult(self._confirm_question(candidate), "fallback")
             if p.oos:
                 metrics.OOS.inc()
             state["misses"] = state.get("misses", 0) + 1
             stage = "rephrase" if state["misses"] < 2 else "capabilities"
             metrics.FALLBACKS.labels("oos" if p.oos else "low_confidence").inc()
             return TurnResult(getattr(self.texts.fallback, stage), "fallback")
+        return await self._understood(text, state, p, now)
+
+    def _yes_or_no(self, text: str, p: Prediction) -> str | None:
+        confident = p.confidence >= self.confidence_threshold and not p.oos
+        meta = self.meta.get(p.raw) if confident else None
+        for answer in ("affirm", "deny"):
+            if meta == answer or self.patterns[answer].search(text):
+                return answer
+        return None
+
+    def _confirm_question(self, intent: str) -> str:
+        what = self.pack.intents[intent].description or intent.replace("_", " ")
+        return fill(self.texts.fallback.confirm, {"intent": what})
+
+    async def _understood(self, text: str, state: dict, p: Prediction, now: datetime) -> TurnResult:
+        """An intent taken as understood: its form, or its answer."""
         state["misses"] = 0
         spec = self.form_of.get(p.raw)
         if spec is not None:
+            filled = fill_slots(spec, text, {}, None, self.extractor, now)
+            if spec.answer_intent is not None and not spec.missing(filled.updates):
+                # Every required slot is in the request: no question to ask.
+                return await self._answer(text, state, p, now, filled.updates)
             form = {
                 "name": spec.name,
-                "values": {},
+                "values": dict(filled.updates),
                 "awaiting": None,
                 "confirming": False,
                 "updated": now.timestamp(),
+                "text": text if spec.answer_intent is not None else None,
             }
-            filled = fill_slots(spec, text, {}, None, self.extractor, now)
-            form["values"].update(filled.updates)
             state["form"] = form
             metrics.FORMS.labels(spec.name, "started").inc()
-            return self._after_filling(state, spec, form, filled)
+            return await self._after_filling(state, spec, form, filled, p, now)
         return await self._answer(text, state, p, now)
 
-    async def _answer(self, text: str, state: dict, p: Prediction, now: datetime) -> TurnResult:
+    async def _answer(
+        self,
+        text: str,
+        state: dict,
+        p: Prediction,
+        now: datetime,
+        known: dict[str, str] | None = None,
+    ) -> TurnResult:
         meta = self.meta.get(p.raw)
         if meta is not None:
             reply = getattr(self.texts.meta, meta)
@@ -213,21 +301,24 @@ class Dialogue:
                     reply, {"last_reply": state.get("last_reply") or "I haven't said anything yet."}
                 ),
                 "template",
+                intent=p.raw,
             )
-        slots, facts = self._slots_and_facts(text, p.raw, now)
+        slots, facts = self._slots_and_facts(text, p.raw, now, known or {})
         if self.label_map.is_generated(p.core):
             return await self._generate(text, p, slots, facts)
         reply = self.filler.reply_for(p.raw, p.core, text, slots, facts)
         source = "fulfilment" if facts and reply else "template"
-        return TurnResult(reply or self.texts.fallback.capabilities, source, slots)
+        return TurnResult(reply or self.texts.fallback.capabilities, source, slots, intent=p.raw)
 
     def _slots_and_facts(
-        self, text: str, raw: str, now: datetime
+        self, text: str, raw: str, now: datetime, known: dict[str, str]
     ) -> tuple[dict[str, str], dict[str, str]]:
+        """The intent's slots read from the text (values a form collected win), and the facts
+        its action computes from them."""
         intent = self.pack.intents.get(raw)
         if intent is None:
-            return {}, {}
-        slots = self.pack.extract_slots(text, intent.slots, now)
+            return dict(known), {}
+        slots = {**self.pack.extract_slots(text, intent.slots, now), **known}
         facts = run_action(
             intent.action,
             slots,
@@ -255,7 +346,7 @@ class Dialogue:
             # The generator answers from a template itself when its model's reply fails a
             # check: that is what the user got, and what the response says.
             source = "template" if out.get("source") == "template" else "generator"
-            return TurnResult(out["reply"], source, slots)
+            return TurnResult(out["reply"], source, slots, intent=p.raw)
         except UpstreamError as e:
             logger.warning("generator unavailable, answering from a template: %s", e.reason)
             metrics.FALLBACKS.labels("generator_unavailable").inc()
@@ -263,4 +354,4 @@ class Dialogue:
                 self.filler.reply_for(p.raw, p.core, text, slots, facts)
                 or self.texts.fallback.capabilities
             )
-            return TurnResult(reply, "template", slots)
+            return TurnResult(reply, "template", slots, intent=p.raw)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from parlance.pack import Pack
+from parlance.pack.models import FormSlot
 from parlance.slots import SlotExtractor
 from parlance.templates import fill
 
@@ -35,6 +36,9 @@ class FormSpec:
     confirm: str | None
     done: str
     distinct: tuple[tuple[str, str], ...] = ()
+    # A one-slot form (an intent's required slots): once filled, that intent is answered
+    # with them instead of a `done` text.
+    answer_intent: str | None = None
 
     def slot(self, name: str) -> SlotSpec:
         return next(s for s in self.slots if s.name == name)
@@ -47,26 +51,36 @@ class FormSpec:
 
 
 def forms_of(pack: Pack) -> dict[str, FormSpec]:
-    """The pack's forms (already checked by the pack loader)."""
+    """The pack's forms (already checked by the pack loader): those of forms.yml, and one
+    per intent with required slots, named after the intent."""
     free_text_types = {t for t, spec in pack.slots_file.types.items() if spec.kind == "free_text"}
+
+    def slot_spec(s: FormSlot) -> SlotSpec:
+        return SlotSpec(
+            name=s.slot,
+            kind=pack.slot_types[s.slot],
+            prompt=s.prompt,
+            cues=tuple(s.cues),
+            accept_number=s.accept_number,
+            free_text=s.free_text or pack.slot_types[s.slot] in free_text_types,
+            min=s.min,
+            max=s.max,
+        )
+
     forms = {}
     for name, f in pack.forms_file.forms.items():
-        slots = tuple(
-            SlotSpec(
-                name=s.slot,
-                kind=pack.slot_types[s.slot],
-                prompt=s.prompt,
-                cues=tuple(s.cues),
-                accept_number=s.accept_number,
-                free_text=s.free_text or pack.slot_types[s.slot] in free_text_types,
-                min=s.min,
-                max=s.max,
-            )
-            for s in f.slots
-        )
         forms[name] = FormSpec(
-            name, tuple(f.intents), slots, f.confirm, f.done, tuple(tuple(p) for p in f.distinct)
+            name,
+            tuple(f.intents),
+            tuple(slot_spec(s) for s in f.slots),
+            f.confirm,
+            f.done,
+            tuple(tuple(p) for p in f.distinct),
         )
+    for name, intent in pack.intents.items():
+        if intent.requires:
+            slots = tuple(slot_spec(s) for s in intent.requires)
+            forms[name] = FormSpec(name, (name,), slots, None, "", answer_intent=name)
     return forms
 
 
@@ -138,7 +152,19 @@ def fill_slots(
         result.updates[target.name] = value
     if awaiting and awaiting not in result.updates:
         spec_slot = spec.slot(awaiting)
-        if spec_slot.free_text and not found and text.strip():
+        answer = (
+            extractor.extract_answer(text, spec_slot.kind, now)
+            if spec_slot.kind in extractor.types and not spec_slot.free_text
+            else []
+        )
+        if answer:
+            # A bare answer to the question just asked ("6" to "What time?").
+            problem = _validate(spec_slot, answer[0].value)
+            if problem:
+                result.errors.append(problem)
+            else:
+                result.updates[awaiting] = answer[0].value
+        elif spec_slot.free_text and not found and text.strip():
             result.updates[awaiting] = text.strip().rstrip(".!?")
     for a, b in spec.distinct:
         merged = {**values, **result.updates}

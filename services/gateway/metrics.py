@@ -17,6 +17,11 @@ FALLBACKS = Counter(
 )
 OOS = Counter(f"{PREFIX}_gateway_oos_total", "Turns classified out of scope")
 FORMS = Counter(f"{PREFIX}_gateway_forms_total", "Form events", ["form", "event"])
+CONFIRMATIONS = Counter(
+    f"{PREFIX}_gateway_confirmations_total",
+    "Borderline predictions: confirmation questions asked, and how users answered",
+    ["event"],
+)
 UPSTREAM_SECONDS = Histogram(
     f"{PREFIX}_gateway_upstream_duration_seconds",
     "Upstream call time, retries included",

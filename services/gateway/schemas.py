@@ -25,6 +25,9 @@ class FormState(BaseModel):
     slots: dict[str, str] = Field(default_factory=dict, description="extension: form values")
     awaiting: str | None = None
     confirming: bool = False
+    pending_intent: str | None = Field(
+        None, description="extension: the intent the reply asks the user to confirm"
+    )
 
 
 class ChatResponse(BaseModel):
@@ -32,5 +35,11 @@ class ChatResponse(BaseModel):
     reply: str
     intent: IntentInfo
     slots: dict[str, str]
+    reply_intent: str | None = Field(
+        None,
+        description="extension: the raw intent the reply answers (the classifier's, one the "
+        "user confirmed, or that of a one-slot form just filled); null for form prompts "
+        "and fallbacks",
+    )
     state: FormState
     source: str = Field(..., description="generator | template | fulfilment | fallback")

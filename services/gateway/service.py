@@ -49,8 +49,15 @@ async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> 
         ) from None
     p = body["predictions"][0]
     raw = p["intent"]
+    # A classifier without a borderline band (or an older one) sends no flag: no candidate.
+    top = p.get("top_k") or []
+    candidate = top[0]["intent"] if p.get("borderline") and top else None
     return Prediction(
-        raw=raw, core=label_map.core_of(raw), confidence=float(p["confidence"]), oos=bool(p["oos"])
+        raw=raw,
+        core=label_map.core_of(raw),
+        confidence=float(p["confidence"]),
+        oos=bool(p["oos"]),
+        candidate=candidate,
     )
 
 
@@ -90,12 +97,14 @@ async def chat(
             "oos": prediction.oos,
         },
         "slots": result.slots,
+        "reply_intent": result.intent,
         "state": {
             "active_form": form["name"] if form else None,
             "missing_slots": form["missing_slots"] if form else [],
             "slots": form["slots"] if form else {},
             "awaiting": form["awaiting"] if form else None,
             "confirming": form["confirming"] if form else False,
+            "pending_intent": state["pending"]["intent"] if state.get("pending") else None,
         },
         "source": result.source,
     }
