@@ -1,6 +1,11 @@
 """`parlance test PACK`: the pack's scripted conversations (tests/*.yml) against a running
 gateway, each in its own session; prints the pass rate and every failure with its reason.
 
+A turn that expects an intent and gets the borderline band's question about exactly that
+intent ("Do you want to book a flight?") is answered "yes" by the runner, and its
+expectations are checked on what follows; the summary counts those conversations (a turn
+with `confirming:` tests the question itself and is left alone).
+
 Beyond what a turn expects, every reply the gateway says came from a template is checked
 against the pack: it must be one of the templates of the intent it answers (filled in), or
 one of the dialogue's own texts. A reply from another intent's templates fails, whatever
@@ -25,6 +30,7 @@ class Outcome:
     name: str
     failures: list[str] = field(default_factory=list)
     skipped: str | None = None  # why it did not run
+    confirmed: int = 0  # turns that needed a "yes" to the borderline band's question
 
     @property
     def passed(self) -> bool:
@@ -63,6 +69,8 @@ class TemplateFit:
     def problem(self, raw: str | None, reply: str) -> str | None:
         if raw is None or raw not in self.pack.intents:
             return None
+        if raw in self.pack.dialogue.meta_intents.repeat:
+            return None  # "repeat" says the previous reply again, whatever it was
         if any(p.search(reply) for p in self.patterns(raw)):
             return None
         if any(p.search(reply) for p in self.dialogue_texts()):
@@ -142,6 +150,17 @@ def run_one(
             )
             break
         body = r.json()
+        pending = body["state"].get("pending_intent")
+        if turn.intent is not None and turn.confirming is None and pending == turn.intent:
+            # The band asked "Do you want to ...?" about the very intent expected: the user
+            # says yes, and the turn's expectations hold for what follows.
+            r = client.post("/v1/chat", json={"session_id": session, "text": "yes"})
+            if r.status_code != 200:
+                outcome.failures.append(f"turn {i + 1} 'yes': HTTP {r.status_code}")
+                break
+            body = r.json()
+            body["intent"] = {**body["intent"], "raw": pending}
+            outcome.confirmed += 1
         problems = check_turn(turn, body, fit)
         if opts.generator == "down" and body["source"] == "generator":
             problems.append("the generator answered, but it should be down")
@@ -181,6 +200,11 @@ def summary(outcomes: list[Outcome]) -> tuple[int, int, int]:
     return passed, len(ran) - passed, len(outcomes) - len(ran)
 
 
+def confirmed(outcomes: list[Outcome]) -> int:
+    """How many passed conversations needed a "yes" to a confirmation question."""
+    return sum(1 for o in outcomes if o.passed and o.confirmed)
+
+
 def run_conversations(
     pack_ref, url: str, api_key: str | None = None, opts: RunOptions | None = None
 ) -> int:
@@ -196,9 +220,11 @@ def run_conversations(
         print(f"no conversation ran ({skipped} skipped)")
         return 1
     reasons = sorted({o.skipped for o in outcomes if o.skipped})
+    asked = confirmed(outcomes)
     print(
         f"conversations: {passed} passed, {failed} failed "
         f"({100 * passed / (passed + failed):.1f} %)"
-        + (f", {skipped} skipped ({'; '.join(reasons)})" if skipped else "")
+        + (f"; {asked} of the passed needed a 'yes' to a confirmation question" if asked else "")
+        + (f"; {skipped} skipped ({'; '.join(reasons)})" if skipped else "")
     )
     return 0 if not failed else 1

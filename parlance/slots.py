@@ -230,6 +230,20 @@ _NOT_WORDS = {
     "for",
     "out",
 }
+# What "translate X into Spanish" says when X is not the phrase yet.
+_NOT_PHRASES = {
+    "a phrase",
+    "a word",
+    "a sentence",
+    "something",
+    "this",
+    "that",
+    "it",
+    "some words",
+    "a few words",
+    "for me",
+    "something for me",
+}
 # A bare answer to "What time?": "6", "at 6:30", "7 in the morning", "half past 8 tonight".
 _TIME_ANSWER = re.compile(
     r"^\s*(?:at\s+|around\s+|about\s+)?(?:(?P<half>half past|quarter past|quarter to)\s+)?"
@@ -614,7 +628,7 @@ class _Phrase(SlotType):
             None,
         )
         phrase = m and m.group("p").strip(" \"',")
-        if not phrase or phrase.lower() in languages:
+        if not phrase or phrase.lower() in languages or phrase.lower() in _NOT_PHRASES:
             return []
         start = ctx.text.index(phrase, m.start("p"))
         return [Slot(self.name, phrase, start, start + len(phrase))]
@@ -683,6 +697,25 @@ class _Place(Gazetteer):
         if value.startswith("the ") or value in ("home", "work", "downtown"):
             return value
         return _title(value)
+
+    def find(self, ctx):
+        return [s for s in super().find(ctx) if not _ordinary_word(ctx.text, s)]
+
+
+# Place names that are also everyday words: "work" and "home" count after a word that
+# introduces a place ("directions to work"), "US" and "LA" only in capitals.
+_EVERYDAY_PLACES = {"home", "work", "target"}
+_CAPITALS_ONLY = {"us", "la"}
+_PLACE_CUE = re.compile(r"\b(?:to|from|at|near|in|into|around|by|for)\s+(?:my\s+)?$", re.I)
+
+
+def _ordinary_word(text: str, slot: Slot) -> bool:
+    said = text[slot.start : slot.end]
+    if said.lower() in _CAPITALS_ONLY:
+        return not said.isupper()
+    if said.lower() in _EVERYDAY_PLACES:
+        return not _PLACE_CUE.search(text[: slot.start])
+    return False
 
 
 @builtin("language", 110, "a language: 'French'")

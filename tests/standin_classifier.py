@@ -1,6 +1,8 @@
 """A deterministic stand-in for the classifier service, for tests whose point is the
 gateway's dialogue logic (forms, corrections, confirmations), not the model: keyword rules
 over the real classifier's HTTP contract. `##slow` in a text makes it answer after 3 s.
+BORDERLINE phrases come back out of scope but in the borderline band (the intent on top),
+as a real artifact's band would return them.
 
     python -m tests.standin_classifier --port P
 """
@@ -32,6 +34,12 @@ RULES = [
     (r"\byour name\b", "what_is_your_name"),
     (r"\bwho (made|built) you\b", "who_made_you"),
     (r"\bfun fact\b", "fun_fact"),
+    (r"\balarm\b", "alarm"),
+    (r"\bspell\b", "spelling"),
+]
+BORDERLINE = [
+    (r"\bfly somewhere\b", "book_flight"),
+    (r"\bwake-up call\b", "alarm"),
 ]
 
 app = FastAPI()
@@ -49,6 +57,7 @@ async def classify(body: dict) -> dict:
         if "##slow" in text:
             await asyncio.sleep(3)
         intent = next((i for p, i in RULES if re.search(p, text.lower())), "oos")
+        top = next((i for p, i in BORDERLINE if re.search(p, text.lower())), None)
         conf = 0.95 if intent != "oos" else 0.5
         preds.append(
             {
@@ -56,7 +65,8 @@ async def classify(body: dict) -> dict:
                 "confidence": conf,
                 "oos": intent == "oos",
                 "oos_score": conf,
-                "top_k": [{"intent": intent, "score": conf}],
+                "borderline": top is not None,
+                "top_k": [{"intent": top or intent, "score": conf}],
             }
         )
     return {"predictions": preds, "model": {"version": "standin"}}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from services.classifier.scoring import softmax
-from training.calibration import decision_curve, fit_temperature, pick_threshold
+from training.calibration import choose_band, decision_curve, fit_temperature, pick_threshold
 
 
 def test_temperature_recovers_the_generating_temperature():
@@ -74,3 +74,30 @@ def test_weighted_temperature_differs_when_oos_is_overconfident():
     t_plain = fit_temperature(logits, y)
     t_heavy = fit_temperature(logits, y, np.where(y == 2, 10.0, 1.0))
     assert t_heavy > t_plain  # more weight on confident mistakes -> softer probabilities
+
+
+def test_band_lets_at_most_the_share_of_oos_in_and_stays_below_the_threshold():
+    rng = np.random.default_rng(3)
+    n_in, n_oos, oos = 900, 100, 3
+    y = np.concatenate([rng.integers(0, 3, n_in), np.full(n_oos, oos)])
+    score = np.concatenate([rng.normal(2.0, 1.0, n_in), rng.normal(-1.0, 1.0, n_oos)])
+    argmax = np.where(y == oos, rng.integers(0, 3, len(y)), y)  # the oos class never on top
+    for share in (0.05, 0.1, 0.3):
+        band = choose_band(score, argmax, y, oos, threshold=0.5, max_oos_share=share)
+        b = band["confirm_threshold"]
+        assert b < 0.5
+        in_band = (score >= b) & (score < 0.5)
+        assert (in_band & (y == oos)).sum() == band["val_oos_asked"] <= share * n_oos
+        assert band["val_rescued"] == (in_band & (y != oos)).sum()
+    # a wider allowance never narrows the band
+    widths = [
+        choose_band(score, argmax, y, oos, 0.5, s)["confirm_threshold"] for s in (0.05, 0.1, 0.3)
+    ]
+    assert widths == sorted(widths, reverse=True)
+
+
+def test_no_band_without_out_of_scope_validation_data():
+    y = np.array([0, 1, 0, 1])
+    score = np.array([0.1, 0.2, 0.9, 0.8])
+    band = choose_band(score, y, y, 2, threshold=0.5, max_oos_share=0.1)
+    assert band["confirm_threshold"] is None

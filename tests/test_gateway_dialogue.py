@@ -335,3 +335,81 @@ def test_generator_down_replies_answer_the_raw_intent(gw, text, raw):
             assert r["reply"] not in {
                 fill(t, r["slots"]) for t in pack.responses.by_raw[other].replies
             }
+
+
+def test_borderline_prediction_is_confirmed_and_yes_continues_with_it(gw):
+    c = Conversation(gw.url)
+    r = c.say("I want to fly somewhere from Boston")
+    assert r["source"] == "fallback" and r["reply"] == "Do you want to book a flight?"
+    assert r["state"]["pending_intent"] == "book_flight" and r["state"]["active_form"] is None
+    r = c.say("yes")  # the flight form starts, with the slot the first message gave
+    assert r["state"]["active_form"] == "book_flight"
+    assert r["state"]["slots"] == {"origin": "Boston"}
+    assert r["reply"] == "Where would you like to fly to?"
+    assert r["state"]["pending_intent"] is None
+
+
+def test_borderline_no_asks_to_rephrase_and_anything_else_is_a_new_request(gw):
+    c = Conversation(gw.url)
+    assert c.say("fly somewhere nice")["state"]["pending_intent"] == "book_flight"
+    r = c.say("no")
+    assert r["source"] == "fallback" and "in other words" in r["reply"]
+    assert r["state"]["pending_intent"] is None and r["state"]["active_form"] is None
+    c2 = Conversation(gw.url)
+    c2.say("fly somewhere nice")
+    r = c2.say("what's my balance")  # neither yes nor no: handled on its own
+    assert r["intent"]["raw"] == "balance" and r["reply_intent"] == "balance"
+    assert r["state"]["pending_intent"] is None
+
+
+def test_one_slot_form_asks_the_question_and_answers_the_intent(gw):
+    """ "set an alarm" -> the question -> a bare time answers it: the alarm is set (a
+    template here: the generator is down) with that time."""
+    c = Conversation(gw.url)
+    r = c.say("set an alarm")
+    assert r["state"]["active_form"] == "alarm" and r["state"]["awaiting"] == "time"
+    assert r["reply"] == "What time should I set the alarm for?"
+    r = c.say("6:30 in the morning")  # the stand-in calls this out of scope
+    assert r["intent"]["oos"] is True
+    assert r["state"]["active_form"] is None and r["reply_intent"] == "alarm"
+    assert r["source"] == "template" and "6:30 AM" in r["reply"]
+    c2 = Conversation(gw.url)
+    r = c2.say("set an alarm for 7am")  # the slot is there: answered at once, no form
+    assert r["state"]["active_form"] is None and "7:00 AM" in r["reply"]
+
+
+def test_one_slot_form_cancel_digression_and_reask(gw):
+    c = Conversation(gw.url)
+    c.say("set an alarm")
+    r = c.say("what's the weather")  # a digression: answered, then the question again
+    assert r["reply_intent"] == "weather" and r["state"]["active_form"] == "alarm"
+    assert r["reply"].endswith("Back to what we were doing: What time should I set the alarm for?")
+    r = c.say("can you spell a word")  # another one-slot intent without its slot: not nested
+    assert r["state"]["active_form"] == "alarm" and "still need" in r["reply"]
+    r = c.say("never mind")
+    assert r["state"]["active_form"] is None and r["reply"] == "Okay, I've cancelled that."
+    # A free-text slot takes whatever is answered when it is asked for (as Rasa's from_text)
+    c2 = Conversation(gw.url)
+    assert c2.say("can you spell a word for me")["state"]["awaiting"] == "word"
+    r = c2.say("rhythm")
+    assert r["reply_intent"] == "spelling" and "R-H-Y-T-H-M" in r["reply"]
+
+
+def test_borderline_one_slot_intent_confirmed_then_asked(gw):
+    c = Conversation(gw.url)
+    r = c.say("a wake-up call please")
+    assert r["reply"] == "Do you want to set an alarm?"
+    r = c.say("yep")
+    assert r["state"]["active_form"] == "alarm" and r["state"]["awaiting"] == "time"
+    r = c.say("at 6")
+    assert r["reply_intent"] == "alarm" and "6:00" in r["reply"]
+
+
+def test_a_question_naming_a_filled_slot_is_a_digression_not_a_correction(gw):
+    c = Conversation(gw.url)
+    c.say("book a flight from Boston to Denver")
+    r = c.say("what's the weather in Chicago")  # a place, but not a new destination
+    assert r["reply_intent"] == "weather" and "Back to what we were doing" in r["reply"]
+    assert r["state"]["slots"] == {"origin": "Boston", "destination": "Denver"}
+    r = c.say("actually fly to Chicago")  # a correction says so
+    assert r["state"]["slots"]["destination"] == "Chicago"

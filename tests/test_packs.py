@@ -302,6 +302,26 @@ def test_small_pack_is_valid_and_extracts_its_own_type(tmp_path):
             lambda d: d.__setitem__("default_timezone", "Mars/Olympus"),
             "assistant.yml: default_timezone: unknown IANA time zone",
         ),
+        (
+            "intents.yml",
+            lambda d: d["intents"]["greet"].__setitem__(
+                "requires", [{"slot": "size", "prompt": "What size?"}]
+            ),
+            "intents.yml: intents.greet: required slots must also be listed "
+            "under 'slots': ['size']",
+        ),
+        (
+            "intents.yml",
+            lambda d: d["intents"]["order"].__setitem__(
+                "requires", [{"slot": "size", "prompt": "What size?"}]
+            ),
+            "intents.yml: intents.order.requires: the intent starts a form in forms.yml",
+        ),
+        (
+            "dialogue.yml",
+            lambda d: d.__setitem__("fallback", {"confirm": "Do you want <what>?"}),
+            "dialogue.yml: fallback.confirm: unknown placeholders ['what']",
+        ),
     ],
 )
 def test_each_problem_is_reported_with_file_entry_and_reason(tmp_path, file, change, expected):
@@ -392,3 +412,42 @@ def test_cli_init_validate_and_bad_pack(tmp_path, capsys):
         "error: forms.yml: forms.coffee_order.slots[0]: unknown slot 'milk'"
         in capsys.readouterr().out
     )
+
+
+def test_a_question_nobody_follows_up_is_reported(tmp_path):
+    """A reply that asks for one of the intent's slots, with the slot not required, is a
+    question whose answer the dialogue would not expect."""
+    root = small_pack(tmp_path)
+    edit(root, "forms.yml", lambda d: d.__setitem__("forms", {}))
+    edit(root, "responses.yml", lambda d: d["intents"]["order"].append("Which size?"))
+    _, problems = check_pack(root)
+    asks = [p for p in problems if "asks a question" in p.message]
+    assert [(p.file, p.entry, p.severity) for p in asks] == [
+        ("responses.yml", "intents.order[2]", "warning")
+    ]
+    # required: the one-slot form asks, so the template is no longer reported
+    edit(
+        root,
+        "intents.yml",
+        lambda d: d["intents"]["order"].__setitem__(
+            "requires", [{"slot": "size", "prompt": "What size?"}]
+        ),
+    )
+    assert not [p for p in check_pack(root)[1] if "asks a question" in p.message]
+
+
+def test_clinc_pack_asks_no_question_it_does_not_follow_up(clinc):
+    from parlance.pack.checks import check
+
+    assert not [p for p in check(clinc) if "asks a question" in p.message]
+    # the one-slot forms the issue names
+    needs = {n: [r.slot for r in clinc.intents[n].requires] for n in clinc.intents}
+    assert needs["alarm"] == ["time"] and needs["timer"] == ["duration"]
+    assert needs["translate"] == ["phrase", "language"] and needs["exchange_rate"] == ["currency"]
+    assert needs["weather"] == [] and needs["time"] == []  # the default place / zone answers
+
+
+def test_every_clinc_intent_has_a_confirmation_phrase(clinc):
+    for name, intent in clinc.intents.items():
+        assert intent.description and intent.description[0].islower(), name
+        assert not intent.description.endswith(("?", ".")), name

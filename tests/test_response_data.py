@@ -64,3 +64,23 @@ def test_caps_and_intent_subsets(data):
     )
     assert Counter(e.raw_intent for e in small["train"]) == {"timer": 5, "greeting": 5}
     assert len(small["test"]) == 6 and len(small["val"]) == 40
+
+
+def test_required_slots_are_answered_as_the_one_slot_form_would(examples):
+    """An alarm request without a time never reaches the generator (the gateway asks first):
+    its example carries a time another alarm request gave, and a reply that uses it."""
+    pack = load_pack()
+    for e in examples["train"]:
+        intent = pack.intents[e.raw_intent]
+        for r in intent.requires:
+            assert r.slot in e.slots, (e.text, e.slots)
+            assert f"<{r.slot}>" in e.target, (e.text, e.target)
+    from training.response_data import BASE_CLOCK
+
+    alarms = [e for e in examples["train"] if e.raw_intent == "alarm"]
+    said = {
+        t: pack.extract_slots(t, ["time"], BASE_CLOCK).get("time") for t in {e.text for e in alarms}
+    }
+    answered = [e for e in alarms if said[e.text] is None]
+    assert answered, "CLINC150 has alarm requests without a time"
+    assert {e.slots["time"] for e in answered} <= {v for v in said.values() if v}

@@ -60,3 +60,44 @@ def test_unknown_score_and_missing_stats():
     s.score = "nope"
     with pytest.raises(ValueError, match="unknown out-of-scope score"):
         s.scores(np.zeros((1, 3)), None)
+
+
+def test_borderline_flag_marks_rejected_queries_in_the_band():
+    labels = ["a", "b", "oos"]
+    scorer = Scorer(labels=labels, score="msp", threshold=0.8, confirm_threshold=0.55)
+    logits = np.array(
+        [
+            [5.0, 0.0, 0.0],  # confident: in scope
+            [0.9, 0.0, 0.0],  # msp ~0.55-0.8: rejected, in the band
+            [0.0, 0.0, 5.0],  # the oos class on top: never borderline
+            [0.1, 0.0, 0.0],  # below the band
+        ]
+    )
+    p = scorer.predict(logits)
+    assert list(p["oos"]) == [False, True, True, True]
+    assert list(p["borderline"]) == [False, True, False, False]
+    again = Scorer.from_manifest(labels, scorer.to_manifest(), None)
+    assert again.confirm_threshold == 0.55
+    assert not Scorer(labels=labels, score="msp", threshold=0.8).predict(logits)["borderline"].any()
+
+
+def test_band_report_and_accuracy_by_length():
+    from training.metrics import band_report, by_length
+
+    oos = 2
+    y = np.array([0, 1, 0, 2, 2, 1])
+    argmax = np.array([0, 0, 0, 1, 0, 1])
+    rejected = np.array([False, True, True, True, True, False])
+    borderline = np.array([False, True, True, True, False, False])
+    r = band_report(y, argmax, rejected, borderline, oos)
+    # in scope: #0 answered, #1 in the band with the wrong top, #2 rescued, #5 answered
+    assert (r["rescued"], r["inscope_wrong_top"], r["oos_asked"]) == (1, 1, 1)
+    assert r["inscope_accuracy"] == 0.5 and r["inscope_accuracy_with_confirmation"] == 0.75
+    assert r["oos_recall"] == 1.0 and r["oos_rejected_without_question"] == 0.5
+    texts = ["hi", "book a flight now", "one two three four five six seven", "x", "a b c", "ok"]
+    pred = np.where(rejected, oos, argmax)
+    rows = {row["words"]: row for row in by_length(texts, y, pred, argmax, oos)}
+    assert rows["1-2"]["n_inscope"] == 2 and rows["1-2"]["n_oos"] == 1
+    assert rows["1-2"]["inscope_accuracy"] == 1.0 and rows["1-2"]["oos_recall"] == 1.0
+    assert rows["3-4"]["n_inscope"] == 1 and rows["3-4"]["inscope_accuracy"] == 0.0
+    assert rows["7-9"]["n_inscope"] == 1 and rows["13+"]["n_inscope"] == 0

@@ -276,6 +276,10 @@ class Patterns(Strict):
     deny: str = r"^\s*(no|nope|nah|don'?t|do not|negative)\b"
     maybe: str = r"^\s*(maybe|not sure|perhaps|let me think)\b"
     cancel: str = r"\b(never ?mind|forget (it|that)|cancel( that| it)?|stop)\b"
+    correction: str = (
+        r"^\s*(no\b|nope|actually|make (it|that)|change|sorry|i meant|wait)|\binstead\b|"
+        r"\brather\b|\bnot\b"
+    )
 
 
 class FallbackTexts(Strict):

@@ -124,6 +124,8 @@ class Dialogue:
                 return self._end_form(state, spec, "declined", self.texts.form.declined)
             if meta == "maybe" or self.patterns["maybe"].search(text):
                 return TurnResult(self.texts.form.maybe, "fulfilment")
+        if filled.updates and self._unrelated_question(text, spec, form, filled, p, now):
+            filled.updates.clear()  # "what time is it in Tokyo" mid-booking: not a correction
         if filled.updates or filled.errors:
             corrected = [k for k in filled.updates if k in form["values"]]
             form["values"].update(filled.updates)
@@ -140,6 +142,22 @@ class Dialogue:
             return answer
         prompt, source = self._next_step(spec, form)
         return TurnResult(fill(self.texts.form.reask, {"prompt": prompt}), source)
+
+    def _unrelated_question(
+        self, text: str, spec: FormSpec, form: dict, filled, p: Prediction, now: datetime
+    ) -> bool:
+        """A turn whose only values would overwrite slots already filled, said without a
+        word of correction, that the classifier confidently takes for another question: a
+        digression that happens to name a place or a time, not a correction."""
+        confident = p.confidence >= self.confidence_threshold and not p.oos
+        return (
+            confident
+            and p.raw not in self.meta
+            and p.raw not in spec.intents
+            and all(k in form["values"] for k in filled.updates)
+            and not self.patterns["correction"].search(text)
+            and self._answerable_now(text, p.raw, now)
+        )
 
     def _answerable_now(self, text: str, raw: str, now: datetime) -> bool:
         """Whether `raw` can be answered in this turn without a form of its own (a digression

@@ -117,6 +117,7 @@ def fill_slots(
     found = extractor.extract_all(text, kinds, now)
     has_money = any(f.kind == "money" for f in found)
     result = FillResult()
+    refused: set[str] = set()
     lowered = text.lower()
     for slot in found:
         kind = slot.kind
@@ -141,16 +142,19 @@ def fill_slots(
             if cued
             else next((s for s in candidates if s.name == awaiting and s.name not in taken), None)
             or next((s for s in candidates if s.name not in values and s.name not in taken), None)
-            or (candidates[0] if len(candidates) == 1 else None)
+            # a correction: the one slot of that kind, unless this turn already filled it
+            # ("from dollars to euros" for one currency slot keeps the first)
+            or (candidates[0] if len(candidates) == 1 and candidates[0].name not in taken else None)
         )
         if target is None:
             continue
         problem = _validate(target, value)
         if problem:
             result.errors.append(problem)
+            refused.add(target.name)
             continue
         result.updates[target.name] = value
-    if awaiting and awaiting not in result.updates:
+    if awaiting and awaiting not in result.updates and awaiting not in refused:
         spec_slot = spec.slot(awaiting)
         answer = (
             extractor.extract_answer(text, spec_slot.kind, now)
