@@ -215,6 +215,9 @@ def run_conversations(
     for o in outcomes:
         if o.skipped is None and not o.passed:
             print(f"FAIL {o.file}: {o.name}\n     " + "\n     ".join(o.failures))
+    for o in outcomes:
+        if o.passed and o.confirmed:
+            print(f"passed after a confirmation question: {o.file}: {o.name}")
     passed, failed, skipped = summary(outcomes)
     if not passed + failed:
         print(f"no conversation ran ({skipped} skipped)")
