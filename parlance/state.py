@@ -32,6 +32,7 @@ class PendingIntent(BaseModel):
     intent: str
     text: str
     confidence: float
+    asked: float = Field(0.0, description="unix time of the question (the turn's clock)")
 
 
 class SessionState(BaseModel):

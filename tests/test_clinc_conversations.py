@@ -44,7 +44,6 @@ def test_clinc_conversations_in_degraded_mode(small_artifact, tmp_path):
                 timeout=600,
             )
     passed, failed, skipped = summary(outcomes)
-    print(f"degraded, small classifier: {passed} passed, {failed} failed, {skipped} skipped")
     failures = [f"{o.name}: {o.failures}" for o in outcomes if o.failures]
     assert passed + failed >= 40, (passed, failed, skipped)
     # a classifier trained on 40 examples per intent for 3 epochs: most, not all

@@ -152,6 +152,12 @@ def test_form_expires_after_idle_time(standin, tmp_path):
         time.sleep(1.5)
         r = c.say("$20")
         assert "timed out" in r["reply"] and r["state"]["active_form"] is None
+        # an unanswered confirmation question goes stale the same way
+        c2 = Conversation(svc.url)
+        assert c2.say("fly somewhere")["state"]["pending_intent"] == "book_flight"
+        time.sleep(1.5)
+        r = c2.say("yes")
+        assert r["state"]["active_form"] is None and r["reply_intent"] == "yes"
 
 
 def test_concurrent_turns_of_one_session_are_serialised(gw):

@@ -237,6 +237,8 @@ class Dialogue:
     ) -> TurnResult:
         pending = state.get("pending")
         state["pending"] = None
+        if pending is not None and now.timestamp() - pending["asked"] > self.settings.form_idle_s:
+            pending = None  # a question left unanswered as long as a form may idle is gone
         if pending is not None:
             answer = self._yes_or_no(text, p)
             if answer == "affirm":
@@ -258,7 +260,12 @@ class Dialogue:
                 and candidate in self.pack.intents
                 and candidate not in self.meta
             ):
-                state["pending"] = {"intent": candidate, "text": text, "confidence": p.confidence}
+                state["pending"] = {
+                    "intent": candidate,
+                    "text": text,
+                    "confidence": p.confidence,
+                    "asked": now.timestamp(),
+                }
                 metrics.CONFIRMATIONS.labels("asked").inc()
                 return TurnResult(self._confirm_question(candidate), "fallback")
             if p.oos:
