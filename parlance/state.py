@@ -22,6 +22,8 @@ class FormState(BaseModel):
     text: str | None = Field(
         None, description="the request that opened a one-slot form, answered once it is filled"
     )
+    id: str | None = Field(None, description="this form instance (its submission's key)")
+    failed: bool = Field(False, description="its submission could not reach the back-end")
 
 
 class PendingIntent(BaseModel):

@@ -62,6 +62,12 @@ def test_multi_turn_conversation_in_the_browser(standin, tmp_path):
             expect(page.locator(".msg.bot").last).to_contain_text("Done. $300 is on its way")
             expect(page.locator("#form")).to_have_text("none")
             expect(page.locator("#source")).to_have_text("fulfilment")
+            # a webhook action's outcome is shown: here the pack's balance action has no
+            # back-end configured (PARLANCE_ACTION_SECRET unset), so it failed
+            say("what's my balance")
+            expect(page.locator(".msg.bot").last).to_contain_text("can't get that right now")
+            expect(page.locator("#action")).to_have_text("account_balance: failed (not_configured)")
+            expect(page.locator("#source")).to_have_text("action")
             # replies are text, not markup
             say("<b>blorp</b>")
             assert page.locator(".msg.user b").count() == 0

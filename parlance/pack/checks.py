@@ -11,7 +11,7 @@ from collections import defaultdict
 from parlance.actions import ACTIONS
 from parlance.pack.loader import Pack, Problem
 from parlance.pack.markup import MarkupError, parse
-from parlance.pack.models import OOS, ListType
+from parlance.pack.models import ENV_REFERENCE, OOS, ListType
 from parlance.slots import BUILTIN_TYPES
 from parlance.templates import PLACEHOLDER, placeholders
 
@@ -166,12 +166,17 @@ def _intent_refs(pack: Pack) -> list[Problem]:
                         f"unknown slot {s!r} (declare it in slots.yml)",
                     )
                 )
-        if intent.action is not None and intent.action not in ACTIONS:
+        if (
+            intent.action is not None
+            and intent.action not in ACTIONS
+            and intent.action not in pack.webhooks
+        ):
             out.append(
                 Problem(
                     "intents.yml",
                     f"intents.{name}.action",
-                    f"unknown action {intent.action!r} (built in: {', '.join(sorted(ACTIONS))})",
+                    f"unknown action {intent.action!r} (built in: {', '.join(sorted(ACTIONS))}; "
+                    "or declare it in actions.yml)",
                 )
             )
         if intent.generated is not None and pack.core_file is not None:
@@ -224,6 +229,7 @@ def _slot_combinations(pack: Pack, raw: str) -> list[set[str]]:
     asks for them first)."""
     intent = pack.intents[raw]
     action = ACTIONS.get(intent.action) if intent.action else None
+    hook = intent.action in pack.webhooks
     required = [r.slot for r in intent.requires]
     optional = [s for s in intent.slots if s not in required]
     combos = []
@@ -234,6 +240,8 @@ def _slot_combinations(pack: Pack, raw: str) -> list[set[str]]:
             types = {pack.slot_types.get(s, s) for s in subset}
             if action and set(action.needs) <= types:
                 available |= set(action.facts)
+            # a webhook's facts: its reply carries them (a failure has a text of its own)
+            available |= set(pack.webhooks[intent.action].facts) if hook else set()
             combos.append(available)
     return combos
 
@@ -375,8 +383,14 @@ def _forms(pack: Pack) -> list[Problem]:
                         "min/max apply to number and money slots",
                     )
                 )
-        for label, text in (("confirm", form.confirm), ("done", form.done)):
-            unknown = placeholders(text or "") - own
+        facts = set(pack.action_facts(form.action))
+        for label, text, allowed in (
+            ("confirm", form.confirm, own),
+            ("done", form.done, own | facts),
+        ):
+            unknown = placeholders(text or "") - allowed
+            if unknown and label == "done" and form.action in pack.webhooks:
+                continue  # reported by _actions, with the action's facts named
             if unknown:
                 out.append(
                     Problem(
@@ -393,6 +407,72 @@ def _forms(pack: Pack) -> list[Problem]:
                             "forms.yml", f"{entry}.distinct", f"{x!r} is not a slot of this form"
                         )
                     )
+    return out
+
+
+def _actions(pack: Pack) -> list[Problem]:
+    out = []
+    for name, hook in pack.webhooks.items():
+        entry = f"actions.{name}"
+        if name in ACTIONS:
+            out.append(
+                Problem("actions.yml", entry, f"{name!r} is a built-in action; choose another name")
+            )
+        slots = set(pack.slot_types)
+        for fact in hook.facts:
+            if fact in slots:
+                out.append(
+                    Problem(
+                        "actions.yml",
+                        f"{entry}.facts",
+                        f"{fact!r} is also a slot: templates could not tell them apart",
+                    )
+                )
+        # a reference stands for its default, or for some http URL
+        url = ENV_REFERENCE.sub(lambda m: m.group(2) or "http://host", hook.url)
+        if not re.match(r"^https?://[^/\s]+", url):
+            out.append(Problem("actions.yml", f"{entry}.url", "must be an http(s) URL"))
+        if hook.secret is None:
+            out.append(
+                Problem(
+                    "actions.yml",
+                    f"{entry}.secret",
+                    "no secret: requests go unsigned and the back-end cannot tell them "
+                    "from forged ones",
+                    "warning",
+                )
+            )
+        elif not ENV_REFERENCE.search(hook.secret):
+            out.append(
+                Problem(
+                    "actions.yml",
+                    f"{entry}.secret",
+                    "a literal secret in the pack: use ${VAR} so it stays out of the files",
+                    "warning",
+                )
+            )
+    for name, form in pack.forms_file.forms.items():
+        if form.action is None:
+            continue
+        if form.action not in pack.webhooks:
+            out.append(
+                Problem(
+                    "forms.yml",
+                    f"forms.{name}.action",
+                    f"unknown action {form.action!r}: forms call webhook actions of actions.yml",
+                )
+            )
+            continue
+        own = {s.slot for s in form.slots} | set(pack.webhooks[form.action].facts)
+        unknown = placeholders(form.done) - own
+        if unknown:
+            out.append(
+                Problem(
+                    "forms.yml",
+                    f"forms.{name}.done",
+                    f"uses {sorted(unknown)}, not slots of this form or facts of its action",
+                )
+            )
     return out
 
 
@@ -508,6 +588,7 @@ RULES = (
     _core_map,
     _responses,
     _forms,
+    _actions,
     _required_slots,
     _unanswered_questions,
     _dialogue,

@@ -33,6 +33,7 @@ FILES: dict[str, type[BaseModel]] = {
     "core_intents.yml": models.CoreIntentsFile,
     "responses.yml": models.ResponsesFile,
     "forms.yml": models.FormsFile,
+    "actions.yml": models.ActionsFile,
     "dialogue.yml": models.DialogueFile,
 }
 REQUIRED = ("assistant.yml", "intents.yml")
@@ -140,6 +141,7 @@ class Pack:
     core_file: models.CoreIntentsFile | None = None
     responses_file: models.ResponsesFile = field(default_factory=models.ResponsesFile)
     forms_file: models.FormsFile = field(default_factory=models.FormsFile)
+    actions_file: models.ActionsFile = field(default_factory=models.ActionsFile)
     dialogue: models.DialogueFile = field(default_factory=models.DialogueFile)
     conversations: dict[str, models.ConversationsFile] = field(default_factory=dict)
     checksum: str = ""
@@ -223,7 +225,18 @@ class Pack:
     # -- replies and actions -------------------------------------------------------------
     def facts_of(self, raw_intent: str) -> tuple[str, ...]:
         action = self.intents.get(raw_intent) and self.intents[raw_intent].action
-        return ACTIONS[action].facts if action in ACTIONS else ()
+        return self.action_facts(action)
+
+    def action_facts(self, action: str | None) -> tuple[str, ...]:
+        """The facts a built-in or webhook action may return."""
+        if action in ACTIONS:
+            return ACTIONS[action].facts
+        hook = self.actions_file.actions.get(action) if action else None
+        return tuple(hook.facts) if hook else ()
+
+    @property
+    def webhooks(self) -> dict[str, models.WebhookAction]:
+        return self.actions_file.actions
 
     @cached_property
     def responses(self) -> Responses:
@@ -301,6 +314,7 @@ def check_pack(pack: str | os.PathLike) -> tuple[Pack | None, list[Problem]]:
         core_file=docs.get("core_intents.yml"),
         responses_file=docs.get("responses.yml", models.ResponsesFile()),
         forms_file=docs.get("forms.yml", models.FormsFile()),
+        actions_file=docs.get("actions.yml", models.ActionsFile()),
         dialogue=docs.get("dialogue.yml", models.DialogueFile()),
         conversations=conversations,
         checksum=checksum,

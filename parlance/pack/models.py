@@ -103,7 +103,9 @@ class Intent(Strict):
         [], description="slots read from the user's text for this intent's replies and action"
     )
     action: Name | None = Field(
-        None, description="a built-in action whose facts the replies may use (parlance.actions)"
+        None,
+        description="a built-in action (parlance.actions) or a webhook action of actions.yml, "
+        "whose facts the replies may use",
     )
     generated: bool | None = Field(
         None, description="replies written by the generator; only without core_intents.yml"
@@ -238,6 +240,11 @@ class Form(Strict):
     confirm: Text | None = None
     done: Text
     distinct: list[tuple[Name, Name]] = []
+    action: Name | None = Field(
+        None,
+        description="a webhook action (actions.yml) called when the form is submitted; "
+        "`done` may use the facts it returns",
+    )
 
     @model_validator(mode="after")
     def _unique_slots(self) -> Form:
@@ -250,6 +257,44 @@ class Form(Strict):
 
 class FormsFile(Strict):
     forms: dict[Name, Form] = {}
+
+
+# ----------------------------------------------------------------- actions.yml
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class WebhookAction(Strict):
+    """An action on the owner's back-end: a signed JSON POST (docs/actions.md). `url` and
+    `secret` may use `${VAR}` or `${VAR:-default}`, read from the gateway's environment at
+    start, so hosts and keys stay out of the pack."""
+
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    secret: str | None = Field(
+        None, description="HMAC-SHA256 key for the signature, normally `${SOME_VAR}`"
+    )
+    timeout_s: float = Field(3.0, gt=0, le=60, description="per attempt")
+    retries: int = Field(
+        1, ge=0, le=5, description="extra attempts after a timeout, 5xx or refused connection"
+    )
+    facts: list[Name] = Field([], description="facts its reply may carry (templates use them)")
+    allow_private_network: bool = Field(
+        False,
+        description="allow loopback, private and link-local targets (a back-end on the same "
+        "host or network); off by default against server-side request forgery",
+    )
+    description: str = ""
+
+    @field_validator("url", "secret")
+    @classmethod
+    def _references_close(cls, v: str | None) -> str | None:
+        if v is not None and "${" in ENV_REFERENCE.sub("", v):
+            raise ValueError("an unclosed or malformed ${VAR} reference")
+        return v
+
+
+class ActionsFile(Strict):
+    actions: dict[Name, WebhookAction] = {}
 
 
 # ----------------------------------------------------------------- dialogue.yml
@@ -276,6 +321,7 @@ class Patterns(Strict):
     deny: str = r"^\s*(no|nope|nah|don'?t|do not|negative)\b"
     maybe: str = r"^\s*(maybe|not sure|perhaps|let me think)\b"
     cancel: str = r"\b(never ?mind|forget (it|that)|cancel( that| it)?|stop)\b"
+    retry: str = r"\b(try again|retry|again|one more time)\b"
     correction: str = (
         r"^\s*(no\b|nope|actually|make (it|that)|change|sorry|i meant|wait)|\binstead\b|"
         r"\brather\b|\bnot\b"
@@ -313,12 +359,24 @@ class MetaTexts(Strict):
     repeat: Text = "<last_reply>"
 
 
+class ActionTexts(Strict):
+    """What the user hears when the owner's back-end could not be reached (a timeout, an
+    error status, a malformed reply, the circuit breaker open)."""
+
+    failed: Text = (
+        'Sorry, I couldn\'t complete that just now. Your details are kept: say "try again", '
+        "or cancel."
+    )
+    unavailable: Text = "Sorry, I can't get that right now. Please try again in a moment."
+
+
 class DialogueFile(Strict):
     meta_intents: MetaIntents = MetaIntents()
     patterns: Patterns = Patterns()
     fallback: FallbackTexts = FallbackTexts()
     form: FormTexts = FormTexts()
     meta: MetaTexts = MetaTexts()
+    actions: ActionTexts = ActionTexts()
     confidence_threshold: float | None = Field(None, ge=0, le=1)
 
 

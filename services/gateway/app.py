@@ -15,6 +15,7 @@ from parlance.pack import Pack, load_pack
 from services.common.app import build_app
 from services.common.logging import configure_logging
 from services.gateway import metrics
+from services.gateway.actions import WebhookCaller
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
@@ -117,6 +118,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # Fail fast on a broken pack: a deployment error, with every problem listed.
     pack = load_pack(settings.pack)
     logger.info("assistant pack %s %s (%s)", pack.name, pack.version, pack.root)
+    # An action whose ${VAR} is unset is disabled with a warning (GATEWAY_ACTIONS_STRICT:
+    # the start fails instead, naming the action and the variable).
+    actions = (
+        WebhookCaller(
+            pack,
+            settings.breaker_fail_max,
+            settings.breaker_reset_s,
+            strict=settings.actions_strict,
+        )
+        if pack.webhooks
+        else None
+    )
 
     def upstream(name: str, url: str, timeout: float) -> Upstream:
         return Upstream(
@@ -143,7 +156,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         s.pack = pack
         s.label_map = pack.label_map
         s.labels_checked, s.label_error = False, None
-        s.dialogue = Dialogue(settings, pack, s.generator)
+        s.actions = actions
+        s.dialogue = Dialogue(settings, pack, s.generator, actions)
         # A classifier that is already up is checked now, so a wrong one stops the start.
         if await s.classifier.ready() and not await _check_labels(app) and s.label_error:
             raise LabelMismatch(s.label_error)
@@ -153,7 +167,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             s.ready = False
             watcher.cancel()
-            for closer in (s.classifier.close, s.generator.close, s.store.close):
+            closers = [s.classifier.close, s.generator.close, s.store.close]
+            if actions is not None:
+                closers.append(actions.close)
+            for closer in closers:
                 with contextlib.suppress(Exception):
                     await closer()
 

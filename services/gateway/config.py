@@ -50,6 +50,11 @@ class GatewaySettings(ServiceSettings):
         None, validation_alias=AliasChoices("REDIS_URL", "GATEWAY_REDIS_URL")
     )
     session_lock_timeout_s: float = Field(10.0, gt=0)
+    actions_strict: bool = Field(
+        False,
+        description="refuse to start when a webhook action of the pack cannot be configured "
+        "(an unset ${VAR}); default: disable it with a warning",
+    )
 
     # Security
     api_keys: str = Field("", description="comma-separated keys; empty: no auth")

@@ -22,18 +22,26 @@ from __future__ import annotations
 import logging
 import random
 import re
+import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from parlance.actions import run_action
+from parlance.actions import ACTIONS, run_action
 from parlance.pack import Pack
 from parlance.templates import TemplateFiller, fill
+from parlance.webhooks import ActionRequest, IntentRef, submission_key
 from services.gateway import metrics
+from services.gateway.actions import ActionOutcome, WebhookCaller
 from services.gateway.config import GatewaySettings
 from services.gateway.forms import FormSpec, fill_slots, forms_of
 from services.gateway.upstreams import Upstream, UpstreamError
 
 logger = logging.getLogger(__name__)
+# The turn being answered (session id, text, prediction), for the requests of webhook
+# actions deep in the policy; a ContextVar is per asyncio task, so concurrent turns of
+# other sessions never see each other's.
+_TURN: ContextVar[tuple[str, str, Prediction] | None] = ContextVar("parlance_turn", default=None)
 
 
 @dataclass
@@ -56,11 +64,19 @@ class TurnResult:
     # The raw intent the reply answers: the classifier's, a confirmed one, or that of a
     # one-slot form just filled; None for form prompts and fallbacks.
     intent: str | None = None
+    action: dict | None = None  # a webhook action that ran this turn, and its outcome
 
 
 class Dialogue:
-    def __init__(self, settings: GatewaySettings, pack: Pack, generator: Upstream):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        pack: Pack,
+        generator: Upstream,
+        actions: WebhookCaller | None = None,
+    ):
         self.settings = settings
+        self.actions = actions
         self.pack = pack
         self.label_map = pack.label_map
         self.forms: dict[str, FormSpec] = forms_of(pack)
@@ -88,9 +104,20 @@ class Dialogue:
 
     # -- one turn ------------------------------------------------------------------------
     async def turn(
-        self, text: str, state: dict, p: Prediction, now: datetime | None = None
+        self,
+        text: str,
+        state: dict,
+        p: Prediction,
+        now: datetime | None = None,
+        session_id: str = "",
     ) -> TurnResult:
-        now = now or datetime.now(UTC)
+        token = _TURN.set((session_id, text, p))
+        try:
+            return await self._turn(text, state, p, now or datetime.now(UTC))
+        finally:
+            _TURN.reset(token)
+
+    async def _turn(self, text: str, state: dict, p: Prediction, now: datetime) -> TurnResult:
         notes: list[str] = []
         form = state.get("form")
         if form and now.timestamp() - form["updated"] > self.settings.form_idle_s:
@@ -116,10 +143,16 @@ class Dialogue:
         meta = self.meta.get(p.raw) if confident else None
         if meta == "cancel" or self.patterns["cancel"].search(text):
             return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
+        if form.get("failed") and (
+            self.patterns["retry"].search(text)
+            or meta == "affirm"
+            or self.patterns["affirm"].search(text)
+        ):
+            return await self._complete(state, spec, form)  # the same submission again
         filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor, now)
         if form.get("confirming") and not filled.updates:
             if meta == "affirm" or self.patterns["affirm"].search(text):
-                return self._complete(state, spec, form)
+                return await self._complete(state, spec, form)
             if meta == "deny" or self.patterns["deny"].search(text):
                 return self._end_form(state, spec, "declined", self.texts.form.declined)
             if meta == "maybe" or self.patterns["maybe"].search(text):
@@ -130,6 +163,8 @@ class Dialogue:
             corrected = [k for k in filled.updates if k in form["values"]]
             form["values"].update(filled.updates)
             form["updated"] = now.timestamp()
+            if filled.updates:
+                form["failed"] = False  # other values: another submission
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
             return await self._after_filling(state, spec, form, filled, p, now)
@@ -140,6 +175,8 @@ class Dialogue:
             resume = fill(self.texts.form.resume, {"prompt": prompt})
             answer.reply = f"{answer.reply} {resume}"
             return answer
+        if form.get("failed"):
+            return TurnResult(self.texts.actions.failed, "action")
         prompt, source = self._next_step(spec, form)
         return TurnResult(fill(self.texts.form.reask, {"prompt": prompt}), source)
 
@@ -179,7 +216,7 @@ class Dialogue:
         if not spec.missing(form["values"]) and spec.confirm is None and not filled.errors:
             if spec.answer_intent is not None:
                 return await self._answer_form(state, spec, form, p, now)
-            result = self._complete(state, spec, form)
+            result = await self._complete(state, spec, form)
             result.slots = dict(filled.updates)
             return result
         reply, source = self._next_step(spec, form)
@@ -200,9 +237,65 @@ class Dialogue:
         asked = Prediction(raw, self.label_map.core_of(raw), p.confidence, False)
         return await self._answer(form.get("text") or "", state, asked, now, form["values"])
 
-    def _complete(self, state: dict, spec: FormSpec, form: dict) -> TurnResult:
-        done = spec.text(spec.done, form["values"])
-        return self._end_form(state, spec, "completed", done, source="fulfilment")
+    async def _complete(self, state: dict, spec: FormSpec, form: dict) -> TurnResult:
+        """A confirmed (or confirmation-free) form: submitted to its webhook action when it
+        has one, else completed with its `done` text."""
+        if spec.action is None or self.actions is None:
+            done = spec.text(spec.done, form["values"])
+            return self._end_form(state, spec, "completed", done, source="fulfilment")
+        session_id, text, p = _TURN.get() or ("", "", None)
+        key = submission_key(session_id, form.get("id") or "", form["values"])
+        out = await self._call(spec.action, key, spec.name, dict(form["values"]), p, text)
+        view = out.view(spec.action)
+        names = {s.name for s in spec.slots}
+        if out.status == "ok":
+            values = {**form["values"], **out.slots, **out.facts}
+            reply = out.reply or spec.text(spec.done, values)
+            result = self._end_form(state, spec, "completed", reply, source="action")
+            result.action = view
+            return result
+        if out.status == "error":
+            # The back-end refused ("insufficient funds"): say why and ask again, for the
+            # slot it names, else for the confirmation.
+            form["failed"] = False
+            form["values"].update({k: v for k, v in out.slots.items() if k in names})
+            if out.error.slot in names:
+                form["values"].pop(out.error.slot, None)
+            prompt, _ = self._next_step(spec, form)
+            metrics.FORMS.labels(spec.name, "refused").inc()
+            return TurnResult(f"{out.error.message} {prompt}".strip(), "action", action=view)
+        # Not reached, timed out, or nonsense: the form keeps every value, and "try again"
+        # resubmits with the same idempotency key.
+        form["failed"] = True
+        metrics.FORMS.labels(spec.name, "action_failed").inc()
+        return TurnResult(self.texts.actions.failed, "action", action=view)
+
+    async def _call(
+        self,
+        action: str,
+        key: str,
+        form: str | None,
+        slots: dict[str, str],
+        p: Prediction | None,
+        text: str,
+    ) -> ActionOutcome:
+        session_id = (_TURN.get() or ("",))[0]
+        intent = (
+            IntentRef(raw=p.raw, core=p.core, confidence=p.confidence)
+            if p is not None
+            else IntentRef(raw="", core="", confidence=0.0)
+        )
+        request = ActionRequest(
+            action=action,
+            idempotency_key=key,
+            session_id=session_id,
+            text=text,
+            intent=intent,
+            form=form,
+            slots=slots,
+            pack={"name": self.pack.name, "version": self.pack.version},
+        )
+        return await self.actions.call(action, request)
 
     def _next_step(self, spec: FormSpec, form: dict) -> tuple[str, str]:
         missing = spec.missing(form["values"])
@@ -304,6 +397,7 @@ class Dialogue:
                 "confirming": False,
                 "updated": now.timestamp(),
                 "text": text if spec.answer_intent is not None else None,
+                "id": uuid.uuid4().hex[:16],
             }
             state["form"] = form
             metrics.FORMS.labels(spec.name, "started").inc()
@@ -329,11 +423,31 @@ class Dialogue:
                 intent=p.raw,
             )
         slots, facts = self._slots_and_facts(text, p.raw, now, known or {})
+        intent = self.pack.intents.get(p.raw)
+        view = None
+        if intent is not None and intent.action in self.pack.webhooks and self.actions:
+            # One call per turn; its retries share the key.
+            out = await self._call(intent.action, uuid.uuid4().hex, None, dict(slots), p, text)
+            view = out.view(intent.action)
+            if out.status != "ok":
+                reply = out.error.message if out.error else self.texts.actions.unavailable
+                return TurnResult(reply, "action", slots, intent=p.raw, action=view)
+            slots.update({k: v for k, v in out.slots.items() if k in intent.slots})
+            facts.update(out.facts)
+            if out.reply:
+                return TurnResult(out.reply, "action", slots, intent=p.raw, action=view)
         if self.label_map.is_generated(p.core):
+            result = await self._generate(text, p, slots, facts)
+            result.action = view
+            return result
             return await self._generate(text, p, slots, facts)
         reply = self.filler.reply_for(p.raw, p.core, text, slots, facts)
         source = "fulfilment" if facts and reply else "template"
-        return TurnResult(reply or self.texts.fallback.capabilities, source, slots, intent=p.raw)
+        if view is not None and reply:
+            source = "action"  # the back-end's facts are in the template
+        return TurnResult(
+            reply or self.texts.fallback.capabilities, source, slots, intent=p.raw, action=view
+        )
 
     def _slots_and_facts(
         self, text: str, raw: str, now: datetime, known: dict[str, str]
@@ -344,6 +458,8 @@ class Dialogue:
         if intent is None:
             return dict(known), {}
         slots = {**self.pack.extract_slots(text, intent.slots, now), **known}
+        if intent.action not in ACTIONS:
+            return slots, {}  # no action, or a webhook (called by _answer)
         facts = run_action(
             intent.action,
             slots,

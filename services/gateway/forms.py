@@ -39,6 +39,7 @@ class FormSpec:
     # A one-slot form (an intent's required slots): once filled, that intent is answered
     # with them instead of a `done` text.
     answer_intent: str | None = None
+    action: str | None = None  # the webhook action its submission calls
 
     def slot(self, name: str) -> SlotSpec:
         return next(s for s in self.slots if s.name == name)
@@ -76,6 +77,7 @@ def forms_of(pack: Pack) -> dict[str, FormSpec]:
             f.confirm,
             f.done,
             tuple(tuple(p) for p in f.distinct),
+            action=f.action,
         )
     for name, intent in pack.intents.items():
         if intent.requires:

@@ -17,6 +17,22 @@ FALLBACKS = Counter(
 )
 OOS = Counter(f"{PREFIX}_gateway_oos_total", "Turns classified out of scope")
 FORMS = Counter(f"{PREFIX}_gateway_forms_total", "Form events", ["form", "event"])
+ACTION_CALLS = Counter(
+    f"{PREFIX}_gateway_action_calls_total",
+    "Webhook action calls by outcome (ok, error, or why it failed)",
+    ["action", "outcome"],
+)
+ACTION_SECONDS = Histogram(
+    f"{PREFIX}_gateway_action_duration_seconds",
+    "Webhook action call time, retries included",
+    ["action"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ACTION_BREAKER = Gauge(
+    f"{PREFIX}_gateway_action_breaker_state",
+    "Circuit breaker of the action's endpoint: 0 closed, 1 half open, 2 open",
+    ["action"],
+)
 CONFIRMATIONS = Counter(
     f"{PREFIX}_gateway_confirmations_total",
     "Borderline predictions: confirmation questions asked, and how users answered",

@@ -42,4 +42,9 @@ class ChatResponse(BaseModel):
         "and fallbacks",
     )
     state: FormState
-    source: str = Field(..., description="generator | template | fulfilment | fallback")
+    action: dict | None = Field(
+        None,
+        description="extension: the webhook action that ran this turn: name, outcome (ok, "
+        "error: the back-end refused, failed: it could not be reached), error code or reason",
+    )
+    source: str = Field(..., description="generator | template | fulfilment | fallback | action")

@@ -83,7 +83,7 @@ async def chat(
         if dropped:
             logger.warning("session state dropped: %s", dropped, extra={"session_id": session_id})
         prediction = await classify_one(classifier, label_map, req.text)
-        result = await dialogue.turn(req.text, state, prediction)
+        result = await dialogue.turn(req.text, state, prediction, session_id=session_id)
         await store.put(session_id, dump_state(state))
     metrics.CHATS.labels(prediction.core, result.source).inc()
     form = result.form
@@ -98,6 +98,7 @@ async def chat(
         },
         "slots": result.slots,
         "reply_intent": result.intent,
+        "action": result.action,
         "state": {
             "active_form": form["name"] if form else None,
             "missing_slots": form["missing_slots"] if form else [],

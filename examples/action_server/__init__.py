@@ -1,0 +1,1 @@
+"""An example back-end for Parlance's webhook actions (docs/actions.md)."""
