@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from parlance.conversations import run_all
@@ -74,13 +76,22 @@ def test_trained_classifier_records_the_pack_and_rejects_without_oos_data(bike_a
 
 
 def test_conversations_through_the_gateway(bike_artifacts, tmp_path):
+    """The pack's forms submit to the shop's back-end: the example action server, over
+    signed webhooks (actions.yml)."""
+    secret = "bike-shop-test-secret"
     clf_args = ["services.classifier", "--artifact", str(bike_artifacts / "classifier")]
-    with running(clf_args, {}, tmp_path) as clf:
+    backend_env = {"PARLANCE_ACTION_SECRET": secret}
+    with (
+        running(clf_args, {}, tmp_path) as clf,
+        running(["examples.action_server"], backend_env, tmp_path) as backend,
+    ):
         env = {
             "CLASSIFIER_URL": clf.url,
             "GENERATOR_URL": "http://127.0.0.1:9",
             "PARLANCE_PACK": str(PACK),
             "GATEWAY_RATE_LIMIT": "",
+            "BIKE_SHOP_ACTIONS_URL": backend.url,
+            "PARLANCE_ACTION_SECRET": secret,
         }
         with running(["services.gateway"], env, tmp_path) as gw:
             outcomes = run_all(PACK, gw.url)
@@ -88,6 +99,21 @@ def test_conversations_through_the_gateway(bike_artifacts, tmp_path):
             forms = [o for o in outcomes if "repair" in o.name.lower() or "rent" in o.name.lower()]
             assert forms and all(o.passed for o in forms), failures
             assert len(failures) <= len(outcomes) // 4, failures
+            # a booking made in a conversation is in the back-end, with its number
+            booked = httpx.get(backend.url + "/effects", timeout=10).json()["effects"]
+            assert any(e["action"] == "book_repair" for e in booked), booked
+            r = httpx.post(
+                gw.url + "/v1/chat",
+                json={"text": "book a full service for my road bike tomorrow at 10am"},
+                timeout=30,
+            ).json()
+            sid = r["session_id"]
+            for text in ("Sam Jansen", "yes"):
+                r = httpx.post(
+                    gw.url + "/v1/chat", json={"session_id": sid, "text": text}, timeout=30
+                ).json()
+            assert r["source"] == "action" and r["action"]["outcome"] == "ok"
+            assert re.search(r"booking number is BK-\d{4}", r["reply"]), r["reply"]
         # The CLINC150 pack's gateway in front of this classifier: refused with the reason.
         bad = subprocess.run(
             [sys.executable, "-m", "services.gateway", "--port", str(free_port())],

@@ -451,3 +451,56 @@ def test_every_clinc_intent_has_a_confirmation_phrase(clinc):
     for name, intent in clinc.intents.items():
         assert intent.description and intent.description[0].islower(), name
         assert not intent.description.endswith(("?", ".")), name
+
+
+def test_actions_file_problems_are_reported(tmp_path):
+    root = small_pack(tmp_path)
+    hook = {"url": "${SHOP_URL:-http://127.0.0.1:5055}/order", "secret": "${SHOP_SECRET}"}
+    edit(root, "actions.yml", lambda d: d.update({"actions": {"place_order": hook}}))
+    edit(root, "forms.yml", lambda d: d["forms"]["order_form"].update({"action": "place_order"}))
+    pack, problems = check_pack(root)
+    assert not [p for p in problems if p.severity == "error"], problems
+    assert pack.forms_file.forms["order_form"].action == "place_order"
+    cases = [
+        (
+            lambda d: d["forms"]["order_form"].update({"action": "teleport"}),
+            "forms.yml",
+            "forms.yml: forms.order_form.action: unknown action 'teleport'",
+        ),
+        (
+            lambda d: d["forms"]["order_form"].update({"done": "Order <number> placed."}),
+            "forms.yml",
+            "forms.yml: forms.order_form.done: uses ['number'], not slots of this form or "
+            "facts of its action",
+        ),
+        (
+            lambda d: d["actions"]["place_order"].update({"facts": ["size"]}),
+            "actions.yml",
+            "actions.yml: actions.place_order.facts: 'size' is also a slot",
+        ),
+        (
+            lambda d: d["actions"]["place_order"].update({"url": "ftp://shop/order"}),
+            "actions.yml",
+            "actions.yml: actions.place_order.url: must be an http(s) URL",
+        ),
+        (
+            lambda d: d["actions"]["place_order"].update({"url": "${SHOP_URL/order"}),
+            "actions.yml",
+            "actions.yml: actions.place_order.url: an unclosed or malformed",
+        ),
+        (
+            lambda d: d["actions"].update({"spell": hook}),
+            "actions.yml",
+            "actions.yml: actions.spell: 'spell' is a built-in action",
+        ),
+    ]
+    for change, file, expected in cases:
+        case = tmp_path / f"case{cases.index((change, file, expected))}"
+        shutil.copytree(root, case)
+        edit(case, file, change)
+        found = [str(p) for p in check_pack(case)[1]]
+        assert any(expected in p for p in found), (expected, found)
+    # a literal secret, or none, is a warning, not an error
+    edit(root, "actions.yml", lambda d: d["actions"]["place_order"].update({"secret": "hunter2"}))
+    warnings = [p for p in check_pack(root)[1] if p.severity == "warning"]
+    assert any("a literal secret in the pack" in p.message for p in warnings)
