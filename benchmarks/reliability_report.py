@@ -156,6 +156,46 @@ def soak_section(d: dict) -> list[str]:
     return lines + [""]
 
 
+def actions_section(d: dict) -> list[str]:
+    lines = [
+        "## Webhook actions",
+        "",
+        f"`python -m benchmarks.actions --seconds {d['seconds']:g}`: a gateway in front of the "
+        "stand-in classifier (the action path, not the model) with a copy of the CLINC150 pack "
+        "whose balance intent calls a benchmark back-end (benchmarks/slow_backend.py) taking a "
+        "fixed delay per call; action timeout 2 s, 1 retry, breaker after 5 failures, reset "
+        "10 s. Closed-loop clients, one session each, on the same 2 cores as the gateway, the "
+        "back-end and the stand-in; every reply classified by the chat response's `action`.",
+        "",
+        "| back-end delay | clients | turns/s | p50 ms | p99 ms | outcomes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, row in d.items():
+        if not key.startswith("delay_"):
+            continue
+        delay, clients = key.removeprefix("delay_").split("_clients_")
+        lines.append(
+            f"| {delay} | {clients} | {row['turns_per_s']} | {row['p50_ms']} | {row['p99_ms']} | "
+            f"{_outcomes(row['outcomes'])} |"
+        )
+    r = d["restart"]
+    lines += [
+        "",
+        "A back-end slower than the timeout costs a few timed-out turns, then the breaker "
+        "answers at once (`failed:breaker_open`, the pack's \"can't get that right now\" "
+        "text): no turn waits for a dead back-end, none is a 5xx.",
+        "",
+        f"Restart: 8 clients, the back-end down for the first {r['backend_started_at_s']:g} s "
+        f"({r['failed_while_down']} turns answered with the failure text), then started on "
+        f"the same port; the first successful call came {r['first_ok_after_start_s']:g} s "
+        "after it started: the breaker's reset time (`GATEWAY_BREAKER_RESET_S`, 10 s from "
+        "the first failures) bounds recovery, since action back-ends have no readiness "
+        f"probe. All outcomes: {_outcomes(r['outcomes'])}.",
+        "",
+    ]
+    return lines
+
+
 def write_report(results: Path, out: Path) -> None:
     lines = [
         "# Reliability",
@@ -171,6 +211,7 @@ def write_report(results: Path, out: Path) -> None:
         ("overload", overload_section),
         ("faults", faults_section),
         ("soak", soak_section),
+        ("actions", actions_section),
     ):
         d = _load(results, name)
         lines += section(d) if d else [f"## {name.title()}", "", "(not run yet)", ""]

@@ -192,7 +192,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_run(args) -> int:
     from parlance.pack import load_pack
-    from services.local_stack import Stack, serve_forever
+    from services.local_stack import Stack, serve_forever, wants_example_actions
 
     pack = load_pack(args.pack)
     artifacts = Path(args.artifacts)
@@ -205,6 +205,7 @@ def cmd_run(args) -> int:
         classifier_port=args.port + 1,
         generator_port=args.port + 2,
         gateway_env={"PARLANCE_PACK": str(pack.root.resolve())},
+        actions_port=args.port + 3 if wants_example_actions(pack) else None,
     )
     return serve_forever(stack)
 

@@ -192,8 +192,30 @@ class Stack:
         redis_port: int | None = None,
         classifier_env: dict[str, str] | None = None,
         generator_env: dict[str, str] | None = None,
+        actions_port: int | None = None,
     ):
+        """`actions_port`: also run the example back-end of the bundled packs' webhook
+        actions (examples/action_server) there, with a fresh secret shared with the
+        gateway (a demo without the owner's own back-end)."""
         self.host = host
+        self.actions = None
+        if actions_port:
+            import secrets
+
+            secret = secrets.token_hex(32)
+            self.actions = Child(
+                "actions",
+                "examples.action_server",
+                actions_port,
+                {"PARLANCE_ACTION_SECRET": secret},
+            )
+            url = self.actions.url(host)
+            gateway_env = {
+                "PARLANCE_ACTION_SECRET": secret,
+                "PARLANCE_ACTIONS_URL": url,
+                "BIKE_SHOP_ACTIONS_URL": url,
+                **(gateway_env or {}),
+            }
         self.log_dir = Path(log_dir)
         self.redis = RedisProcess(redis_port, self.log_dir / "redis") if redis_port else None
         if self.redis:
@@ -229,6 +251,7 @@ class Stack:
         self.children = [
             self.classifier,
             *([self.generator] if generator_artifact else []),
+            *([self.actions] if self.actions else []),
             self.gateway,
         ]
 
@@ -264,6 +287,8 @@ class Stack:
         self.gateway.stop(timeout)
         self.classifier.stop(timeout)
         self.generator.stop(timeout)
+        if self.actions:
+            self.actions.stop(timeout)
         if self.redis:
             self.redis.stop()
 
@@ -334,6 +359,11 @@ def serve_forever(stack: Stack, *, banner: bool = True) -> int:
             signal.signal(s, handler)
         if stopping["signal"] is not None:
             print("stopped.", flush=True)
+
+
+def wants_example_actions(pack) -> bool:
+    """A pack with webhook actions and no back-end configured: the demo runs the example."""
+    return bool(pack.webhooks) and not os.environ.get("PARLANCE_ACTION_SECRET")
 
 
 def build_parser() -> argparse.ArgumentParser:

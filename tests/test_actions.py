@@ -298,3 +298,10 @@ def test_gateway_without_the_secret_starts_and_says_the_action_is_unavailable(st
             "reason": "not_configured",
         }
         assert "action disabled" in Path(gw.log).read_text()
+
+
+def test_docs_show_the_current_schemas():
+    from parlance.webhooks import schemas_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "actions.md").read_text()
+    assert schemas_markdown() in docs, "regenerate: python -m parlance.webhooks"

@@ -22,8 +22,9 @@ from tests.servers import REPO, free_port
 pytestmark = pytest.mark.slow
 
 
-def free_port_run(n: int = 3) -> int:
-    """A port p with p..p+n-1 all free (the demo uses p, p+1, p+2)."""
+def free_port_run(n: int = 4) -> int:
+    """A port p with p..p+n-1 all free (the demo uses p, p+1, p+2, and p+3 for the example
+    action back-end)."""
     for _ in range(50):
         p = free_port()
         if p + n < 65535 and not any(port_in_use("127.0.0.1", p + i) for i in range(n)):
@@ -82,6 +83,7 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(
     # A loaded CI machine can take the generator's first reply past the gateway's 2 s budget,
     # and the reply would then (rightly) say `template`: this test is about the demo's wiring.
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GATEWAY_GENERATOR_TIMEOUT_S": "10"}
+    env.pop("PARLANCE_ACTION_SECRET", None)  # no back-end of our own: the demo brings one
     proc = subprocess.Popen(
         [
             "make",
@@ -119,6 +121,15 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(
         body = r.json()
         assert body["intent"]["raw"] == "timer" and body["source"] == "generator"
         assert "10 minutes" in body["reply"]
+        # the pack's balance action: the demo runs the example back-end with a fresh secret
+        r = httpx.post(
+            url + "v1/chat",
+            json={"session_id": "demo-bal", "text": "what's my balance"},
+            timeout=30,
+        ).json()
+        assert r["intent"]["raw"] == "balance", r
+        assert r["action"] == {"name": "account_balance", "outcome": "ok"}, r
+        assert "$1,250.00" in r["reply"]
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         proc.wait(timeout=60)
@@ -133,7 +144,7 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    for p in (port, port + 1, port + 2):
+    for p in (port, port + 1, port + 2, port + 3):
         assert not port_in_use("127.0.0.1", p), f"port {p} still served after Ctrl-C"
     assert processes_mentioning(str(artifacts)) == []
     assert (artifacts / "logs" / "gateway.log").is_file()
@@ -168,7 +179,7 @@ def test_a_service_that_cannot_start_stops_the_stack_with_its_log(small_artifact
     )
     assert r.returncode == 1
     assert "generator exited" in r.stderr and "manifest.json" in r.stderr
-    for p in (port, port + 1, port + 2):
+    for p in (port, port + 1, port + 2, port + 3):
         assert not port_in_use("127.0.0.1", p)
     assert processes_mentioning(str(small_artifact)) == []
 

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(name, path, "CLINC150" if default else pack.name), flush=True)
     if args.no_serve:
         return 0
-    from services.local_stack import Stack, serve_forever
+    from services.local_stack import Stack, serve_forever, wants_example_actions
 
     generator = chosen["generator"][0] if "generator" in chosen else None
     stack = Stack(
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         generator_port=args.generator_port,
         log_dir=root / "logs",
         gateway_env={"PARLANCE_PACK": str(pack.root.resolve())},
+        actions_port=args.port + 3 if wants_example_actions(pack) else None,
     )
     return serve_forever(stack)
 
