@@ -23,6 +23,8 @@ class FormState(BaseModel):
         None, description="the request that opened a one-slot form, answered once it is filled"
     )
     id: str | None = Field(None, description="this form instance (its submission's key)")
+    intent: str | None = Field(None, description="the intent that opened it")
+    confidence: float | None = None
     failed: bool = Field(False, description="its submission could not reach the back-end")
 
 

@@ -283,6 +283,14 @@ def test_a_failed_submission_keeps_the_form_and_try_again_resubmits_it(standin, 
         sent = [x for x in bad.requests if x["path"] == "/slow-first"]
         keys = {x["headers"]["idempotency-key"] for x in sent[-2:]}
         assert len(keys) == 1 and keys != {"one-submission"}
+        body = json.loads(sent[-1]["body"])
+        assert body["form"] == "money_transfer" and body["intent"]["raw"] == "transfer"
+        assert body["slots"] == {
+            "amount": "$20",
+            "from_account": "savings",
+            "to_account": "checking",
+        }
+        assert body["text"] == "try again" and body["pack"]["name"] == "clinc150"
     # the chat response never crashed into a 5xx, and nothing of the secret leaked
     assert SECRET not in Path(gw.log).read_text()
 

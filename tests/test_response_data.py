@@ -36,7 +36,7 @@ def test_splits_stay_apart_and_cover_the_generated_intents(data, examples):
     assert texts["train"] & texts["test"] <= set(data.train.texts) & set(data.test.texts)
     assert texts["val"] & texts["test"] <= set(data.val.texts) & set(data.test.texts)
     assert set(Counter(e.core_intent for e in examples["test"])) == set(
-        load_pack().responses.core_intents()
+        load_pack().label_map.generated
     )
     for e in examples["test"]:
         assert e.text in data.test.texts

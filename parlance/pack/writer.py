@@ -83,6 +83,7 @@ def write_pack(
     dialogue: dict | None = None,
     *,
     tests: dict[str, dict] | None = None,
+    actions: dict | None = None,
     overwrite: bool = False,
     header: str | None = None,
 ) -> list[Path]:
@@ -98,13 +99,20 @@ def write_pack(
     """
     out = Path(out_dir)
     docs: dict[str, dict] = {}
-    for rel, doc in zip(
-        FILES,
-        (assistant, intents, slots, core_intents, responses, forms, dialogue),
-        strict=True,
-    ):
-        if doc is not None:
-            docs[rel] = doc
+    given = {
+        "assistant.yml": assistant,
+        "intents.yml": intents,
+        "slots.yml": slots,
+        "core_intents.yml": core_intents,
+        "responses.yml": responses,
+        "forms.yml": forms,
+        "actions.yml": actions,
+        "dialogue.yml": dialogue,
+    }
+    assert set(given) == set(FILES), "every pack file has a parameter"
+    for rel in FILES:
+        if given[rel] is not None:
+            docs[rel] = given[rel]
     for fname, doc in (tests or {}).items():
         if not re.fullmatch(r"[A-Za-z0-9_-]+\.yml", fname):
             raise PackWriteError([Problem(f"{TESTS_DIR}/{fname}", "", "not a plain .yml name")])

@@ -244,6 +244,10 @@ class Dialogue:
             done = spec.text(spec.done, form["values"])
             return self._end_form(state, spec, "completed", done, source="fulfilment")
         session_id, text, p = _TURN.get() or ("", "", None)
+        if form.get("intent"):
+            # the request names the intent that opened the form, not this turn's "yes"
+            raw = form["intent"]
+            p = Prediction(raw, self.label_map.core_of(raw), form.get("confidence") or 0.0, False)
         key = submission_key(session_id, form.get("id") or "", form["values"])
         out = await self._call(spec.action, key, spec.name, dict(form["values"]), p, text)
         view = out.view(spec.action)
@@ -398,6 +402,8 @@ class Dialogue:
                 "updated": now.timestamp(),
                 "text": text if spec.answer_intent is not None else None,
                 "id": uuid.uuid4().hex[:16],
+                "intent": p.raw,
+                "confidence": p.confidence,
             }
             state["form"] = form
             metrics.FORMS.labels(spec.name, "started").inc()
