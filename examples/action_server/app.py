@@ -88,29 +88,22 @@ def known(ref: str) -> bool:
     return ref in BOOKINGS or not ref.replace("-", "").upper().startswith("BK0")
 
 
+def unknown_booking(ref: str) -> dict:
+    message = f"I can't find booking {ref}."
+    return {"error": {"code": "unknown_booking", "message": message, "slot": "booking_ref"}}
+
+
 def repair_status(req: dict) -> dict:
     ref = req["slots"]["booking_ref"].upper()
     if not known(ref):
-        return {
-            "error": {
-                "code": "unknown_booking",
-                "message": f"I can't find booking {ref}.",
-                "slot": "booking_ref",
-            }
-        }
+        return unknown_booking(ref)
     return {"facts": {"repair_state": BOOKINGS.get(ref, "in the workshop queue")}}
 
 
 def cancel_booking(req: dict) -> dict:
     ref = req["slots"]["booking_ref"].upper()
     if not known(ref):
-        return {
-            "error": {
-                "code": "unknown_booking",
-                "message": f"I can't find booking {ref}.",
-                "slot": "booking_ref",
-            }
-        }
+        return unknown_booking(ref)
     BOOKINGS.pop(ref, None)
     return {}
 
