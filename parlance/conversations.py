@@ -46,7 +46,10 @@ def _pattern(template: str) -> re.Pattern:
 
 
 class TemplateFit:
-    """Whether a template reply belongs to the intent it answers."""
+    """Whether a template reply belongs to the intent it answers: the whole reply (less the
+    dialogue's own additions) must be one of its templates, a placeholder standing for any
+    value. A template made almost only of placeholders ("<expression> is <result>.") still
+    accepts many sentences; the turn's `reply_contains` says what the reply must say."""
 
     def __init__(self, pack: Pack):
         self.pack = pack
@@ -66,14 +69,29 @@ class TemplateFit:
         texts = [*d.meta.model_dump().values(), d.fallback.capabilities]
         return [_pattern(t) for t in texts if t != "<last_reply>"]
 
+    def core_of_reply(self, reply: str) -> str:
+        """The reply without what the dialogue adds around an answer: the expiry note
+        before it, the form's "Back to what we were doing: ..." after it."""
+        d = self.pack.dialogue.form
+        reply = reply.strip()
+        if reply.startswith(d.expired):
+            reply = reply[len(d.expired) :].strip()
+        resume = d.resume.split("<prompt>")[0].strip()
+        if resume and resume in reply:
+            reply = reply[: reply.index(resume)].strip()
+        return reply
+
     def problem(self, raw: str | None, reply: str) -> str | None:
         if raw is None or raw not in self.pack.intents:
             return None
         if raw in self.pack.dialogue.meta_intents.repeat:
             return None  # "repeat" says the previous reply again, whatever it was
-        if any(p.search(reply) for p in self.patterns(raw)):
+        answer = self.core_of_reply(reply)
+        # the whole answer must be the template: a short one ("It's <time>.") would match
+        # inside almost any other reply
+        if any(p.fullmatch(answer) for p in self.patterns(raw)):
             return None
-        if any(p.search(reply) for p in self.dialogue_texts()):
+        if any(p.fullmatch(answer) for p in self.dialogue_texts()):
             return None
         return f"template reply is not one of {raw!r}'s templates"
 

@@ -260,7 +260,9 @@ _PART_OF_DAY = {
     "tonight": "PM",
 }
 _AT_HOUR = re.compile(
-    r"\bat\s+(?P<h>\d{1,2})(?![\d:.,%])(?!\s*(?:percent|dollars|minutes|hours|degrees))"
+    r"\bat\s+(?P<h>\d{1,2})(?!\d|:|[.,]\d|\s*%)"
+    r"(?!\s*(?:percent|dollars?|euros?|pounds?|bucks|cents?|miles?|km|kilometers?|meters?|"
+    r"minutes?|mins?|hours?|hrs?|seconds?|degrees?|people|persons?|guests?|kg|lbs?)\b)"
     r"(?:\s+(?P<part>in the morning|in the afternoon|in the evening|at night|tonight))?\b",
     re.I,
 )
@@ -316,7 +318,9 @@ def _time_value(m: re.Match) -> str | None:
     else:
         h, mi = int(m.group("h")), int(m.group("m") or m.group("m2") or 0)
         ap = m.group("ap").lower().replace(".", "")
-        ap = None if ap.startswith("o") else _PART_OF_DAY.get(ap, ap)
+        if ap in _PART_OF_DAY:
+            return _with_part_of_day(f"{h}:{mi:02d}", ap) if 1 <= h <= 12 else None
+        ap = None if ap.startswith("o") else ap
     if h > 23 or mi > 59 or (ap and not 1 <= h <= 12):
         return None
     if ap is None:
@@ -513,7 +517,7 @@ class _Time(SlotType):
             if m.group("m"):
                 return []
             mi = {"half past": 30, "quarter past": 15}.get(half, 45)
-            h = h - 1 if half == "quarter to" else h
+            h = (h - 1 or 12) if half == "quarter to" else h  # "quarter to 1" is 12:45
         part = (m.group("part") or "").lower().replace(".", "")
         if h > 23 or (part and part not in ("o'clock", "oclock") and not 1 <= h <= 12):
             return []
@@ -529,7 +533,10 @@ def _with_part_of_day(value: str, part: str) -> str:
     h, mi = (int(x) for x in value.split(":"))
     if h > 12:
         return value
-    return f"{h}:{mi:02d} {_PART_OF_DAY[part.lower()]}"
+    half = _PART_OF_DAY[part.lower()]
+    if part.lower() in ("at night", "tonight") and (h == 12 or h <= 4):
+        half = "AM"  # "12 at night" is midnight, "3 at night" the small hours
+    return f"{h or 12}:{mi:02d} {half}"
 
 
 @builtin("money", 30, "an amount of money: '$350', '20 euros'")
@@ -590,7 +597,10 @@ class _ConversionPart(SlotType):
         for m in re.finditer(rf"(?P<n>{_NUM})\s*(?P<u>[a-z]+(?:\s[a-z]+)?)", ctx.digits, re.I):
             unit = unit_name(m.group("u")) or unit_name(m.group("u").split()[0])
             if unit and ctx.free(m.start(), m.end()):
-                n = float(m.group("n").replace(",", "."))
+                n = m.group("n")
+                # "1,500 meters": a thousands separator; "1,5 meters": a decimal comma
+                thousands = re.fullmatch(r"\d{1,3}(?:,\d{3})+", n)
+                n = float(n.replace(",", "") if thousands else n.replace(",", "."))
                 return [ctx.claim(self.name, unit_quantity(n, unit), m.start(), m.end())]
         return []
 
@@ -706,7 +716,9 @@ class _Place(Gazetteer):
 # introduces a place ("directions to work"), "US" and "LA" only in capitals.
 _EVERYDAY_PLACES = {"home", "work", "target"}
 _CAPITALS_ONLY = {"us", "la"}
-_PLACE_CUE = re.compile(r"\b(?:to|from|at|near|in|into|around|by|for)\s+(?:my\s+)?$", re.I)
+_PLACE_CUE = re.compile(
+    r"\b(?:to|from|at|near|in|into|around|by|for|me|get|go|head|back)\s+(?:my\s+)?$", re.I
+)
 
 
 def _ordinary_word(text: str, slot: Slot) -> bool:

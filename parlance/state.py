@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 lacked the optional fields of a pending confirmation and of one-slot and
+# action-bound forms; its states read as version 2 unchanged.
+READABLE_VERSIONS = (1, 2)
 
 
 class FormState(BaseModel):
@@ -53,10 +56,12 @@ def load_state(raw: dict | None) -> tuple[dict, str | None]:
     """(state as a plain dict for the dialogue, why an unusable stored state was dropped)."""
     if not raw:
         return SessionState().model_dump(), None
-    if raw.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+    if raw.get("schema_version", SCHEMA_VERSION) not in READABLE_VERSIONS:
         return SessionState().model_dump(), f"schema version {raw.get('schema_version')!r}"
     try:
-        return SessionState.model_validate(raw).model_dump(), None
+        return SessionState.model_validate(
+            {**raw, "schema_version": SCHEMA_VERSION}
+        ).model_dump(), None
     except ValidationError as e:
         return SessionState().model_dump(), f"invalid ({e.error_count()} errors)"
 

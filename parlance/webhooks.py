@@ -112,7 +112,8 @@ def verify(
     if abs((time.time() if now is None else now) - t) > tolerance_s:
         return False
     expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    # bytes, so a non-ASCII forgery is a mismatch, not a TypeError
+    return hmac.compare_digest(expected.encode(), parts.get("v1", "").encode())
 
 
 # ------------------------------------------------------------------------ idempotency

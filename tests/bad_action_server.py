@@ -2,7 +2,8 @@
 TCP server (so it can misbehave in ways a web framework will not: close mid-request, lie
 about the content type, send a megabyte), run in a thread of the test process.
 
-The path picks the behaviour: /slow, /500, /close, /badjson, /html, /huge, /ok,
+The path picks the behaviour: /slow, /500, /close, /badjson, /html, /huge, /gzip (a false
+Content-Encoding), /deep (JSON nested past the parser's recursion limit), /ok,
 /flaky (500 until `heal()`), /slow-first (acts, then answers after 3 s the first time a key
 is seen, at once afterwards). Every request is recorded (path, headers, body).
 """
@@ -81,6 +82,14 @@ class BadServer:
             send("200 OK", b"<html>hello</html>", "text/html")
         elif path == "/huge":
             send("200 OK", b'{"reply": "' + b"x" * 1_000_000 + b'"}')
+        elif path == "/gzip":  # says gzip, is not
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: gzip\r\nContent-Length: 9\r\nConnection: close\r\n\r\n"
+                b"not gzip!"
+            )
+        elif path == "/deep":
+            send("200 OK", b"[" * 50_000)
         elif path == "/flaky":
             if self.healthy:
                 send("200 OK", ok)

@@ -95,6 +95,8 @@ def test_signatures_verify_and_refuse_forgery_and_replay():
     old = sign(SECRET, body, timestamp=int(time.time()) - 3600)
     assert not verify(SECRET, body, old)  # a replay outside the tolerance window
     assert not verify(SECRET, body, None) and not verify(SECRET, body, "t=abc,v1=00")
+    now = int(time.time())
+    assert not verify(SECRET, body, f"t={now},v1=é" + "0" * 63)  # a mismatch, not a TypeError
     # one submission, one key; another value, another key
     a = submission_key("s", "form-1", {"amount": "$5", "to": "savings"})
     assert a == submission_key("s", "form-1", {"to": "savings", "amount": "$5"})
@@ -128,6 +130,8 @@ def test_the_example_server_refuses_forged_and_stale_signatures(example):
         ("/badjson", "malformed_reply", 1),
         ("/html", "not_json", 1),
         ("/huge", "reply_too_large", 1),
+        ("/gzip", "malformed_reply", 1),
+        ("/deep", "malformed_reply", 1),
     ],
 )
 def test_bad_backends_end_in_a_failure_never_an_exception(bad, tmp_path, path, reason, attempts):
@@ -313,3 +317,54 @@ def test_docs_show_the_current_schemas():
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "actions.md").read_text()
     assert schemas_markdown() in docs, "regenerate: python -m parlance.webhooks"
+
+
+@pytest.mark.parametrize(
+    "address,public",
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("169.254.169.254", False),
+        ("::1", False),
+        ("fe80::1", False),
+        ("::ffff:127.0.0.1", False),  # IPv4-mapped
+        ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
+        ("2002:7f00:1::", False),  # 6to4 of 127.0.0.1
+        ("::127.0.0.1", False),  # IPv4-compatible
+        ("64:ff9b::808:808", True),  # NAT64 of 8.8.8.8
+    ],
+)
+def test_ssrf_guard_judges_ipv6_forms_by_the_ipv4_they_reach(address, public):
+    from services.gateway.actions import _is_public
+
+    assert _is_public(address) is public
+
+
+def test_a_changed_value_after_a_failure_is_a_new_submission_not_a_resend(standin, bad, tmp_path):
+    actions = {
+        "transfer_money": {
+            "url": bad.url + "/500",
+            "secret": "${PARLANCE_ACTION_SECRET}",
+            "facts": ["reference"],
+            "retries": 0,
+            "allow_private_network": True,
+        }
+    }
+    root = pack_with_actions(tmp_path, actions, transfer_action="transfer_money")
+    env = gateway_env(standin, PARLANCE_PACK=str(root), PARLANCE_ACTION_SECRET=SECRET)
+    with running(["services.gateway"], env, tmp_path) as gw:
+        c = Conversation(gw.url)
+        c.say("transfer $20 from savings to checking")
+        before = bad.hits("/500")
+        assert "couldn't complete" in c.say("yes")["reply"]
+        r = c.say("what time is it again?")  # "again", but not a retry
+        assert bad.hits("/500") - before == 1 and "couldn't complete" not in r["reply"]
+        r = c.say("ok, make that $25 instead")  # a correction: confirmed anew, not resent
+        assert bad.hits("/500") - before == 1
+        assert r["state"]["slots"]["amount"] == "$25" and r["state"]["confirming"] is True
+        r = c.say("yes")  # the new submission
+        assert bad.hits("/500") - before == 2
+        keys = [x["headers"]["idempotency-key"] for x in bad.requests if x["path"] == "/500"]
+        assert keys[-1] != keys[-2]  # $25 is another submission than $20

@@ -65,3 +65,15 @@ def test_skip_reasons():
     lacking = RunOptions(generator="down", idle_s=1, intents=frozenset({"timer"}))
     assert skip_reason(conv, lacking) == "the classifier lacks ['alarm']"
     assert skip_reason(conv, RunOptions(generator="down", idle_s=1)) is None
+
+
+def test_a_short_template_does_not_fit_inside_another_reply(clinc):
+    fit = TemplateFit(clinc)
+    greeting_then_time = "Hi there! What can I do for you today? It's 3:00 PM."
+    # time's "It's <time>." is found inside it, but the whole reply is not that template
+    assert fit.problem("time", greeting_then_time) == (
+        "template reply is not one of 'time''s templates"
+    )
+    assert fit.problem("time", "It's 3:00 PM.") is None
+    expired = clinc.dialogue.form.expired + " " + clinc.responses.by_raw["greeting"].replies[0]
+    assert fit.problem("greeting", expired) is None

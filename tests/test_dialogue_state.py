@@ -87,3 +87,28 @@ def test_the_packs_confidence_threshold_and_time_zone_apply(tmp_path):
     assert r.source == "fallback" and r.form is None
     assert dialogue().default_timezone == "UTC"  # the pack's
     assert dialogue(default_timezone="Asia/Tokyo").default_timezone == "Asia/Tokyo"
+
+
+def test_a_version_1_state_reads_as_the_current_one():
+    old = {"schema_version": 1, "misses": 0, "last_reply": "hi", "form": None}
+    state, dropped = load_state(old)
+    assert dropped is None and state["schema_version"] == SCHEMA_VERSION
+    assert state["pending"] is None
+
+
+def test_yes_at_the_confirmation_of_a_cancellation_confirms_it():
+    """ "yes, cancel it" answers "Do you want me to cancel booking BK-1180?": the word
+    "cancel" there is not a request to abandon the form."""
+    d = Dialogue(GatewaySettings(), load_pack("bike_shop"), FakeGenerator())
+    state = load_state(None)[0]
+    r = asyncio.run(
+        d.turn(
+            "cancel my booking BK-1180",
+            state,
+            Prediction("cancel_booking", d.label_map.core_of("cancel_booking"), 0.95, False),
+            now=T0,
+        )
+    )
+    assert r.form["confirming"] is True
+    r = asyncio.run(d.turn("yes, cancel it", state, Prediction("yes", "yes", 0.9, False), now=T0))
+    assert r.form is None and "is cancelled" in r.reply

@@ -37,7 +37,7 @@ def verified(body: bytes, header: str | None) -> bool:
         return False
     expected = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return abs(time.time() - t) <= TOLERANCE_S and hmac.compare_digest(
-        expected, parts.get("v1", "")
+        expected.encode(), parts.get("v1", "").encode()
     )
 
 

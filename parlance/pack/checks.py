@@ -429,6 +429,20 @@ def _actions(pack: Pack) -> list[Problem]:
                     )
                 )
         # a reference stands for its default, or for some http URL
+        worst = (hook.retries + 1) * hook.timeout_s + sum(
+            min(0.1 * 2**i, 1.0) for i in range(hook.retries)
+        )
+        if worst > 8:
+            out.append(
+                Problem(
+                    "actions.yml",
+                    entry,
+                    f"a call can take {worst:g} s with its retries: close to or past the "
+                    "gateway's session lock (GATEWAY_SESSION_LOCK_TIMEOUT_S, 10 s by default), "
+                    "after which another turn of the session may start meanwhile",
+                    "warning",
+                )
+            )
         url = ENV_REFERENCE.sub(lambda m: m.group(2) or "http://host", hook.url)
         if not re.match(r"^https?://[^/\s]+", url):
             out.append(Problem("actions.yml", f"{entry}.url", "must be an http(s) URL"))

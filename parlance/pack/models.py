@@ -321,7 +321,7 @@ class Patterns(Strict):
     deny: str = r"^\s*(no|nope|nah|don'?t|do not|negative)\b"
     maybe: str = r"^\s*(maybe|not sure|perhaps|let me think)\b"
     cancel: str = r"\b(never ?mind|forget (it|that)|cancel( that| it)?|stop)\b"
-    retry: str = r"\b(try again|retry|again|one more time)\b"
+    retry: str = r"^\W*(please\s+)?(try (it |that )?again|retry|again|one more time)\b"
     correction: str = (
         r"^\s*(no\b|nope|actually|make (it|that)|change|sorry|i meant|wait)|\binstead\b|"
         r"\brather\b|\bnot\b"
@@ -368,6 +368,9 @@ class ActionTexts(Strict):
         "or cancel."
     )
     unavailable: Text = "Sorry, I can't get that right now. Please try again in a moment."
+    done: Text = Field(
+        "Done.", description="when the back-end acted but its reply lacks a fact `done` uses"
+    )
 
 
 class DialogueFile(Strict):

@@ -38,3 +38,5 @@ def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
         logging.getLogger(name).propagate = True
     # Access lines duplicate our own request metrics and logs; keep them at WARNING.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO: an action's URL may carry a token
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -93,8 +93,22 @@ class _Failed(Exception):
         self.retry = retry
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 def _is_public(address: str) -> bool:
+    """A public unicast address; IPv6 forms that carry an IPv4 address (mapped, NAT64,
+    6to4, Teredo) are judged by the IPv4 address they reach."""
     ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6:
+        embedded = [ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())]
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if str(ip).startswith("::") and ip.ipv4_mapped is None and int(ip) >> 32 == 0:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))  # ::127.0.0.1
+        inner = [a for a in embedded if a is not None]
+        if inner:
+            return all(_is_public(str(a)) for a in inner)
     return ip.is_global and not ip.is_multicast
 
 
@@ -113,16 +127,21 @@ class WebhookCaller:
         self.pack = pack
         self.hooks: dict[str, Hook] = {}
         self.disabled: dict[str, str] = {}
-        missing = []
+        missing: list[tuple[str, str]] = []
         for name, spec in pack.webhooks.items():
             try:
                 url = resolve_env(spec.url, environ)
                 secret = resolve_env(spec.secret, environ) if spec.secret else None
             except MissingVariable as e:
-                missing.append(f"actions.yml: actions.{name}: {e}")
+                missing.append((name, f"actions.yml: actions.{name}: {e}"))
                 continue
-            if not urlsplit(url).hostname:
-                missing.append(f"actions.yml: actions.{name}.url: no host after substitution")
+            try:
+                parts = urlsplit(url)
+                ok = parts.scheme in ("http", "https") and parts.hostname and (parts.port or 1)
+            except ValueError:  # a port out of range, a malformed IPv6 literal
+                ok = False
+            if not ok:
+                missing.append((name, f"actions.yml: actions.{name}.url: not a usable http(s) URL"))
                 continue
             self.hooks[name] = Hook(
                 name,
@@ -134,9 +153,8 @@ class WebhookCaller:
                 frozenset(spec.facts),
             )
         if missing and strict:
-            raise ActionsConfigError("; ".join(missing))
-        for problem in missing:
-            name = problem.split("actions.", 1)[1].split(":")[0].split(".")[0]
+            raise ActionsConfigError("; ".join(problem for _, problem in missing))
+        for name, problem in missing:
             self.disabled[name] = problem
             logger.warning("action disabled: %s", problem)
         self.client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
@@ -167,6 +185,10 @@ class WebhookCaller:
             outcome = ActionOutcome("failed", reason="breaker_open")
         except _Failed as e:
             outcome = ActionOutcome("failed", reason=e.reason)
+        except Exception as e:  # a turn must never fail because of a back-end
+            # the type only: an exception's text may carry the URL
+            logger.warning("action %s: unexpected %s", name, type(e).__name__)
+            outcome = ActionOutcome("failed", reason="internal_error")
         elapsed = time.perf_counter() - started
         metrics.ACTION_SECONDS.labels(name).observe(elapsed)
         metrics.ACTION_CALLS.labels(name, outcome.reason or outcome.status).inc()
@@ -231,9 +253,11 @@ class WebhookCaller:
             raise _Failed("timeout", retry=True) from None
         except httpx.TransportError as e:
             raise _Failed(f"unreachable_{type(e).__name__}", retry=True) from None
+        except httpx.HTTPError:  # a body that does not decode (a false Content-Encoding)
+            raise _Failed("malformed_reply", retry=False) from None
         try:
             return ActionReply.model_validate(json.loads(b"".join(chunks)))
-        except (ValueError, ValidationError):
+        except (ValueError, ValidationError, RecursionError):
             raise _Failed("malformed_reply", retry=False) from None
 
     async def _check_target(self, hook: Hook) -> None:
@@ -245,8 +269,9 @@ class WebhookCaller:
             return
         _, host, port = hook.endpoint
         try:
-            addresses = [host] if _is_ip(host) else await _resolve(host, port)
-        except OSError:
+            async with asyncio.timeout(hook.timeout_s):
+                addresses = [host] if _is_ip(host) else await _resolve(host, port)
+        except (OSError, TimeoutError):
             raise _Failed("unresolvable", retry=False) from None
         if not addresses or not all(_is_public(a) for a in addresses):
             raise _Failed("target_refused", retry=False)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 from parlance.actions import ACTIONS, run_action
 from parlance.pack import Pack
-from parlance.templates import TemplateFiller, fill
+from parlance.templates import PLACEHOLDER, TemplateFiller, fill, placeholders
 from parlance.webhooks import ActionRequest, IntentRef, submission_key
 from services.gateway import metrics
 from services.gateway.actions import ActionOutcome, WebhookCaller
@@ -141,15 +141,14 @@ class Dialogue:
         spec = self.forms[form["name"]]
         confident = p.confidence >= self.confidence_threshold and not p.oos
         meta = self.meta.get(p.raw) if confident else None
-        if meta == "cancel" or self.patterns["cancel"].search(text):
+        # At a confirmation a leading yes/no is the answer, even to "yes, cancel it" (the
+        # confirmation of a cancellation); elsewhere "cancel" ends the form.
+        answer = self._yes_or_no(text, p) if form.get("confirming") else None
+        if answer is None and (meta == "cancel" or self.patterns["cancel"].search(text)):
             return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
-        if form.get("failed") and (
-            self.patterns["retry"].search(text)
-            or meta == "affirm"
-            or self.patterns["affirm"].search(text)
-        ):
-            return await self._complete(state, spec, form)  # the same submission again
         filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor, now)
+        if form.get("failed") and not filled.updates and self._bare_retry(text, p):
+            return await self._complete(state, spec, form)  # the same submission again
         if form.get("confirming") and not filled.updates:
             if meta == "affirm" or self.patterns["affirm"].search(text):
                 return await self._complete(state, spec, form)
@@ -255,6 +254,10 @@ class Dialogue:
         if out.status == "ok":
             values = {**form["values"], **out.slots, **out.facts}
             reply = out.reply or spec.text(spec.done, values)
+            if PLACEHOLDER.search(reply):
+                # the back-end acted but left out a fact the done text needs
+                logger.warning("action %s answered without %s", spec.action, placeholders(reply))
+                reply = self.texts.actions.done
             result = self._end_form(state, spec, "completed", reply, source="action")
             result.action = view
             return result
@@ -262,6 +265,7 @@ class Dialogue:
             # The back-end refused ("insufficient funds"): say why and ask again, for the
             # slot it names, else for the confirmation.
             form["failed"] = False
+            form["id"] = uuid.uuid4().hex[:16]  # what follows is another submission
             form["values"].update({k: v for k, v in out.slots.items() if k in names})
             if out.error.slot in names:
                 form["values"].pop(out.error.slot, None)
@@ -347,9 +351,13 @@ class Dialogue:
                 return await self._understood(text, state, p, now)
             if answer == "deny":
                 metrics.CONFIRMATIONS.labels("denied").inc()
-                state["misses"] = state.get("misses", 0) + 1
-                return TurnResult(self.texts.fallback.confirm_denied, "fallback")
-            metrics.CONFIRMATIONS.labels("ignored").inc()
+                confident = p.confidence >= self.confidence_threshold and not p.oos
+                if not (confident and p.raw not in self.meta):
+                    state["misses"] = state.get("misses", 0) + 1
+                    return TurnResult(self.texts.fallback.confirm_denied, "fallback")
+                # "no, what are your opening hours?": the new request is answered
+            else:
+                metrics.CONFIRMATIONS.labels("ignored").inc()
         if p.oos or p.confidence < self.confidence_threshold:
             candidate = p.candidate if p.oos else p.raw
             if (
@@ -372,6 +380,16 @@ class Dialogue:
             metrics.FALLBACKS.labels("oos" if p.oos else "low_confidence").inc()
             return TurnResult(getattr(self.texts.fallback, stage), "fallback")
         return await self._understood(text, state, p, now)
+
+    def _bare_retry(self, text: str, p: Prediction) -> bool:
+        """ "try again", "yes", "ok": a resubmission; not a sentence that merely contains
+        "again" ("what are your hours again?")."""
+        if self.patterns["retry"].search(text) and len(text.split()) <= 4:
+            return True
+        confident = p.confidence >= self.confidence_threshold and not p.oos
+        if confident and self.meta.get(p.raw) == "affirm":
+            return True
+        return bool(self.patterns["affirm"].search(text)) and len(text.split()) <= 3
 
     def _yes_or_no(self, text: str, p: Prediction) -> str | None:
         confident = p.confidence >= self.confidence_threshold and not p.oos

@@ -112,7 +112,11 @@ def fill_slots(
 ) -> FillResult:
     """Slot values for `spec` found in `text`: by cue word, else the slot being asked for,
     else the first empty slot of that kind, else (a correction) the one filled slot of that
-    kind. Values that fail validation are reported, not filled."""
+    kind. Values that fail validation are reported, not filled. A bare answer to the
+    question just asked ("7" to "What time?") is that slot's value and nothing else's."""
+    bare = _bare_answer(spec, text, awaiting, extractor, now)
+    if bare is not None:
+        return bare
     kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
         {"number"} if any(s.accept_number for s in spec.slots) else set()
     )
@@ -179,6 +183,34 @@ def fill_slots(
             for name in (a, b):
                 result.updates.pop(name, None)
     return result
+
+
+# What may surround a bare answer: "at 7 please", "7.", "um, 7".
+_ANSWER_FILLER = re.compile(
+    r"^[\s\W]*(?:(?:um|uh|at|about|around|maybe|say|please|ok|okay)\b[\s\W]*)*$", re.I
+)
+
+
+def _bare_answer(
+    spec: FormSpec,
+    text: str,
+    awaiting: str | None,
+    extractor: SlotExtractor,
+    now: datetime | None,
+) -> FillResult | None:
+    if not awaiting:
+        return None
+    slot = spec.slot(awaiting)
+    if slot.free_text or slot.kind not in extractor.types:
+        return None
+    found = extractor.extract_answer(text, slot.kind, now)
+    if not found:
+        return None
+    rest = text[: found[0].start] + text[found[0].end :]
+    if not _ANSWER_FILLER.match(rest):
+        return None  # more was said than the answer: read the whole text
+    problem = _validate(slot, found[0].value)
+    return FillResult(errors=[problem]) if problem else FillResult({awaiting: found[0].value})
 
 
 def _validate(spec: SlotSpec, value: str) -> str | None:
