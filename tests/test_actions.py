@@ -252,23 +252,26 @@ def test_facts_forms_refusals_and_failures_through_the_gateway(standin, example,
         assert SECRET not in text
 
 
+def transfer_gateway(standin, bad, tmp_path, path: str, **options):
+    """A gateway whose transfer form submits to the bad back-end at `path`."""
+    hook = {
+        "url": bad.url + path,
+        "secret": "${PARLANCE_ACTION_SECRET}",
+        "facts": ["reference"],
+        "retries": 0,
+        "allow_private_network": True,
+        **options,
+    }
+    root = pack_with_actions(tmp_path, {"transfer_money": hook}, transfer_action="transfer_money")
+    env = gateway_env(standin, PARLANCE_PACK=str(root), PARLANCE_ACTION_SECRET=SECRET)
+    return running(["services.gateway"], env, tmp_path)
+
+
 def test_a_failed_submission_keeps_the_form_and_try_again_resubmits_it(standin, bad, tmp_path):
     """The back-end acts but answers too late: the user hears "couldn't complete", the form
     keeps its slots, and "try again" sends the same idempotency key, so the back-end can
     tell it is the same transfer."""
-    actions = {
-        "transfer_money": {
-            "url": bad.url + "/slow-first",
-            "secret": "${PARLANCE_ACTION_SECRET}",
-            "facts": ["reference"],
-            "timeout_s": 1,
-            "retries": 0,
-            "allow_private_network": True,
-        }
-    }
-    root = pack_with_actions(tmp_path, actions, transfer_action="transfer_money")
-    env = gateway_env(standin, PARLANCE_PACK=str(root), PARLANCE_ACTION_SECRET=SECRET)
-    with running(["services.gateway"], env, tmp_path) as gw:
+    with transfer_gateway(standin, bad, tmp_path, "/slow-first", timeout_s=1) as gw:
         c = Conversation(gw.url)
         c.say("transfer $20 from savings to checking")
         r = c.say("yes")
@@ -343,18 +346,7 @@ def test_ssrf_guard_judges_ipv6_forms_by_the_ipv4_they_reach(address, public):
 
 
 def test_a_changed_value_after_a_failure_is_a_new_submission_not_a_resend(standin, bad, tmp_path):
-    actions = {
-        "transfer_money": {
-            "url": bad.url + "/500",
-            "secret": "${PARLANCE_ACTION_SECRET}",
-            "facts": ["reference"],
-            "retries": 0,
-            "allow_private_network": True,
-        }
-    }
-    root = pack_with_actions(tmp_path, actions, transfer_action="transfer_money")
-    env = gateway_env(standin, PARLANCE_PACK=str(root), PARLANCE_ACTION_SECRET=SECRET)
-    with running(["services.gateway"], env, tmp_path) as gw:
+    with transfer_gateway(standin, bad, tmp_path, "/500") as gw:
         c = Conversation(gw.url)
         c.say("transfer $20 from savings to checking")
         before = bad.hits("/500")
