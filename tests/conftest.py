@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.flags import flags
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -56,32 +58,20 @@ def small_artifact(tmp_path_factory, clinc_path) -> Path:
 
     out = tmp_path_factory.mktemp("artifact") / "clf"
     classifier.main(
-        [
-            "--preset",
-            "cpu",
-            "--data_dir",
-            str(clinc_path),
-            "--variant",
-            "full",
-            "--min_train_steps",
-            "0",
-            "--output_dir",
-            str(out),
-            "--intents",
-            ",".join(SMALL_INTENTS),
-            "--max_train_per_intent",
-            "40",
-            "--num_train_epochs",
-            "3",
-            "--learning_rate",
-            "2e-4",
-            "--per_device_train_batch_size",
-            "16",
-            "--seed",
-            "13",
-            "--disable_tqdm",
-            "true",
-        ]
+        flags(
+            preset="cpu",
+            data_dir=clinc_path,
+            variant="full",
+            min_train_steps=0,
+            output_dir=out,
+            intents=",".join(SMALL_INTENTS),
+            max_train_per_intent=40,
+            num_train_epochs=3,
+            learning_rate="2e-4",
+            per_device_train_batch_size=16,
+            seed=13,
+            disable_tqdm=True,
+        )
     )
     return out
 
@@ -99,36 +89,22 @@ def small_generator(tmp_path_factory, clinc_path) -> Path:
 
     out = tmp_path_factory.mktemp("artifact") / "gen"
     generator.main(
-        [
-            "--preset",
-            "cpu",
-            "--data_dir",
-            str(clinc_path),
-            "--variant",
-            "full",
-            "--min_train_steps",
-            "0",
-            "--output_dir",
-            str(out),
-            "--intents",
-            ",".join(GENERATOR_INTENTS),
-            "--max_train_per_intent",
-            "60",
-            "--max_eval_per_intent",
-            "10",
-            "--num_train_epochs",
-            "4",
-            "--learning_rate",
-            "2e-4",
-            "--per_device_train_batch_size",
-            "16",
-            "--seed",
-            "13",
-            "--latency_samples",
-            "5",
-            "--disable_tqdm",
-            "true",
-        ]
+        flags(
+            preset="cpu",
+            data_dir=clinc_path,
+            variant="full",
+            min_train_steps=0,
+            output_dir=out,
+            intents=",".join(GENERATOR_INTENTS),
+            max_train_per_intent=60,
+            max_eval_per_intent=10,
+            num_train_epochs=4,
+            learning_rate="2e-4",
+            per_device_train_batch_size=16,
+            seed=13,
+            latency_samples=5,
+            disable_tqdm=True,
+        )
     )
     return out
 

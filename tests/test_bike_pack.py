@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from parlance.conversations import run_all
+from tests.flags import flags
 from tests.servers import free_port, running
 
 pytestmark = pytest.mark.slow
@@ -43,18 +44,14 @@ def bike_artifacts(tmp_path_factory) -> Path:
         str(out),
         "--classifier-only",
         "--",
-        "--num_train_epochs",
-        "4",
-        "--min_train_steps",
-        "0",
-        "--learning_rate",
-        "2e-4",
-        "--per_device_train_batch_size",
-        "16",
-        "--seed",
-        "13",
-        "--disable_tqdm",
-        "true",
+        *flags(
+            num_train_epochs=4,
+            min_train_steps=0,
+            learning_rate="2e-4",
+            per_device_train_batch_size=16,
+            seed=13,
+            disable_tqdm=True,
+        ),
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out

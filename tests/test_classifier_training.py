@@ -10,6 +10,7 @@ import pytest
 from services.classifier.artifact import ArtifactError, ClassifierArtifact
 from services.classifier.backends import forward_batched, load_backend
 from tests.conftest import SMALL_INTENTS
+from tests.flags import flags
 from training.data import load_from_dir
 
 pytestmark = pytest.mark.slow
@@ -115,26 +116,17 @@ def test_cli_trains_from_a_hub_format_dataset(tmp_path, monkeypatch):
     monkeypatch.delenv("CLINC150_DIR", raising=False)
     out = tmp_path / "art"
     m = classifier.main(
-        [
-            "--preset",
-            "cpu",
-            "--hub_dataset",
-            str(tmp_path / "hub"),
-            "--variant",
-            "plus",
-            "--min_train_steps",
-            "0",
-            "--output_dir",
-            str(out),
-            "--num_train_epochs",
-            "1",
-            "--disable_tqdm",
-            "true",
-            "--export_onnx",
-            "false",
-            "--per_device_train_batch_size",
-            "4",
-        ]
+        flags(
+            preset="cpu",
+            hub_dataset=tmp_path / "hub",
+            variant="plus",
+            min_train_steps=0,
+            output_dir=out,
+            num_train_epochs=1,
+            disable_tqdm=True,
+            export_onnx=False,
+            per_device_train_batch_size=4,
+        )
     )
     assert m["data"]["source"] == f"hub:{tmp_path / 'hub'}/plus"
     assert m["labels"] == ["balance", "timer", "oos"]

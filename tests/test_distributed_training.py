@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.conftest import SMALL_INTENTS
+from tests.flags import flags
 from tests.servers import REPO
 
 pytestmark = pytest.mark.slow
@@ -31,32 +32,21 @@ def test_torchrun_two_processes_write_one_artifact(clinc_path, tmp_path):
             "2",
             "-m",
             "training.classifier",
-            "--preset",
-            "cpu",
-            "--data_dir",
-            str(clinc_path),
-            "--variant",
-            "full",
-            "--min_train_steps",
-            "0",
-            "--intents",
-            ",".join(SMALL_INTENTS[:4]),
-            "--max_train_per_intent",
-            "24",
-            "--num_train_epochs",
-            "2",
-            "--per_device_train_batch_size",
-            "8",
-            "--export_onnx",
-            "false",
-            "--disable_tqdm",
-            "true",
-            "--seed",
-            "7",
-            "--use_cpu",
-            "true",  # without a GPU, accelerate needs this for multi-process CPU
-            "--output_dir",
-            str(out),
+            *flags(
+                preset="cpu",
+                data_dir=clinc_path,
+                variant="full",
+                min_train_steps=0,
+                intents=",".join(SMALL_INTENTS[:4]),
+                max_train_per_intent=24,
+                num_train_epochs=2,
+                per_device_train_batch_size=8,
+                export_onnx=False,
+                disable_tqdm=True,
+                seed=7,
+                use_cpu=True,  # without a GPU, accelerate needs this for multi-process CPU
+                output_dir=out,
+            ),
         ],
         cwd=REPO,
         env=env,

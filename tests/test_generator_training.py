@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from services.generator.model import GenerationRequest, GeneratorModel
+from tests.flags import flags
 
 pytestmark = pytest.mark.slow
 
@@ -106,32 +107,20 @@ def test_paper_preset_path_on_a_tiny_t5(tmp_path, clinc_path):
     base = tiny_t5(tmp_path)
     out = tmp_path / "paper"
     manifest = generator.main(
-        [
-            "--preset",
-            "paper",
-            "--model_name_or_path",
-            str(base),
-            "--bf16",
-            "false",
-            "--data_dir",
-            str(clinc_path),
-            "--variant",
-            "full",
-            "--output_dir",
-            str(out),
-            "--intents",
-            "greeting,timer",
-            "--max_train_per_intent",
-            "8",
-            "--max_eval_per_intent",
-            "3",
-            "--num_train_epochs",
-            "1",
-            "--latency_samples",
-            "2",
-            "--disable_tqdm",
-            "true",
-        ]
+        flags(
+            preset="paper",
+            model_name_or_path=base,
+            bf16=False,
+            data_dir=clinc_path,
+            variant="full",
+            output_dir=out,
+            intents="greeting,timer",
+            max_train_per_intent=8,
+            max_eval_per_intent=3,
+            num_train_epochs=1,
+            latency_samples=2,
+            disable_tqdm=True,
+        )
     )
     assert manifest["architecture"] == "seq2seq" and manifest["method"] == "lora"
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from services.classifier.modeling import IntentClassifier
+from tests.flags import flags
 
 pytestmark = pytest.mark.slow
 
@@ -41,32 +42,20 @@ def test_paper_preset_trains_lora_and_saves_adapter_and_merged(tiny_roberta, tmp
 
     out = tmp_path / "paper"
     manifest = classifier.main(
-        [
-            "--preset",
-            "paper",
-            "--model_name_or_path",
-            str(tiny_roberta),
-            "--bf16",
-            "false",
-            "--data_dir",
-            str(clinc_path),
-            "--variant",
-            "full",
-            "--output_dir",
-            str(out),
-            "--max_intents",
-            "3",
-            "--max_train_per_intent",
-            "8",
-            "--num_train_epochs",
-            "2",
-            "--per_device_train_batch_size",
-            "8",
-            "--disable_tqdm",
-            "true",
-            "--export_onnx",
-            "false",
-        ]
+        flags(
+            preset="paper",
+            model_name_or_path=tiny_roberta,
+            bf16=False,
+            data_dir=clinc_path,
+            variant="full",
+            output_dir=out,
+            max_intents=3,
+            max_train_per_intent=8,
+            num_train_epochs=2,
+            per_device_train_batch_size=8,
+            disable_tqdm=True,
+            export_onnx=False,
+        )
     )
     assert manifest["preset"] == "paper" and manifest["method"] == "lora"
     adapter_cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
