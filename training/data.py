@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 OOS = "oos"
@@ -71,35 +71,35 @@ class ClincData:
     def label2id(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.labels)}
 
+    def with_splits(
+        self,
+        train: Split | None = None,
+        val: Split | None = None,
+        test: Split | None = None,
+        **changes,
+    ) -> ClincData:
+        """The same data with the given splits replaced (the checksum recomputed over the
+        result) and other fields changed."""
+        splits = {
+            "train": self.train if train is None else train,
+            "val": self.val if val is None else val,
+            "test": self.test if test is None else test,
+        }
+        return replace(self, **splits, checksum=_checksum(splits), **changes)
+
     def with_train(self, train: Split) -> ClincData:
         """The same data with another training split (checksum recomputed)."""
-        splits = {"train": train, "val": self.val, "test": self.test}
-        return ClincData(
-            **splits,
-            labels=self.labels,
-            source=self.source,
-            checksum=_checksum(splits),
-            domains=self.domains,
-            pack=self.pack,
-            background=self.background,
-        )
+        return self.with_splits(train=train)
 
     def without_oos(self) -> ClincData:
         """The same data without out-of-scope training and validation queries (test keeps
         them), checksum recomputed."""
         inscope = set(self.labels) - {OOS}
-        splits = {
-            "train": self.train.subset(inscope),
-            "val": self.val.subset(inscope),
-            "test": self.test,
-        }
-        return ClincData(
-            **splits,
-            labels=self.labels,
+        return self.with_splits(
+            train=self.train.subset(inscope),
+            val=self.val.subset(inscope),
             source=self.source + "#no-pack-oos",
-            checksum=_checksum(splits),
-            domains=self.domains,
-            pack=self.pack,
+            background=None,
         )
 
     def restrict(self, intents: list[str], max_per_intent: int | None = None) -> ClincData:
@@ -123,15 +123,11 @@ class ClincData:
             return Split(texts, labels)
 
         labels = sorted(keep - {OOS}) + [OOS]
-        splits = {name: cap(self.split(name)) for name in SPLITS}
-        return ClincData(
-            **splits,
+        return self.with_splits(
+            **{name: cap(self.split(name)) for name in SPLITS},
             labels=labels,
             source=self.source + f"#subset:{len(labels) - 1}",
-            checksum=_checksum(splits),
             domains={d: [i for i in v if i in keep] for d, v in self.domains.items()},
-            pack=self.pack,
-            background=self.background,
         )
 
 
@@ -347,17 +343,9 @@ def with_background(data: ClincData, pack, background: bool | None, seed: int) -
         [t for t, i in zip(data.train.texts, data.train.intents, strict=True) if i != OOS],
         seed=seed,
     )
-    splits = {
-        "train": Split(data.train.texts + train, data.train.intents + [OOS] * len(train)),
-        "val": Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
-        "test": data.test,
-    }
-    return ClincData(
-        **splits,
-        labels=data.labels,
+    return data.with_splits(
+        train=Split(data.train.texts + train, data.train.intents + [OOS] * len(train)),
+        val=Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
         source=data.source + "+background",
-        checksum=_checksum(splits),
-        domains=data.domains,
-        pack=data.pack,
         background={"train": len(train), "val": len(val)},
     )
