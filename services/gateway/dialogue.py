@@ -139,22 +139,22 @@ class Dialogue:
         self, text: str, state: dict, form: dict, p: Prediction, now: datetime
     ) -> TurnResult:
         spec = self.forms[form["name"]]
-        confident = p.confidence >= self.confidence_threshold and not p.oos
-        meta = self.meta.get(p.raw) if confident else None
+        meta = self._meta(p)
         # At a confirmation a leading yes/no is the answer, even to "yes, cancel it" (the
         # confirmation of a cancellation); elsewhere "cancel" ends the form.
-        answer = self._yes_or_no(text, p) if form.get("confirming") else None
-        if answer is None and (meta == "cancel" or self.patterns["cancel"].search(text)):
+        answer = self._steer(text, p, ("affirm", "deny")) if form.get("confirming") else None
+        if answer is None and self._steer(text, p, ("cancel",)):
             return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
         filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor, now)
         if form.get("failed") and not filled.updates and self._bare_retry(text, p):
             return await self._complete(state, spec, form)  # the same submission again
         if form.get("confirming") and not filled.updates:
-            if meta == "affirm" or self.patterns["affirm"].search(text):
+            answer = answer or self._steer(text, p, ("maybe",))
+            if answer == "affirm":
                 return await self._complete(state, spec, form)
-            if meta == "deny" or self.patterns["deny"].search(text):
+            if answer == "deny":
                 return self._end_form(state, spec, "declined", self.texts.form.declined)
-            if meta == "maybe" or self.patterns["maybe"].search(text):
+            if answer == "maybe":
                 return TurnResult(self.texts.form.maybe, "fulfilment")
         if filled.updates and self._unrelated_question(text, spec, form, filled, p, now):
             filled.updates.clear()  # "what time is it in Tokyo" mid-booking: not a correction
@@ -167,13 +167,13 @@ class Dialogue:
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
             return await self._after_filling(state, spec, form, filled, p, now)
-        if confident and meta is None and self._answerable_now(text, p.raw, now):
+        if self._confident(p) and meta is None and self._answerable_now(text, p.raw, now):
             # A digression: answer it, then come back to the form.
-            answer = await self._answer(text, state, p, now)
+            digression = await self._answer(text, state, p, now)
             prompt, _ = self._next_step(spec, form)
             resume = fill(self.texts.form.resume, {"prompt": prompt})
-            answer.reply = f"{answer.reply} {resume}"
-            return answer
+            digression.reply = f"{digression.reply} {resume}"
+            return digression
         if form.get("failed"):
             return TurnResult(self.texts.actions.failed, "action")
         prompt, source = self._next_step(spec, form)
@@ -185,9 +185,8 @@ class Dialogue:
         """A turn whose only values would overwrite slots already filled, said without a
         word of correction, that the classifier confidently takes for another question: a
         digression that happens to name a place or a time, not a correction."""
-        confident = p.confidence >= self.confidence_threshold and not p.oos
         return (
-            confident
+            self._confident(p)
             and p.raw not in self.meta
             and p.raw not in spec.intents
             and all(k in form["values"] for k in filled.updates)
@@ -341,7 +340,7 @@ class Dialogue:
         if pending is not None and now.timestamp() - pending["asked"] > self.settings.form_idle_s:
             pending = None  # a question left unanswered as long as a form may idle is gone
         if pending is not None:
-            answer = self._yes_or_no(text, p)
+            answer = self._steer(text, p, ("affirm", "deny"))
             if answer == "affirm":
                 # Continue as if the intent had been understood in the first place.
                 raw = pending["intent"]
@@ -351,8 +350,7 @@ class Dialogue:
                 return await self._understood(text, state, p, now)
             if answer == "deny":
                 metrics.CONFIRMATIONS.labels("denied").inc()
-                confident = p.confidence >= self.confidence_threshold and not p.oos
-                if not (confident and p.raw not in self.meta):
+                if not (self._confident(p) and p.raw not in self.meta):
                     state["misses"] = state.get("misses", 0) + 1
                     return TurnResult(self.texts.fallback.confirm_denied, "fallback")
                 # "no, what are your opening hours?": the new request is answered
@@ -386,18 +384,29 @@ class Dialogue:
         "again" ("what are your hours again?")."""
         if self.patterns["retry"].search(text) and len(text.split()) <= 4:
             return True
-        confident = p.confidence >= self.confidence_threshold and not p.oos
-        if confident and self.meta.get(p.raw) == "affirm":
+        if self._meta(p) == "affirm":
             return True
         return bool(self.patterns["affirm"].search(text)) and len(text.split()) <= 3
 
-    def _yes_or_no(self, text: str, p: Prediction) -> str | None:
-        confident = p.confidence >= self.confidence_threshold and not p.oos
-        meta = self.meta.get(p.raw) if confident else None
-        for answer in ("affirm", "deny"):
-            if meta == answer or self.patterns[answer].search(text):
-                return answer
-        return None
+    def _confident(self, p: Prediction) -> bool:
+        return p.confidence >= self.confidence_threshold and not p.oos
+
+    def _meta(self, p: Prediction) -> str | None:
+        """The meta group (affirm, deny, maybe, cancel, repeat) of a confident prediction."""
+        return self.meta.get(p.raw) if self._confident(p) else None
+
+    def _steer(self, text: str, p: Prediction, groups: tuple[str, ...]) -> str | None:
+        """The first of `groups` that the turn says: by the classifier's meta intent, or by
+        the pack's pattern for it (short answers such as "yep" need no classifier)."""
+        meta = self._meta(p)
+        return next(
+            (
+                g
+                for g in groups
+                if meta == g or (g in self.patterns and self.patterns[g].search(text))
+            ),
+            None,
+        )
 
     def _confirm_question(self, intent: str) -> str:
         what = self.pack.intents[intent].description or intent.replace("_", " ")
