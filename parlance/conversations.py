@@ -54,6 +54,9 @@ class TemplateFit:
     def __init__(self, pack: Pack):
         self.pack = pack
         self._cache: dict[str, list[re.Pattern]] = {}
+        d = pack.dialogue
+        texts = [*d.meta.model_dump().values(), d.fallback.capabilities]
+        self.dialogue_texts = [_pattern(t) for t in texts if t != "<last_reply>"]
 
     def patterns(self, raw: str) -> list[re.Pattern]:
         if raw not in self._cache:
@@ -63,11 +66,6 @@ class TemplateFit:
             own = entry.replies if entry else responses.by_core.get(core, ())
             self._cache[raw] = [_pattern(t) for t in own]
         return self._cache[raw]
-
-    def dialogue_texts(self) -> list[re.Pattern]:
-        d = self.pack.dialogue
-        texts = [*d.meta.model_dump().values(), d.fallback.capabilities]
-        return [_pattern(t) for t in texts if t != "<last_reply>"]
 
     def core_of_reply(self, reply: str) -> str:
         """The reply without what the dialogue adds around an answer: the expiry note
@@ -91,7 +89,7 @@ class TemplateFit:
         # inside almost any other reply
         if any(p.fullmatch(answer) for p in self.patterns(raw)):
             return None
-        if any(p.fullmatch(answer) for p in self.dialogue_texts()):
+        if any(p.fullmatch(answer) for p in self.dialogue_texts):
             return None
         return f"template reply is not one of {raw!r}'s templates"
 

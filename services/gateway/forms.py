@@ -114,9 +114,11 @@ def fill_slots(
     else the first empty slot of that kind, else (a correction) the one filled slot of that
     kind. Values that fail validation are reported, not filled. A bare answer to the
     question just asked ("7" to "What time?") is that slot's value and nothing else's."""
-    bare = _bare_answer(spec, text, awaiting, extractor, now)
-    if bare is not None:
-        return bare
+    answer = _answer_to(spec, awaiting, text, extractor, now)
+    if answer and _ANSWER_FILLER.match(text[: answer[0].start] + text[answer[0].end :]):
+        # nothing but the answer was said: it fills the slot asked for, and no other
+        problem = _validate(spec.slot(awaiting), answer[0].value)
+        return FillResult(errors=[problem]) if problem else FillResult({awaiting: answer[0].value})
     kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
         {"number"} if any(s.accept_number for s in spec.slots) else set()
     )
@@ -162,11 +164,6 @@ def fill_slots(
         result.updates[target.name] = value
     if awaiting and awaiting not in result.updates and awaiting not in refused:
         spec_slot = spec.slot(awaiting)
-        answer = (
-            extractor.extract_answer(text, spec_slot.kind, now)
-            if spec_slot.kind in extractor.types and not spec_slot.free_text
-            else []
-        )
         if answer:
             # A bare answer to the question just asked ("6" to "What time?").
             problem = _validate(spec_slot, answer[0].value)
@@ -191,26 +188,21 @@ _ANSWER_FILLER = re.compile(
 )
 
 
-def _bare_answer(
+def _answer_to(
     spec: FormSpec,
-    text: str,
     awaiting: str | None,
+    text: str,
     extractor: SlotExtractor,
     now: datetime | None,
-) -> FillResult | None:
+) -> list:
+    """Values in `text` read as the answer to the question for the awaited slot (none for
+    a free-text slot: there the whole text is the answer)."""
     if not awaiting:
-        return None
+        return []
     slot = spec.slot(awaiting)
     if slot.free_text or slot.kind not in extractor.types:
-        return None
-    found = extractor.extract_answer(text, slot.kind, now)
-    if not found:
-        return None
-    rest = text[: found[0].start] + text[found[0].end :]
-    if not _ANSWER_FILLER.match(rest):
-        return None  # more was said than the answer: read the whole text
-    problem = _validate(slot, found[0].value)
-    return FillResult(errors=[problem]) if problem else FillResult({awaiting: found[0].value})
+        return []
+    return extractor.extract_answer(text, slot.kind, now)
 
 
 def _validate(spec: SlotSpec, value: str) -> str | None:
