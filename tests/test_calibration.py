@@ -96,6 +96,12 @@ def test_band_lets_at_most_the_share_of_oos_in_and_stays_below_the_threshold():
     assert widths == sorted(widths, reverse=True)
 
 
+def test_a_share_of_zero_means_no_band():
+    y = np.array([0, 1, 2, 2])
+    score = np.array([0.9, 0.4, 0.3, 0.1])
+    assert choose_band(score, np.array([0, 1, 0, 1]), y, 2, 0.5, 0.0)["confirm_threshold"] is None
+
+
 def test_no_band_without_out_of_scope_validation_data():
     y = np.array([0, 1, 0, 1])
     score = np.array([0.1, 0.2, 0.9, 0.8])

@@ -129,14 +129,14 @@ def choose_band(
     out-of-scope queries would be asked (they answer "no" and are rejected one turn later;
     what the band buys is the in-scope queries whose top intent was right).
 
-    Returns {"confirm_threshold": None, ...} when there is no out-of-scope validation data to
-    bound the band by, or when no query would fall in it.
+    Returns {"confirm_threshold": None, ...} for a share of 0 (no band), when there is no
+    out-of-scope validation data to bound the band by, or when no query would fall in it.
     """
     score = np.asarray(score, np.float64)
     argmax, y_true = np.asarray(argmax), np.asarray(y_true)
     is_oos = y_true == oos_index
     info: dict = {"rule": "max_oos_share", "max_oos_share": max_oos_share}
-    if not is_oos.any() or not 0 <= max_oos_share < 1:
+    if not is_oos.any() or not 0 < max_oos_share < 1:
         return {**info, "confirm_threshold": None}
     rejected = (argmax != oos_index) & (score < threshold)
     # scores of the rejected out-of-scope queries, highest (most in-scope-like) first

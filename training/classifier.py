@@ -423,17 +423,13 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
         target=oargs.threshold_target,
     )
     scorer.threshold = choice["threshold"]
-    band = (
-        calibration.choose_band(
-            scorer.scores(val_logits, val_feats),
-            argmax,
-            y_val,
-            oos_index,
-            scorer.threshold,
-            oargs.band_oos_share,
-        )
-        if oargs.band_oos_share > 0
-        else {"confirm_threshold": None}
+    band = calibration.choose_band(
+        scorer.scores(val_logits, val_feats),
+        argmax,
+        y_val,
+        oos_index,
+        scorer.threshold,
+        oargs.band_oos_share,
     )
     scorer.confirm_threshold = band["confirm_threshold"]
     info = {"temperature": temperature, "val_auroc_by_score": val_auroc, **choice, "band": band}

@@ -72,17 +72,13 @@ def refit_band(artifact_dir: str | Path, data: ClincData, share: float, backend:
     be = load_backend(art, backend)
     y = np.array([data.label2id[i] for i in data.val.intents])
     logits, feats = forward_batched(be, data.val.texts)
-    band = (
-        choose_band(
-            scorer.scores(logits, feats),
-            logits.argmax(-1),
-            y,
-            data.labels.index("oos"),
-            scorer.threshold,
-            share,
-        )
-        if share > 0
-        else {"confirm_threshold": None}
+    band = choose_band(
+        scorer.scores(logits, feats),
+        logits.argmax(-1),
+        y,
+        data.labels.index("oos"),
+        scorer.threshold,
+        share,
     )
     path = Path(artifact_dir) / "manifest.json"
     manifest = json.loads(path.read_text())
