@@ -41,6 +41,10 @@ class Slot:
     value: str
     start: int  # span in the text given to `extract`, end exclusive
     end: int
+    # The slot it fills, when known: a learned span (the classifier's slot tagger names the
+    # slot, not only its type). Rule matches leave it to the caller.
+    name: str | None = None
+    learned: bool = False
 
 
 def _title(name: str) -> str:
@@ -794,6 +798,10 @@ class FreeTextType(SlotType):
         return []
 
 
+def _overlap(a: Slot, b: Slot) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
 class SlotExtractor:
     """Finds slots of the given types in user text: the built-ins plus `types` (a pack's own,
     from `parlance.pack`). `now` anchors relative dates (defaults to the wall clock)."""
@@ -816,6 +824,54 @@ class SlotExtractor:
     def extract_answer(self, text: str, kind: str, now: datetime | None = None) -> list[Slot]:
         """Values of `kind` in `text` read as the answer to a question for it."""
         return self.types[kind].find_answer(Context(text, now))
+
+    def normalise(self, text: str, kind: str, now: datetime | None = None) -> str:
+        """The canonical value of a span said for a slot of type `kind` (a learned span):
+        a list value for a synonym, "5:45 AM" for "quarter to six in the morning", a date
+        against `now`. A span the type's rule does not read whole is kept as said: the
+        learned value ("Adelaide" for a list that lacks it)."""
+        said = text.strip()
+        kind_type = self.types.get(kind)
+        if kind_type is None or not said:
+            return said
+        if isinstance(kind_type, Gazetteer):
+            _ = kind_type.patterns  # built-in gazetteers fill their table on first use
+            key = said if kind_type.case_sensitive else said.lower()
+            if key in kind_type.table:
+                return kind_type.display(kind_type.table[key])
+            found = kind_type.find(Context(said, now))
+            whole = [f for f in found if f.start == 0 and f.end == len(said)]
+            return whole[0].value if whole else said
+        found = kind_type.find_answer(Context(said, now))
+        return found[0].value if found else said
+
+    def rule_based(self, kind: str) -> bool:
+        """Whether a type is a rule (built-in types, regular expressions) rather than a list
+        of examples or free text: its reading of a span wins over a learned one."""
+        return not isinstance(self.types.get(kind), ListType | FreeTextType)
+
+    def combine(self, rules: list[Slot], learned: list[Slot]) -> list[Slot]:
+        """Rule matches and learned spans (the classifier's tagger) as one list, learned
+        first. A learned span of a rule type takes the value of a rule match over the same
+        words (the rule's "$350", "5:45 AM" are canonical) and keeps its slot name; a rule
+        match over words the tagger already read is dropped; other rule matches stay, for
+        the slots the tagger did not find."""
+        out: list[Slot] = []
+        used: set[int] = set()
+        for span in learned:
+            if self.rule_based(span.kind):
+                for i, r in enumerate(rules):
+                    if i not in used and r.kind == span.kind and _overlap(r, span):
+                        used.add(i)
+                        span = Slot(r.kind, r.value, r.start, r.end, span.name, True)
+                        break
+            out.append(span)
+        out += [
+            r
+            for i, r in enumerate(rules)
+            if i not in used and not any(_overlap(r, x) for x in learned)
+        ]
+        return out
 
     def extract_all(
         self, text: str, kinds: Iterable[str] | None = None, now: datetime | None = None

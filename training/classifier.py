@@ -15,6 +15,7 @@ artifact on test exactly as the service will run it -> manifest.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,7 +41,7 @@ from services.classifier import artifact as layout
 from services.classifier.backends import TorchBackend, forward_batched
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
-from training import calibration, export
+from training import calibration, export, slot_tagging
 from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
 from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_pack_data
 from training.evaluate import evaluate_artifact, write_report
@@ -127,6 +128,17 @@ class ModelArguments:
         default=0.0, metadata={"help": "cosine head: additive margin (CosFace)"}
     )
     max_seq_length: int = field(default=64, metadata={"help": "tokens per query (truncation)"})
+    slot_tagger: str = field(
+        default="auto",
+        metadata={
+            "help": "a slot tagger on the encoder, trained jointly with the intents: 'auto' "
+            "(when the pack's examples carry slot markup), 'yes', 'no', or 'silver' (the "
+            "rule extractor annotates the examples first: a pack without markup)"
+        },
+    )
+    slot_loss_weight: float = field(
+        default=1.0, metadata={"help": "weight of the tagging loss beside the intent loss"}
+    )
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -139,6 +151,8 @@ class ModelArguments:
             raise ValueError("--head must be 'linear' or 'cosine'")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError("--label_smoothing must be in [0, 1)")
+        if self.slot_tagger not in ("auto", "yes", "no", "silver"):
+            raise ValueError("--slot_tagger must be auto, yes, no or silver")
 
 
 @dataclass
@@ -311,25 +325,32 @@ def subset_data(data: ClincData, dargs: DataArguments) -> ClincData:
     return small
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    """Val metrics each epoch, at argmax (the threshold is fitted after training)."""
-    logits = (
-        eval_pred.predictions[0]
-        if isinstance(eval_pred.predictions, tuple)
-        else eval_pred.predictions
-    )
+def compute_metrics(eval_pred, tags: list[str] | None = None) -> dict[str, float]:
+    """Val metrics each epoch, at argmax (the threshold is fitted after training); with a
+    slot tagger also its slot F1, and `joint`, the mean of the two, to pick the epoch."""
+    predictions = eval_pred.predictions
+    logits = predictions[0] if isinstance(predictions, tuple) else predictions
     labels = eval_pred.label_ids
+    tag_labels = None
+    if isinstance(labels, tuple | list):
+        labels, tag_labels = labels[0], labels[1]
     pred = logits.argmax(-1)
     oos = int(logits.shape[-1] - 1)  # "oos" is always the last label
     inscope = labels != oos
-    return {
+    out = {
         "accuracy": float((pred == labels).mean()),
         "inscope_accuracy": float((pred[inscope] == labels[inscope]).mean()),
         "oos_recall": float((pred[~inscope] == oos).mean()) if (~inscope).any() else 0.0,
     }
+    if tags and tag_labels is not None:
+        out.update(slot_tagging.tag_metrics(predictions[-1], tag_labels, tags))
+        out["joint"] = (out["accuracy"] + out["slot_f1"]) / 2
+    return out
 
 
-def build_model(margs: ModelArguments, num_labels: int, model_path: str) -> IntentClassifier:
+def build_model(
+    margs: ModelArguments, num_labels: int, model_path: str, slots: list[str] | None = None
+) -> IntentClassifier:
     encoder = build_encoder(model_path)
     if margs.method == "lora":
         from peft import LoraConfig, get_peft_model
@@ -351,17 +372,23 @@ def build_model(margs: ModelArguments, num_labels: int, model_path: str) -> Inte
         head=margs.head,
         scale=margs.cosine_scale,
         margin=margs.cosine_margin,
+        slots=list(slots or []),
+        slot_loss_weight=margs.slot_loss_weight,
     )
     return IntentClassifier(encoder, head)
 
 
-def tokenize(data: ClincData, tokenizer, max_length: int):
+def tokenize(data: ClincData, tokenizer, max_length: int, tags: list[str] | None = None):
     import datasets
 
     label2id = data.label2id
     out = {}
     for name in ("train", "val"):
         split = data.split(name)
+        if tags:
+            labels = [label2id[i] for i in split.intents]
+            out[name] = slot_tagging.tokenize_tagged(split, labels, tokenizer, max_length, tags)
+            continue
         ds = datasets.Dataset.from_dict(
             {"text": split.texts, "labels": [label2id[i] for i in split.intents]}
         )
@@ -437,6 +464,47 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
     return scorer, info
 
 
+def choose_slots(
+    data: ClincData, margs: ModelArguments, dargs: DataArguments
+) -> tuple[ClincData, list[str]]:
+    """The data (silver-annotated when asked) and the slots the tagger learns (none: an
+    intent-only model)."""
+    if margs.slot_tagger == "silver":
+        from parlance.pack import load_pack
+
+        data = slot_tagging.silver_annotate(data, load_pack(dargs.pack))
+    slots = slot_tagging.slots_of(data) if margs.slot_tagger != "no" else []
+    if margs.slot_tagger == "yes" and not slots:
+        raise ValueError(
+            f"--slot_tagger yes: no example of pack {dargs.pack!r} carries slot markup "
+            "(annotate examples as '[Boston](city)', or use --slot_tagger silver)"
+        )
+    if slots:
+        n = sum(1 for spans in data.train.spans for _ in spans)
+        logger.info("slot tagger: %d slots, %d annotated spans in train", len(slots), n)
+    return data, slots
+
+
+def write_slot_types(out_dir: Path, slots: list[str], pack_name: str) -> None:
+    """slots.json: each tagged slot's type and those types' definitions, so the service
+    normalises a span as the pack would, without the pack."""
+    from parlance.pack import load_pack
+
+    pack = load_pack(pack_name)
+    by_slot = {s: pack.slot_types.get(s, "") for s in slots}
+    unknown = [s for s, t in by_slot.items() if not t]
+    if unknown:
+        raise ValueError(f"pack {pack.name!r}: annotated slot(s) {unknown} not in slots.yml")
+    types = {
+        t: pack.slots_file.types[t].model_dump()
+        for t in set(by_slot.values())
+        if t in pack.slots_file.types
+    }
+    (out_dir / layout.SLOTS).write_text(
+        json.dumps({"slots": by_slot, "types": types}, indent=1, ensure_ascii=False)
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     margs, dargs, oargs, targs = parse_args(argv)
     logging.basicConfig(
@@ -469,12 +537,18 @@ def main(argv: list[str] | None = None) -> dict:
         data.checksum[:19],
     )
 
+    data, slots = choose_slots(data, margs, dargs)
+
     # -- model ---------------------------------------------------------------------------
     model_path = resolve_model_path(margs.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = build_model(margs, len(data.labels), model_path)
-    tokenized = tokenize(data, tokenizer, margs.max_seq_length)
+    model = build_model(margs, len(data.labels), model_path, slots)
+    tags = model.head_config.tags
+    tokenized = tokenize(data, tokenizer, margs.max_seq_length, tags)
     ensure_min_steps(targs, len(data.train), dargs.min_train_steps, logger)
+    targs.label_names = ["labels", "tag_labels"] if tags else ["labels"]
+    if tags and targs.metric_for_best_model in ("accuracy", "eval_accuracy"):
+        targs.metric_for_best_model = "joint"  # the epoch best at intents and slots
 
     trainer = Trainer(
         model=model,
@@ -482,8 +556,10 @@ def main(argv: list[str] | None = None) -> dict:
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["val"],
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
+        data_collator=slot_tagging.TagCollator(tokenizer)
+        if tags
+        else DataCollatorWithPadding(tokenizer),
+        compute_metrics=functools.partial(compute_metrics, tags=tags),
     )
     train_result = trainer.train()
     trainer.save_metrics("train", train_result.metrics)
@@ -512,6 +588,8 @@ def main(argv: list[str] | None = None) -> dict:
     val_out = encode_texts(model, tokenizer, data.val.texts, margs.max_seq_length)
     scorer, calib = calibrate(data, train_out, val_out, oargs)
     np.savez(out_dir / layout.OOD_STATS, **scorer.stats.to_arrays())
+    if slots:
+        write_slot_types(out_dir, slots, dargs.pack)
 
     if oargs.export_onnx:
         fp32 = export.export_onnx(model.cpu(), out_dir / layout.ONNX_DIR / layout.ONNX_FP32)
@@ -576,7 +654,9 @@ def main(argv: list[str] | None = None) -> dict:
     for kind in backends:
         reports[kind] = evaluate_artifact(out_dir, data, kind)
         manifest["backends"][kind] = {
-            k: reports[kind]["test"][k] for k in ("inscope_accuracy", "oos_recall", "accuracy")
+            k: reports[kind]["test"][k]
+            for k in ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
+            if k in reports[kind]["test"]
         }
         manifest["backends"][kind]["agreement_with_torch"] = float(
             np.mean(reports[kind]["_pred"] == reports["torch"]["_pred"])

@@ -39,6 +39,9 @@ class DataError(ValueError):
 class Split:
     texts: list[str]
     intents: list[str]
+    # Slot annotations per text (`parlance.pack.markup.Span`s), for a pack whose examples
+    # carry markup; None when no example of the data set has any.
+    spans: list[tuple] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -47,9 +50,27 @@ class Split:
     def n_oos(self) -> int:
         return sum(1 for i in self.intents if i == OOS)
 
+    def spans_of(self, i: int) -> tuple:
+        return self.spans[i] if self.spans is not None else ()
+
+    def select(self, indices) -> Split:
+        idx = list(indices)
+        return Split(
+            [self.texts[i] for i in idx],
+            [self.intents[i] for i in idx],
+            None if self.spans is None else [self.spans[i] for i in idx],
+        )
+
     def subset(self, keep: set[str]) -> Split:
-        pairs = [(t, i) for t, i in zip(self.texts, self.intents, strict=True) if i in keep]
-        return Split([t for t, _ in pairs], [i for _, i in pairs])
+        return self.select(i for i, intent in enumerate(self.intents) if intent in keep)
+
+    def extended(self, texts: list[str], intent: str) -> Split:
+        """This split plus `texts` labelled `intent` (without annotations)."""
+        return Split(
+            self.texts + texts,
+            self.intents + [intent] * len(texts),
+            None if self.spans is None else self.spans + [()] * len(texts),
+        )
 
 
 @dataclass
@@ -114,13 +135,12 @@ class ClincData:
             if max_per_intent is None:
                 return sub
             seen: dict[str, int] = {}
-            texts, labels = [], []
-            for t, i in zip(sub.texts, sub.intents, strict=True):
+            kept = []
+            for n, i in enumerate(sub.intents):
                 if seen.get(i, 0) < max_per_intent:
                     seen[i] = seen.get(i, 0) + 1
-                    texts.append(t)
-                    labels.append(i)
-            return Split(texts, labels)
+                    kept.append(n)
+            return sub.select(kept)
 
         labels = sorted(keep - {OOS}) + [OOS]
         return self.with_splits(
@@ -134,8 +154,12 @@ class ClincData:
 def _checksum(splits: dict[str, Split]) -> str:
     h = hashlib.sha256()
     for name in SPLITS:
-        for text, intent in zip(splits[name].texts, splits[name].intents, strict=True):
+        split = splits[name]
+        for n, (text, intent) in enumerate(zip(split.texts, split.intents, strict=True)):
             h.update(f"{name}\t{intent}\t{text}\n".encode())
+            # annotations count too (data without any keeps the checksum it always had)
+            for span in split.spans_of(n):
+                h.update(f"\t{span.slot}:{span.start}:{span.end}:{span.value}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -266,7 +290,7 @@ def load_clinc(
 # ---------------------------------------------------------------- assistant packs
 
 
-def _held_out(texts: list[str], share: float, seed: int, key: str) -> tuple[list[str], list[str]]:
+def _held_out(texts: list, share: float, seed: int, key: str) -> tuple[list, list]:
     """A seeded split of one intent's examples into (train, val): at least one of each when
     there are two or more."""
     import random
@@ -311,18 +335,23 @@ def load_pack_data(
             )
         data.pack = pack.identity()
         return with_background(data if pack_oos else data.without_oos(), pack, background, seed)
-    splits = {name: Split([], []) for name in SPLITS}
+    annotated = any(
+        e.spans for x in (pack.examples, pack.test_examples) for v in x.values() for e in v
+    )
+    splits = {name: Split([], [], [] if annotated else None) for name in SPLITS}
     share = pack.assistant.validation_share
+
+    def add(split: Split, intent: str, examples) -> None:
+        split.texts += [e.text for e in examples]
+        split.intents += [intent] * len(examples)
+        if split.spans is not None:
+            split.spans += [e.spans for e in examples]
+
     for intent, examples in pack.examples.items():
-        texts = [e.text for e in examples]
-        train, val = _held_out(texts, share, seed, intent)
-        splits["train"].texts += train
-        splits["train"].intents += [intent] * len(train)
-        splits["val"].texts += val
-        splits["val"].intents += [intent] * len(val)
-        test = [e.text for e in pack.test_examples.get(intent, [])]
-        splits["test"].texts += test
-        splits["test"].intents += [intent] * len(test)
+        train, val = _held_out(examples, share, seed, intent)
+        add(splits["train"], intent, train)
+        add(splits["val"], intent, val)
+        add(splits["test"], intent, pack.test_examples.get(intent, []))
     data = _finish(
         splits, f"pack:{pack.name}@{pack.version}", {}, require_oos=False, require_test=False
     )
@@ -344,8 +373,8 @@ def with_background(data: ClincData, pack, background: bool | None, seed: int) -
         seed=seed,
     )
     return data.with_splits(
-        train=Split(data.train.texts + train, data.train.intents + [OOS] * len(train)),
-        val=Split(data.val.texts + val, data.val.intents + [OOS] * len(val)),
+        train=data.train.extended(train, OOS),
+        val=data.val.extended(val, OOS),
         source=data.source + "+background",
         background={"train": len(train), "val": len(val)},
     )

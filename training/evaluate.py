@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from services.classifier.artifact import EVAL_DIR, ClassifierArtifact
-from services.classifier.backends import forward_batched, load_backend
+from services.classifier.backends import forward_batched, load_backend, run_batched
+from services.classifier.tagging import bio_tags, decode
 from training.data import ClincData, load_pack_data
 from training.metrics import band_report, by_length, classification_report, reliability_bins
 
@@ -42,10 +43,11 @@ def evaluate_artifact(
         "ood": art.manifest["ood"]["score"],
         "threshold": art.manifest["oos_threshold"],
     }
+    tags = bio_tags(art.slots) if art.slots else []
     for name in splits:
         split = data.split(name)
         y = np.array([data.label2id[i] for i in split.intents])
-        logits, feats = forward_batched(be, split.texts)
+        logits, feats, tagging = run_batched(be, split.texts)
         p = scorer.predict(logits, feats)
         report = classification_report(
             y, p["pred"], p["argmax"], p["confidence"], p["score"], data.labels, data.domains
@@ -55,6 +57,15 @@ def evaluate_artifact(
         report["by_length"] = by_length(split.texts, y, p["pred"], p["argmax"], oos_index)
         if scorer.confirm_threshold is not None:
             report["band"] = band_report(y, p["argmax"], p["oos"], p["borderline"], oos_index)
+        if tagging is not None and split.spans is not None:
+            from training.slot_tagging import slot_report
+
+            predicted = [decode(lg, words, tags) for lg, words in tagging]
+            slots = slot_report(split.texts, split.spans, predicted, p["pred"] == y)
+            report.update({k: v for k, v in slots.items() if k != "per_slot"})
+            report["per_slot"] = slots["per_slot"]
+            if name == "test":
+                out["_spans"] = predicted
         out[name] = report
         if name == "test":
             out["_pred"], out["_y"] = p["pred"], y
@@ -110,11 +121,11 @@ def write_report(
 
 def with_oos_probes(data: ClincData) -> ClincData:
     """The data with CLINC150's 1,000 out-of-scope test queries added to its test split."""
-    from training.data import OOS, Split, load_clinc
+    from training.data import OOS, load_clinc
 
     probes = load_clinc(None, "full").test
     texts = [t for t, i in zip(probes.texts, probes.intents, strict=True) if i == OOS]
-    data.test = Split(data.test.texts + texts, data.test.intents + [OOS] * len(texts))
+    data.test = data.test.extended(texts, OOS)
     data.source += "+clinc150-oos-test-probes"
     return data
 

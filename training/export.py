@@ -1,4 +1,5 @@
-"""ONNX export of the merged classifier, and dynamic int8 quantisation.
+"""ONNX export of the merged classifier (with its slot tagger when it has one: a third
+output, `tag_logits`), and dynamic int8 quantisation.
 
 `torch.onnx.export` + `onnxruntime.quantization` directly: `optimum[onnxruntime]` would pin
 transformers back to 4.x, and this graph (encoder + pooling + linear head, two outputs) is
@@ -25,6 +26,8 @@ class _OnnxWrapper(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if out.tag_logits is not None:
+            return out.logits, out.features, out.tag_logits
         return out.logits, out.features
 
 
@@ -41,18 +44,23 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     mask = torch.tensor([[1] * 8, [1] * 5 + [0] * 3], dtype=torch.long)
     # The TorchScript exporter: mature for BERT-style graphs and exports dynamic batch and
     # sequence axes without tracing guards.
+    outputs = ["logits", "features"]
+    axes = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch"},
+        "features": {0: "batch"},
+    }
+    if getattr(model, "tagger", None) is not None:  # a joint model: the slot tagger too
+        outputs.append("tag_logits")
+        axes["tag_logits"] = {0: "batch", 1: "sequence"}
     torch.onnx.export(
         wrapper,
         (ids, mask),
         str(path),
         input_names=["input_ids", "attention_mask"],
-        output_names=["logits", "features"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"},
-            "features": {0: "batch"},
-        },
+        output_names=outputs,
+        dynamic_axes=axes,
         opset_version=opset,
         dynamo=False,
     )

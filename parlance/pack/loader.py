@@ -132,6 +132,20 @@ def read_model(
         ]
 
 
+def extractor_of(slots_file: models.SlotsFile) -> SlotExtractor:
+    """The built-in slot types plus those of a slots file (a pack's, or the copy a joint
+    classifier artifact keeps to normalise what its tagger finds)."""
+    types = {}
+    for name, spec in slots_file.types.items():
+        if isinstance(spec, models.ListType):
+            types[name] = ListType(name, spec.values, spec.case_sensitive)
+        elif isinstance(spec, models.RegexType):
+            types[name] = RegexType(name, spec.pattern, spec.value_group)
+        else:
+            types[name] = FreeTextType(name)
+    return SlotExtractor(types)
+
+
 @dataclass
 class Pack:
     root: Path
@@ -195,32 +209,34 @@ class Pack:
 
     @cached_property
     def extractor(self) -> SlotExtractor:
-        types = {}
-        for name, spec in self.slots_file.types.items():
-            if isinstance(spec, models.ListType):
-                types[name] = ListType(name, spec.values, spec.case_sensitive)
-            elif isinstance(spec, models.RegexType):
-                types[name] = RegexType(name, spec.pattern, spec.value_group)
-            else:
-                types[name] = FreeTextType(name)
-        return SlotExtractor(types)
+        return extractor_of(self.slots_file)
 
-    def extract_slots(self, text: str, slot_names, now=None) -> dict[str, str]:
-        """Values for the named slots found in `text`: each slot takes the first match of its
-        type not taken by an earlier slot of the same type."""
+    def extract_slots(self, text: str, slot_names, now=None, learned=()) -> dict[str, str]:
+        """Values for the named slots found in `text`: the spans the classifier's tagger
+        learned (`learned`: `Slot`s naming their slot) first, then for each other slot the
+        first rule match of its type not taken by an earlier slot of the same type
+        (`SlotExtractor.combine` says how the two meet)."""
         names = [n for n in slot_names if n in self.slot_types]
         if not names:
             return {}
-        found = self.extractor.extract_all(text, {self.slot_types[n] for n in names}, now)
+        ours = [x for x in learned if x.name in names]
+        rules = self.extractor.extract_all(text, {self.slot_types[n] for n in names}, now)
+        found = self.extractor.combine(rules, ours)
+        values: dict[str, str] = {}
         used: set[int] = set()
-        values = {}
+        for i, slot in enumerate(found):
+            if slot.name is not None and slot.name not in values:
+                values[slot.name] = slot.value
+                used.add(i)
         for name in names:
+            if name in values:
+                continue
             for i, slot in enumerate(found):
-                if i not in used and slot.kind == self.slot_types[name]:
+                if i not in used and slot.name is None and slot.kind == self.slot_types[name]:
                     values[name] = slot.value
                     used.add(i)
                     break
-        return values
+        return {n: values[n] for n in names if n in values}
 
     # -- replies and actions -------------------------------------------------------------
     def facts_of(self, raw_intent: str) -> tuple[str, ...]:

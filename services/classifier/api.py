@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
@@ -42,6 +43,7 @@ async def classify(body: ClassifyRequest, ready: Ready, settings: Settings) -> R
                 "oos_score": p.oos_score,
                 "borderline": p.borderline,
                 "top_k": [{"intent": i, "score": s} for i, s in p.top_k],
+                "entities": [asdict(e) for e in p.entities],
             }
             for p in preds
         ],

@@ -9,6 +9,7 @@ Layout (written by `training.classifier`, read by the service and `training.eval
       onnx/model.onnx          fp32 export: input_ids, attention_mask -> logits, features
       onnx/model.int8.onnx     dynamic int8 quantisation of the same graph
       ood_stats.npz            feature statistics for distance-based out-of-scope scores
+      slots.json               a joint model: each tagged slot's type, and those types
       eval/                    test report (JSON), per-split metrics, plots
 """
 
@@ -29,6 +30,7 @@ ONNX_DIR = "onnx"
 ONNX_FP32 = "model.onnx"
 ONNX_INT8 = "model.int8.onnx"
 OOD_STATS = "ood_stats.npz"
+SLOTS = "slots.json"
 EVAL_DIR = "eval"
 
 
@@ -71,6 +73,32 @@ class ClassifierArtifact:
 
     def onnx_path(self, quantized: bool = False) -> Path:
         return self.path / ONNX_DIR / (ONNX_INT8 if quantized else ONNX_FP32)
+
+    @property
+    def slots(self) -> list[str]:
+        """The slots its tagger finds (none: an intent-only model)."""
+        return list((self.manifest.get("head") or {}).get("slots") or [])
+
+    def slot_types(self):
+        """(slot -> type name, a `SlotExtractor` over those types) for normalising spans."""
+        import json
+
+        from parlance.pack.loader import extractor_of
+        from parlance.pack.models import SlotsFile
+
+        path = self.path / SLOTS
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            types = SlotsFile.model_validate({"types": doc["types"]})
+            by_slot = {str(k): str(v) for k, v in doc["slots"].items()}
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: missing (the model tags slots)") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ArtifactError(f"{path}: not a slots file ({e})") from None
+        missing = [s for s in self.slots if s not in by_slot]
+        if missing:
+            raise ArtifactError(f"{path}: no type for slot(s) {missing}")
+        return by_slot, extractor_of(types)
 
     def feature_stats(self) -> FeatureStats | None:
         p = self.path / OOD_STATS

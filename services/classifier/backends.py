@@ -7,15 +7,27 @@ artifact's own (fast) tokenizer and dynamic padding to the longest text in the b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from services.classifier.artifact import ArtifactError, ClassifierArtifact
+from services.classifier.tagging import Word, words_of
+
+
+@dataclass
+class BackendOutput:
+    logits: np.ndarray  # texts x labels
+    features: np.ndarray  # texts x hidden (pooled)
+    tag_logits: np.ndarray | None = None  # texts x tokens x tags (a joint model only)
+    words: list[list[Word]] | None = None  # per text: first token and span of each word
 
 
 class Backend(Protocol):
     name: str
+
+    def run(self, texts: list[str]) -> BackendOutput: ...
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -55,27 +67,53 @@ class FastTokenizer:
         )
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return self.encode(texts)[0]
+
+    def encode(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list]:
+        """Model inputs, and the `tokenizers` encodings (offsets, word ids) behind them."""
         enc = self.tokenizer.encode_batch(texts)
-        return {
+        feeds = {
             "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
             "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
         }
+        return feeds, enc
+
+    def words(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[list[Word]]]:
+        feeds, enc = self.encode(texts)
+        return feeds, [words_of(e.word_ids, e.offsets) for e in enc]
+
+
+class _TransformersTokenizer:
+    """transformers' tokenizer behind the same `__call__` / `words` as `FastTokenizer`."""
+
+    def __init__(self, tokenizer, max_length: int, tensors: str = "np"):
+        self.tokenizer, self.max_length, self.tensors = tokenizer, max_length, tensors
+
+    def _encode(self, texts: list[str], offsets: bool):
+        return self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors=self.tensors,
+            return_offsets_mapping=offsets,
+        )
+
+    def __call__(self, texts: list[str]) -> dict:
+        return dict(self._encode(texts, False))
+
+    def words(self, texts: list[str]) -> tuple[dict, list[list[Word]]]:
+        enc = self._encode(texts, True)
+        offsets = enc.pop("offset_mapping").tolist()
+        return dict(enc), [words_of(enc.word_ids(i), offsets[i]) for i in range(len(texts))]
 
 
 def _onnx_tokenizer(artifact: ClassifierArtifact):
     if (artifact.model_dir / "tokenizer.json").is_file():
         return FastTokenizer(artifact.model_dir, artifact.max_seq_length)
-    slow = _tokenizer(artifact)  # an artifact without a fast tokenizer file
-    return lambda texts: dict(
-        slow(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=artifact.max_seq_length,
-            return_tensors="np",
-        )
-    )
+    # an artifact without a fast tokenizer file (no offsets: it cannot serve a slot tagger)
+    return _TransformersTokenizer(_tokenizer(artifact), artifact.max_seq_length)
 
 
 class OnnxBackend:
@@ -100,14 +138,25 @@ class OnnxBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
+        self.outputs = ["logits", "features"]
+        if "tag_logits" in {o.name for o in self.session.get_outputs()}:
+            self.outputs.append("tag_logits")
         self.tokenizer = _onnx_tokenizer(artifact)
         self.name = "onnx-int8" if quantized else "onnx-fp32"
 
-    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        enc = self.tokenizer(texts)
+    def run(self, texts: list[str]) -> BackendOutput:
+        words = None
+        if len(self.outputs) > 2:
+            enc, words = self.tokenizer.words(texts)
+        else:
+            enc = self.tokenizer(texts)
         feeds = {k: v.astype(np.int64) for k, v in enc.items() if k in self.input_names}
-        logits, features = self.session.run(["logits", "features"], feeds)
-        return logits, features
+        out = self.session.run(self.outputs, feeds)
+        return BackendOutput(out[0], out[1], out[2] if len(out) > 2 else None, words)
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.run(texts)
+        return out.logits, out.features
 
 
 class TorchBackend:
@@ -137,20 +186,29 @@ class TorchBackend:
         self.torch = torch
         self.model = model.eval()
         self.device = next(model.parameters()).device
-        self.tokenizer = tokenizer
+        self.tokenizer = _TransformersTokenizer(tokenizer, max_length, tensors="pt")
         self.max_length = max_length
         self.name = f"torch-{self.device.type}"
 
-    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+    def run(self, texts: list[str]) -> BackendOutput:
+        words = None
+        if getattr(self.model, "tagger", None) is not None:
+            enc, words = self.tokenizer.words(texts)
+        else:
+            enc = self.tokenizer(texts)
         with self.torch.inference_mode():
             out = self.model(
                 input_ids=enc["input_ids"].to(self.device),
                 attention_mask=enc["attention_mask"].to(self.device),
             )
-        return (out.logits.float().cpu().numpy(), out.features.float().cpu().numpy())
+        tags = out.tag_logits.float().cpu().numpy() if out.tag_logits is not None else None
+        return BackendOutput(
+            out.logits.float().cpu().numpy(), out.features.float().cpu().numpy(), tags, words
+        )
+
+    def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.run(texts)
+        return out.logits, out.features
 
 
 def load_backend(artifact: ClassifierArtifact, kind: str = "onnx", **kwargs) -> Backend:
@@ -168,11 +226,29 @@ def forward_batched(
     backend: Backend, texts: list[str], batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run many texts in length-sorted batches (less padding), results in input order."""
+    logits, feats, _ = run_batched(backend, texts, batch_size, tagged=False)
+    return logits, feats
+
+
+def run_batched(
+    backend: Backend, texts: list[str], batch_size: int = 64, tagged: bool = True
+) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """`forward_batched` plus, for a joint model, each text's (tag logits, words)."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     logits, feats = [None] * len(texts), [None] * len(texts)
+    tagging: list | None = None
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        lg, ft = backend.forward([texts[i] for i in idx])
+        batch = [texts[i] for i in idx]
+        if tagged:
+            out = backend.run(batch)
+            lg, ft = out.logits, out.features
+            if out.tag_logits is not None:
+                tagging = tagging or [None] * len(texts)
+                for j, i in enumerate(idx):
+                    tagging[i] = (out.tag_logits[j], out.words[j])
+        else:
+            lg, ft = backend.forward(batch)
         for j, i in enumerate(idx):
             logits[i], feats[i] = lg[j], ft[j]
-    return np.stack(logits), np.stack(feats)
+    return np.stack(logits), np.stack(feats), tagging

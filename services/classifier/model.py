@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import Backend, load_backend
+from services.classifier.tagging import bio_tags, decode
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Entity:
+    """A slot span the tagger found, in the manner of Rasa's parse output."""
+
+    entity: str  # the slot
+    value: str  # normalised by the slot's type
+    text: str  # as said: the request's text[start:end]
+    start: int  # character offsets into the text as sent, end exclusive
+    end: int
+    confidence: float
 
 
 @dataclass
@@ -20,6 +34,7 @@ class Prediction:
     oos_score: float
     top_k: list[tuple[str, float]]
     borderline: bool = False
+    entities: list[Entity] = field(default_factory=list)
 
 
 def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: float) -> str:
@@ -58,6 +73,10 @@ class ClassifierModel:
         extra = {"spinning": ort_spinning} if kind.startswith("onnx") else {}
         self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
         self.version = self.artifact.version
+        self.slots = self.artifact.slots
+        self.tags = bio_tags(self.slots)
+        if self.slots:
+            self.slot_type, self.extractor = self.artifact.slot_types()
 
     def warmup(self, rounds: int = 3) -> float:
         started = time.perf_counter()
@@ -65,14 +84,15 @@ class ClassifierModel:
             self.predict_batch([(f"warm up query number {i}", 1) for i in range(n)])
         return time.perf_counter() - started
 
-    def predict_batch(self, items: list[tuple[str, int]]) -> list[Prediction]:
-        """`items`: (text, top_k) pairs, run as one batch; one Prediction each."""
-        texts = [t for t, _ in items]
-        max_k = max(k for _, k in items)
-        logits, features = self.backend.forward(texts)
-        p = self.scorer.predict(logits, features, top_k=max_k)
+    def predict_batch(self, items: list[tuple]) -> list[Prediction]:
+        """`items`: (text, top_k) or (text, top_k, now) tuples, run as one batch; one
+        Prediction each. `now` (the request's clock) anchors relative dates in entities."""
+        texts = [item[0] for item in items]
+        max_k = max(item[1] for item in items)
+        run = self.backend.run(texts)
+        p = self.scorer.predict(run.logits, run.features, top_k=max_k)
         out = []
-        for i, (_, k) in enumerate(items):
+        for i, (text, k, *rest) in enumerate(items):
             top = [
                 (self.labels[int(j)], float(s))
                 for j, s in zip(p["top_k"][i][:k], p["top_k_probs"][i][:k], strict=True)
@@ -86,8 +106,19 @@ class ClassifierModel:
                     oos_score=float(p["score"][i]),
                     top_k=top,
                     borderline=bool(p["borderline"][i]),
+                    entities=self._entities(text, run, i, rest[0] if rest else None),
                 )
             )
+        return out
+
+    def _entities(self, text: str, run, i: int, now: datetime | None) -> list[Entity]:
+        if run.tag_logits is None:
+            return []
+        out = []
+        for span in decode(run.tag_logits[i], run.words[i], self.tags):
+            said = text[span.start : span.end]
+            value = self.extractor.normalise(said, self.slot_type[span.slot], now)
+            out.append(Entity(span.slot, value, said, span.start, span.end, span.confidence))
         return out
 
     def info(self) -> dict:
@@ -100,6 +131,7 @@ class ClassifierModel:
             "created_at": m.get("created_at"),
             "git_commit": m.get("git_commit"),
             "labels": len(self.labels),
+            "slots": list(self.slots),
             "label_names": list(self.labels),
             "pack": m.get("pack"),
             "oos_score": self.scorer.score,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 
 class ClassifyRequest(BaseModel):
@@ -10,6 +10,11 @@ class ClassifyRequest(BaseModel):
 
     texts: list[StrictStr] = Field(..., description="queries to classify, in order")
     top_k: StrictInt | None = Field(None, description="how many top intents to return (default 3)")
+    now: AwareDatetime | None = Field(
+        None,
+        description="the request's clock (ISO 8601 with a UTC offset): relative dates in "
+        "entities ('tomorrow') are read against it; default: the server's clock",
+    )
 
 
 class ScoredIntent(BaseModel):
@@ -28,6 +33,19 @@ class ClassPrediction(BaseModel):
         "borderline band) that top_k[0] is worth confirming with the user",
     )
     top_k: list[ScoredIntent]
+    entities: list[Entity] = Field(
+        default_factory=list,
+        description="slot spans found by the model's slot tagger (none for an intent-only model)",
+    )
+
+
+class Entity(BaseModel):
+    entity: str = Field(..., description="the slot")
+    value: str = Field(..., description="normalised by the slot's type")
+    text: str = Field(..., description="the span as said: text[start:end]")
+    start: int = Field(..., description="character offset into the text as sent")
+    end: int = Field(..., description="end offset, exclusive")
+    confidence: float = Field(..., description="mean probability of the span's word tags")
 
 
 class ModelRef(BaseModel):

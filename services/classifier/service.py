@@ -30,7 +30,7 @@ async def classify(
     batcher: Batcher[tuple[str, int], Prediction],
 ) -> list[Prediction]:
     top_k = validate(req, settings)
-    preds = await batcher.submit([(t, top_k) for t in req.texts])
+    preds = await batcher.submit([(t, top_k, req.now) for t in req.texts])
     for p in preds:
         metrics.PREDICTIONS.labels(p.intent).inc()
         if p.oos:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 
 from parlance.actions import ACTIONS, run_action
 from parlance.pack import Pack
+from parlance.slots import Slot
 from parlance.templates import PLACEHOLDER, TemplateFiller, fill, placeholders
 from parlance.webhooks import ActionRequest, IntentRef, submission_key
 from services.gateway import metrics
@@ -53,6 +54,8 @@ class Prediction:
     # The intent worth confirming when the prediction is borderline (out of scope, but close
     # to the threshold: the classifier's band), else None.
     candidate: str | None = None
+    # Slot spans the classifier's tagger found in the text: (slot, value, start, end).
+    entities: tuple[tuple[str, str, int, int], ...] = ()
 
 
 @dataclass
@@ -145,7 +148,15 @@ class Dialogue:
         answer = self._steer(text, p, ("affirm", "deny")) if form.get("confirming") else None
         if answer is None and self._steer(text, p, ("cancel",)):
             return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
-        filled = fill_slots(spec, text, form["values"], form.get("awaiting"), self.extractor, now)
+        filled = fill_slots(
+            spec,
+            text,
+            form["values"],
+            form.get("awaiting"),
+            self.extractor,
+            now,
+            self._learned(text),
+        )
         if form.get("failed") and not filled.updates and self._bare_retry(text, p):
             return await self._complete(state, spec, form)  # the same submission again
         if form.get("confirming") and not filled.updates:
@@ -194,6 +205,19 @@ class Dialogue:
             and self._answerable_now(text, p.raw, now)
         )
 
+    def _learned(self, text: str) -> list[Slot]:
+        """The classifier's slot spans for this turn's text, as slots of the pack's types
+        (none for another text, such as the request that opened a form)."""
+        turn = _TURN.get()
+        if turn is None or turn[1] != text or turn[2] is None:
+            return []
+        types = self.pack.slot_types
+        return [
+            Slot(types[name], value, start, end, name, True)
+            for name, value, start, end in turn[2].entities
+            if name in types
+        ]
+
     def _answerable_now(self, text: str, raw: str, now: datetime) -> bool:
         """Whether `raw` can be answered in this turn without a form of its own (a digression
         does not open a second form)."""
@@ -202,7 +226,7 @@ class Dialogue:
             return True
         if spec.answer_intent is None:
             return False
-        filled = fill_slots(spec, text, {}, None, self.extractor, now)
+        filled = fill_slots(spec, text, {}, None, self.extractor, now, self._learned(text))
         return not spec.missing(filled.updates)
 
     async def _after_filling(
@@ -417,7 +441,7 @@ class Dialogue:
         state["misses"] = 0
         spec = self.form_of.get(p.raw)
         if spec is not None:
-            filled = fill_slots(spec, text, {}, None, self.extractor, now)
+            filled = fill_slots(spec, text, {}, None, self.extractor, now, self._learned(text))
             if spec.answer_intent is not None and not spec.missing(filled.updates):
                 # Every required slot is in the request: no question to ask.
                 return await self._answer(text, state, p, now, filled.updates)
@@ -473,7 +497,6 @@ class Dialogue:
             result = await self._generate(text, p, slots, facts)
             result.action = view
             return result
-            return await self._generate(text, p, slots, facts)
         reply = self.filler.reply_for(p.raw, p.core, text, slots, facts)
         source = "fulfilment" if facts and reply else "template"
         if view is not None and reply:
@@ -490,7 +513,7 @@ class Dialogue:
         intent = self.pack.intents.get(raw)
         if intent is None:
             return dict(known), {}
-        slots = {**self.pack.extract_slots(text, intent.slots, now), **known}
+        slots = {**self.pack.extract_slots(text, intent.slots, now, self._learned(text)), **known}
         if intent.action not in ACTIONS:
             return slots, {}  # no action, or a webhook (called by _answer)
         facts = run_action(

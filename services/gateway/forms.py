@@ -7,12 +7,13 @@ mid-form is recognised by the slot extractor whatever intent the classifier gues
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from parlance.pack import Pack
 from parlance.pack.models import FormSlot
-from parlance.slots import SlotExtractor
+from parlance.slots import Slot, SlotExtractor
 from parlance.templates import fill
 
 
@@ -109,20 +110,33 @@ def fill_slots(
     awaiting: str | None,
     extractor: SlotExtractor,
     now: datetime | None = None,
+    learned: Sequence[Slot] = (),
 ) -> FillResult:
-    """Slot values for `spec` found in `text`: by cue word, else the slot being asked for,
-    else the first empty slot of that kind, else (a correction) the one filled slot of that
-    kind. Values that fail validation are reported, not filled. A bare answer to the
+    """Slot values for `spec` found in `text`. A span the classifier's tagger found
+    (`learned`, naming its slot) fills that slot; a rule match fills the slot named by a cue
+    word, else the slot being asked for, else the first empty slot of that kind, else (a
+    correction) the one filled slot of that kind (`SlotExtractor.combine`: rules keep the
+    last word on rule types, and are not run for a list type whose slots the tagger all
+    found). Values that fail validation are reported, not filled. A bare answer to the
     question just asked ("7" to "What time?") is that slot's value and nothing else's."""
     answer = _answer_to(spec, awaiting, text, extractor, now)
     if answer and _ANSWER_FILLER.match(text[: answer[0].start] + text[answer[0].end :]):
         # nothing but the answer was said: it fills the slot asked for, and no other
         problem = _validate(spec.slot(awaiting), answer[0].value)
         return FillResult(errors=[problem]) if problem else FillResult({awaiting: answer[0].value})
-    kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
-        {"number"} if any(s.accept_number for s in spec.slots) else set()
-    )
-    found = extractor.extract_all(text, kinds, now)
+    names = {s.name for s in spec.slots}
+    ours = [x for x in learned if x.name in names]
+    named = {x.name for x in ours}
+    kinds = {
+        s.kind
+        for s in spec.slots
+        if s.kind in extractor.types
+        and (
+            extractor.rule_based(s.kind)
+            or not all(o.name in named for o in spec.slots if o.kind == s.kind)
+        )
+    } | ({"number"} if any(s.accept_number for s in spec.slots) else set())
+    found = extractor.combine(extractor.extract_all(text, kinds, now), ours)
     has_money = any(f.kind == "money" for f in found)
     result = FillResult()
     refused: set[str] = set()
@@ -130,6 +144,16 @@ def fill_slots(
     for slot in found:
         kind = slot.kind
         value = slot.value
+        if slot.name is not None:  # the tagger named the slot
+            if slot.name not in result.updates:
+                target = spec.slot(slot.name)
+                problem = _validate(target, value)
+                if problem:
+                    result.errors.append(problem)
+                    refused.add(target.name)
+                else:
+                    result.updates[target.name] = value
+            continue
         candidates = [s for s in spec.slots if s.kind == kind]
         if kind == "number" and not candidates and not has_money:
             candidates = [s for s in spec.slots if s.accept_number]

@@ -58,7 +58,23 @@ async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> 
         confidence=float(p["confidence"]),
         oos=bool(p["oos"]),
         candidate=candidate,
+        entities=_entities(p.get("entities"), len(text)),
     )
+
+
+def _entities(found, length: int) -> tuple[tuple[str, str, int, int], ...]:
+    """The classifier's slot spans, those that make sense for the text (an intent-only
+    classifier sends none)."""
+    out = []
+    for e in found or ():
+        try:
+            start, end = int(e["start"]), int(e["end"])
+            entry = (str(e["entity"]), str(e["value"]), start, end)
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= start < end <= length:
+            out.append(entry)
+    return tuple(out)
 
 
 async def chat(

@@ -1,0 +1,172 @@
+"""The slot tagger's side of training and evaluation: labels from annotated spans, a collator
+that pads them, silver annotations from the rule extractor, and slot metrics.
+
+Metrics are CoNLL-style (`seqeval`, exact span and type) over the text's whitespace words:
+a word belongs to a span it overlaps, so gold (annotated) and predicted (character) spans
+are compared on the same words. Sentence accuracy counts a text right when its intent and
+every one of its spans are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from parlance.pack.markup import Span
+from services.classifier.tagging import IGNORE, token_labels, words_of
+from training.data import OOS, ClincData, Split
+
+
+def slots_of(data: ClincData) -> list[str]:
+    """The slots annotated in the training split, sorted (the tagger's slots)."""
+    if data.train.spans is None:
+        return []
+    return sorted({s.slot for spans in data.train.spans for s in spans})
+
+
+def tokenize_tagged(split: Split, labels: list[int], tokenizer, max_length: int, tags: list[str]):
+    """A `datasets.Dataset` of model inputs with intent `labels` and per-token `tag_labels`."""
+    import datasets
+
+    tag2id = {t: i for i, t in enumerate(tags)}
+    enc = tokenizer(
+        split.texts, truncation=True, max_length=max_length, return_offsets_mapping=True
+    )
+    tag_labels = []
+    for i in range(len(split)):
+        words = words_of(enc.word_ids(i), enc["offset_mapping"][i])
+        tag_labels.append(token_labels(words, len(enc["input_ids"][i]), split.spans_of(i), tag2id))
+    columns = {k: v for k, v in enc.items() if k != "offset_mapping"}
+    return datasets.Dataset.from_dict({**columns, "labels": labels, "tag_labels": tag_labels})
+
+
+@dataclass
+class TagCollator:
+    """Dynamic padding of the inputs, and of `tag_labels` with IGNORE to the same length."""
+
+    tokenizer: object
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+        from transformers import DataCollatorWithPadding
+
+        tags = [f.pop("tag_labels") for f in features]
+        batch = DataCollatorWithPadding(self.tokenizer)(features)
+        width = batch["input_ids"].shape[1]
+        batch["tag_labels"] = torch.tensor(
+            [t[:width] + [IGNORE] * (width - len(t)) for t in tags], dtype=torch.long
+        )
+        return batch
+
+
+def tag_metrics(tag_logits: np.ndarray, tag_labels: np.ndarray, tags: list[str]) -> dict:
+    """Val slot F1 each epoch, on the tagged tokens (first sub-words): a cheap stand-in for
+    the word-level figure the evaluation reports."""
+    from seqeval.metrics import f1_score
+
+    pred = tag_logits.argmax(-1)
+    gold_seqs, pred_seqs = [], []
+    for g_row, p_row in zip(tag_labels, pred, strict=True):
+        keep = g_row != IGNORE
+        gold_seqs.append([tags[int(x)] for x in g_row[keep]])
+        pred_seqs.append([tags[int(x)] for x in p_row[keep]])
+    return {"slot_f1": float(f1_score(gold_seqs, pred_seqs, zero_division=0))}
+
+
+# ---------------------------------------------------------------- silver annotations
+
+
+def silver_annotate(data: ClincData, pack) -> ClincData:
+    """Spans the rule extractor finds for each intent's slots (those it declares and those
+    it requires), as if annotated: a pack whose examples carry no markup (CLINC150) gains a
+    learned extractor that generalises beyond the rules' lists."""
+    wanted = {
+        name: list(dict.fromkeys([*i.slots, *(r.slot for r in i.requires)]))
+        for name, i in pack.intents.items()
+    }
+
+    def annotate(split: Split) -> Split:
+        spans = []
+        for text, intent in zip(split.texts, split.intents, strict=True):
+            spans.append(rule_spans(pack, text, wanted.get(intent, [])) if intent != OOS else ())
+        return Split(split.texts, split.intents, spans)
+
+    return data.with_splits(
+        train=annotate(data.train),
+        val=annotate(data.val),
+        test=annotate(data.test),
+        source=data.source + "+silver-slots",
+    )
+
+
+def rule_spans(pack, text: str, slots: Sequence[str], now=None) -> tuple[Span, ...]:
+    """The rule extractor's spans for `slots` in `text`: each slot takes the first match of
+    its type not taken by an earlier slot (as `Pack.extract_slots`)."""
+    names = [n for n in slots if n in pack.slot_types]
+    if not names:
+        return ()
+    found = pack.extractor.extract_all(text, {pack.slot_types[n] for n in names}, now)
+    used: set[int] = set()
+    out = []
+    for name in names:
+        for i, slot in enumerate(found):
+            if i not in used and slot.kind == pack.slot_types[name]:
+                used.add(i)
+                out.append(
+                    Span(name, text[slot.start : slot.end], slot.value, slot.start, slot.end)
+                )
+                break
+    return tuple(sorted(out, key=lambda s: s.start))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def word_tags(text: str, spans: Sequence) -> list[str]:
+    """BIO tags of the text's whitespace words under `spans` (objects with slot/start/end)."""
+    words, pos = [], 0
+    for w in text.split():
+        start = text.index(w, pos)
+        words.append((start, start + len(w)))
+        pos = start + len(w)
+    tags = ["O"] * len(words)
+    for span in sorted(spans, key=lambda s: s.start):
+        inside = [n for n, (s, e) in enumerate(words) if s < span.end and e > span.start]
+        for k, n in enumerate(inside):
+            if tags[n] == "O":
+                tags[n] = f"{'B' if k == 0 else 'I'}-{span.slot}"
+    return tags
+
+
+def slot_report(
+    texts: Sequence[str],
+    gold: Sequence[Sequence],
+    predicted: Sequence[Sequence],
+    intent_right: Sequence[bool],
+) -> dict:
+    """Slot precision / recall / F1 (CoNLL), per slot, and sentence accuracy."""
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+    g = [word_tags(t, s) for t, s in zip(texts, gold, strict=True)]
+    p = [word_tags(t, s) for t, s in zip(texts, predicted, strict=True)]
+    per = classification_report(g, p, output_dict=True, zero_division=0)
+    sentence = [ok and a == b for ok, a, b in zip(intent_right, g, p, strict=True)]
+    return {
+        "slot_f1": float(f1_score(g, p, zero_division=0)),
+        "slot_precision": float(precision_score(g, p, zero_division=0)),
+        "slot_recall": float(recall_score(g, p, zero_division=0)),
+        "sentence_accuracy": float(np.mean(sentence)) if sentence else 0.0,
+        "n_spans": int(sum(len(s) for s in gold)),
+        "per_slot": {
+            k: {
+                "f1": float(v["f1-score"]),
+                "precision": float(v["precision"]),
+                "recall": float(v["recall"]),
+                "support": int(v["support"]),
+            }
+            for k, v in per.items()
+            if not k.endswith("avg")
+        },
+    }
