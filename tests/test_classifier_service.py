@@ -302,6 +302,12 @@ def test_int8_is_refused_when_it_loses_accuracy(small_artifact):
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx"
     art.manifest["backends"]["onnx-int8"]["inscope_accuracy"] = 0.949
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
+    # a slot tagger's F1 is held to the same limit
+    art.manifest["backends"]["onnx"]["slot_f1"] = 0.93
+    art.manifest["backends"]["onnx-int8"]["slot_f1"] = 0.92
+    assert choose_backend(art, "onnx-int8", 0.003) == "onnx"
+    art.manifest["backends"]["onnx-int8"]["slot_f1"] = 0.929
+    assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
     assert os.path.isfile(art.onnx_path(True))
 
 

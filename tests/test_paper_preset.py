@@ -83,3 +83,42 @@ def test_paper_preset_trains_lora_and_saves_adapter_and_merged(tiny_roberta, tmp
         a = merged(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
         b = with_adapter(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
     assert np.allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+def test_paper_preset_with_a_silver_slot_tagger_exports_the_tagger(
+    tiny_roberta, tmp_path, clinc_path
+):
+    """LoRA + a slot tagger on a hub-style encoder: CLINC150's examples annotated by the
+    rules (`--slot_tagger silver`), the tagger saved with the adapter and the merged model,
+    and the ONNX graph's tag logits equal to torch's."""
+    from services.classifier.artifact import ClassifierArtifact
+    from services.classifier.backends import OnnxBackend, TorchBackend
+    from training import classifier
+
+    out = tmp_path / "paper-joint"
+    manifest = classifier.main(
+        flags(
+            preset="paper",
+            model_name_or_path=tiny_roberta,
+            bf16=False,
+            data_dir=clinc_path,
+            variant="full",
+            output_dir=out,
+            intents="translate,exchange_rate,timezone",
+            max_train_per_intent=8,
+            num_train_epochs=1,
+            per_device_train_batch_size=8,
+            slot_tagger="silver",
+            disable_tqdm=True,
+        )
+    )
+    assert {"language", "currency", "place"} <= set(manifest["head"]["slots"])
+    assert (out / "adapter" / "tagger.safetensors").is_file()
+    assert (out / "model" / "tagger.safetensors").is_file()
+    assert "slot_f1" in manifest["backends"]["onnx"]
+    art = ClassifierArtifact.load(out)
+    texts = ["how do i say thank you in french", "what time is it in  Tokyo 🗼"]
+    a, b = TorchBackend(art).run(texts), OnnxBackend(art).run(texts)
+    assert a.tag_logits.shape == b.tag_logits.shape
+    np.testing.assert_allclose(a.tag_logits, b.tag_logits, atol=1e-4)
+    assert a.words == b.words

@@ -9,6 +9,7 @@ simple enough not to need it.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,16 +55,22 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     if getattr(model, "tagger", None) is not None:  # a joint model: the slot tagger too
         outputs.append("tag_logits")
         axes["tag_logits"] = {0: "batch", 1: "sequence"}
-    torch.onnx.export(
-        wrapper,
-        (ids, mask),
-        str(path),
-        input_names=["input_ids", "attention_mask"],
-        output_names=outputs,
-        dynamic_axes=axes,
-        opset_version=opset,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # Understood and harmless here: the tracer notes Python-side shape checks (the
+        # mask's padding length, `is_causal` of an encoder) that the dynamic axes cover, and
+        # the index operator's caveat is about negative indices, which the graph never has.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        torch.onnx.export(
+            wrapper,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
     model.train(was_training)
     return path
 

@@ -211,16 +211,22 @@ class Pack:
     def extractor(self) -> SlotExtractor:
         return extractor_of(self.slots_file)
 
-    def extract_slots(self, text: str, slot_names, now=None, learned=()) -> dict[str, str]:
+    def extract_slots(
+        self, text: str, slot_names, now=None, learned=(), tagged=()
+    ) -> dict[str, str]:
         """Values for the named slots found in `text`: the spans the classifier's tagger
         learned (`learned`: `Slot`s naming their slot) first, then for each other slot the
         first rule match of its type not taken by an earlier slot of the same type
-        (`SlotExtractor.combine` says how the two meet)."""
+        (`SlotExtractor.combine` says how the two meet). A list or free-text slot the tagger
+        knows (`tagged`) is left to it."""
         names = [n for n in slot_names if n in self.slot_types]
         if not names:
             return {}
         ours = [x for x in learned if x.name in names]
-        rules = self.extractor.extract_all(text, {self.slot_types[n] for n in names}, now)
+        by_rule = [
+            n for n in names if n not in tagged or self.extractor.rule_based(self.slot_types[n])
+        ]
+        rules = self.extractor.extract_all(text, {self.slot_types[n] for n in by_rule}, now)
         found = self.extractor.combine(rules, ours)
         values: dict[str, str] = {}
         used: set[int] = set()
@@ -228,7 +234,7 @@ class Pack:
             if slot.name is not None and slot.name not in values:
                 values[slot.name] = slot.value
                 used.add(i)
-        for name in names:
+        for name in by_rule:
             if name in values:
                 continue
             for i, slot in enumerate(found):

@@ -54,6 +54,16 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
             100 * int8_max_drop,
         )
         return "onnx"
+    # The same rule for a slot tagger's F1 (an artifact without one records none).
+    fp32_f1 = recorded.get("onnx", {}).get("slot_f1")
+    int8_f1 = recorded.get("onnx-int8", {}).get("slot_f1")
+    if fp32_f1 is not None and (int8_f1 is None or fp32_f1 - int8_f1 > int8_max_drop):
+        logger.warning(
+            "int8 loses %.2f points of slot F1 (limit %.2f); serving fp32",
+            100 * (fp32_f1 - (int8_f1 or 0.0)),
+            100 * int8_max_drop,
+        )
+        return "onnx"
     return "onnx-int8"
 
 

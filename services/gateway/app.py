@@ -79,7 +79,11 @@ async def _check_labels(app: FastAPI) -> bool:
     if r.status_code != 200:
         return False
     s.labels_checked = True
-    s.label_error = label_mismatch(s.pack, r.json())
+    info = r.json()
+    s.label_error = label_mismatch(s.pack, info)
+    slots = info.get("slots") if isinstance(info, dict) else None
+    if isinstance(slots, list):
+        s.dialogue.tagged_slots = frozenset(x for x in slots if isinstance(x, str))
     if s.label_error:
         logger.error("refusing to serve: %s", s.label_error)
     return s.label_error is None

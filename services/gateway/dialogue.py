@@ -96,6 +96,8 @@ class Dialogue:
         }
         self.generator = generator
         self.extractor = pack.extractor
+        # The slots the classifier's tagger finds (its /v1/model, read at start-up).
+        self.tagged_slots: frozenset[str] = frozenset()
         self.filler = TemplateFiller(pack.responses)
         # The deployment's settings win over the pack's own defaults.
         self.default_timezone = settings.default_timezone or pack.assistant.default_timezone
@@ -155,7 +157,7 @@ class Dialogue:
             form.get("awaiting"),
             self.extractor,
             now,
-            self._learned(text),
+            *self._learned(text),
         )
         if form.get("failed") and not filled.updates and self._bare_retry(text, p):
             return await self._complete(state, spec, form)  # the same submission again
@@ -205,18 +207,20 @@ class Dialogue:
             and self._answerable_now(text, p.raw, now)
         )
 
-    def _learned(self, text: str) -> list[Slot]:
-        """The classifier's slot spans for this turn's text, as slots of the pack's types
-        (none for another text, such as the request that opened a form)."""
+    def _learned(self, text: str) -> tuple[list[Slot], frozenset[str]]:
+        """The classifier's slot spans for this turn's text, as slots of the pack's types,
+        and the slots its tagger knows; neither for another text (the request that opened a
+        form, read again later: the rules read it)."""
         turn = _TURN.get()
         if turn is None or turn[1] != text or turn[2] is None:
-            return []
+            return [], frozenset()
         types = self.pack.slot_types
-        return [
+        learned = [
             Slot(types[name], value, start, end, name, True)
             for name, value, start, end in turn[2].entities
             if name in types
         ]
+        return learned, self.tagged_slots
 
     def _answerable_now(self, text: str, raw: str, now: datetime) -> bool:
         """Whether `raw` can be answered in this turn without a form of its own (a digression
@@ -226,7 +230,7 @@ class Dialogue:
             return True
         if spec.answer_intent is None:
             return False
-        filled = fill_slots(spec, text, {}, None, self.extractor, now, self._learned(text))
+        filled = fill_slots(spec, text, {}, None, self.extractor, now, *self._learned(text))
         return not spec.missing(filled.updates)
 
     async def _after_filling(
@@ -441,7 +445,7 @@ class Dialogue:
         state["misses"] = 0
         spec = self.form_of.get(p.raw)
         if spec is not None:
-            filled = fill_slots(spec, text, {}, None, self.extractor, now, self._learned(text))
+            filled = fill_slots(spec, text, {}, None, self.extractor, now, *self._learned(text))
             if spec.answer_intent is not None and not spec.missing(filled.updates):
                 # Every required slot is in the request: no question to ask.
                 return await self._answer(text, state, p, now, filled.updates)
@@ -513,7 +517,7 @@ class Dialogue:
         intent = self.pack.intents.get(raw)
         if intent is None:
             return dict(known), {}
-        slots = {**self.pack.extract_slots(text, intent.slots, now, self._learned(text)), **known}
+        slots = {**self.pack.extract_slots(text, intent.slots, now, *self._learned(text)), **known}
         if intent.action not in ACTIONS:
             return slots, {}  # no action, or a webhook (called by _answer)
         facts = run_action(

@@ -111,14 +111,17 @@ def fill_slots(
     extractor: SlotExtractor,
     now: datetime | None = None,
     learned: Sequence[Slot] = (),
+    tagged: frozenset[str] = frozenset(),
 ) -> FillResult:
     """Slot values for `spec` found in `text`. A span the classifier's tagger found
     (`learned`, naming its slot) fills that slot; a rule match fills the slot named by a cue
     word, else the slot being asked for, else the first empty slot of that kind, else (a
     correction) the one filled slot of that kind (`SlotExtractor.combine`: rules keep the
-    last word on rule types, and are not run for a list type whose slots the tagger all
-    found). Values that fail validation are reported, not filled. A bare answer to the
-    question just asked ("7" to "What time?") is that slot's value and nothing else's."""
+    last word on rule types). A list or free-text slot the tagger knows (`tagged`) is left
+    to it, except for the answer to its own question: list matches elsewhere in the text
+    cost more precision than they add recall (docs/learned-slots.md). Values that fail
+    validation are reported, not filled. A bare answer to the question just asked ("7" to
+    "What time?") is that slot's value and nothing else's."""
     answer = _answer_to(spec, awaiting, text, extractor, now)
     if answer and _ANSWER_FILLER.match(text[: answer[0].start] + text[answer[0].end :]):
         # nothing but the answer was said: it fills the slot asked for, and no other
@@ -127,13 +130,14 @@ def fill_slots(
     names = {s.name for s in spec.slots}
     ours = [x for x in learned if x.name in names]
     named = {x.name for x in ours}
+    left = named | set(tagged)  # slots the rules of a list type need not look for
     kinds = {
         s.kind
         for s in spec.slots
         if s.kind in extractor.types
         and (
             extractor.rule_based(s.kind)
-            or not all(o.name in named for o in spec.slots if o.kind == s.kind)
+            or not all(o.name in left for o in spec.slots if o.kind == s.kind)
         )
     } | ({"number"} if any(s.accept_number for s in spec.slots) else set())
     found = extractor.combine(extractor.extract_all(text, kinds, now), ours)
