@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> dict:
         seed=seed,
         background=bool(art.manifest.get("data", {}).get("background")),
     )
+    if art.manifest.get("training", {}).get("args", {}).get("slot_tagger") == "silver":
+        from training.slot_tagging import silver_annotate
+
+        data = silver_annotate(data, pack)  # its slot figures: agreement with the rules
     if data.labels != art.labels:
         # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
         keep = [x for x in art.labels if x != "oos"]

@@ -61,6 +61,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
         # the index operator's caveat is about negative indices, which the graph never has.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        # the TorchScript exporter is chosen on purpose (see above)
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript")
         torch.onnx.export(
             wrapper,
             (ids, mask),
