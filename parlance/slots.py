@@ -802,6 +802,26 @@ def _overlap(a: Slot, b: Slot) -> bool:
     return a.start < b.end and b.start < a.end
 
 
+def _covers(rule: Slot, span: Slot) -> bool:
+    """The rule match reads all of the span (a partial reading would be another value:
+    the span itself was normalised by the same rule, whole, by the classifier)."""
+    return rule.start <= span.start and rule.end >= span.end
+
+
+# What may be left around a rule's reading of a span for it to count as the whole span.
+# The time rule reads a part of the day and "quarter to" / "half past" around its match.
+_SPAN_FILLER = re.compile(
+    r"^[\s\W]*(?:(?:at|on|in|for|by|the|about|around|morning|afternoon|evening|night"
+    r"|tonight|am|pm|a|quarter|half|past|to)\b[\s\W]*)*$",
+    re.I,
+)
+
+
+def reads_whole(text: str, slot: Slot) -> bool:
+    """Whether `slot`, found in `text`, reads all of it but filler words and punctuation."""
+    return _SPAN_FILLER.match(text[: slot.start] + " " + text[slot.end :]) is not None
+
+
 class SlotExtractor:
     """Finds slots of the given types in user text: the built-ins plus `types` (a pack's own,
     from `parlance.pack`). `now` anchors relative dates (defaults to the wall clock)."""
@@ -840,10 +860,12 @@ class SlotExtractor:
             if key in kind_type.table:
                 return kind_type.display(kind_type.table[key])
             found = kind_type.find(Context(said, now))
-            whole = [f for f in found if f.start == 0 and f.end == len(said)]
-            return whole[0].value if whole else said
-        found = kind_type.find_answer(Context(said, now))
-        return found[0].value if found else said
+        else:
+            found = kind_type.find_answer(Context(said, now))
+        # Only a reading of the whole span counts: "6:00 AM" for "quarter to six in the
+        # morning", or Friday for "friday the 13th", would be a wrong value, not a rough one.
+        whole = [f for f in found if reads_whole(said, f)]
+        return whole[0].value if whole else said
 
     def rule_based(self, kind: str) -> bool:
         """Whether a type is a rule (built-in types, regular expressions) rather than a list
@@ -852,8 +874,8 @@ class SlotExtractor:
 
     def combine(self, rules: list[Slot], learned: list[Slot]) -> list[Slot]:
         """Rule matches and learned spans (the classifier's tagger) as one list, learned
-        first. A learned span of a rule type takes the value of a rule match over the same
-        words (the rule's "$350", "5:45 AM" are canonical) and keeps its slot name; a rule
+        first. A learned span of a rule type takes the value of a rule match that reads all
+        of it (the rule's "$350", "5:45 AM" are canonical) and keeps its slot name; a rule
         match over words the tagger already read is dropped; other rule matches stay, for
         the slots the tagger did not find."""
         out: list[Slot] = []
@@ -861,7 +883,7 @@ class SlotExtractor:
         for span in learned:
             if self.rule_based(span.kind):
                 for i, r in enumerate(rules):
-                    if i not in used and r.kind == span.kind and _overlap(r, span):
+                    if i not in used and r.kind == span.kind and _covers(r, span):
                         used.add(i)
                         span = Slot(r.kind, r.value, r.start, r.end, span.name, True)
                         break

@@ -107,17 +107,32 @@ def test_rules_win_on_their_types_and_learned_spans_on_lists():
     x = SlotExtractor({"drink": ListType("drink", {"espresso": None})})
     text = "two espresso and a cortado at 7"
     rules = x.extract_all(text, {"drink", "time", "number"})
+    rule_time = next(r for r in rules if r.kind == "time")
     learned = [
         Slot("drink", "cortado", 19, 26, "order", True),  # unknown to the list
-        Slot("time", "7", 27, 31, "pickup", True),  # "at 7": the rule reads it better
+        # the tagger's span over the time the rule reads: the rule's value, the slot's name
+        Slot("time", "seven", rule_time.start, rule_time.end, "pickup", True),
     ]
     out = x.combine(rules, learned)
     by_name = {s.name: s for s in out if s.name}
     assert by_name["order"].value == "cortado"
-    assert by_name["pickup"].value == next(r.value for r in rules if r.kind == "time")
+    assert by_name["pickup"].value == rule_time.value
     # rule matches over words the tagger did not read stay, for the slots it missed
     assert any(s.kind == "drink" and s.value == "espresso" and s.name is None for s in out)
     assert not any(s.name is None and s.kind == "time" for s in out)
+
+
+def test_a_rule_reading_part_of_a_learned_span_does_not_replace_it():
+    x = SlotExtractor()
+    text = "wake me at quarter to six in the morning"
+    start = text.index("quarter")
+    value = x.normalise(text[start:], "time")
+    assert value == "5:45 AM"
+    rules = x.extract_all(text, {"time"})
+    assert rules and rules[0].start > start  # the rule's match starts at "six"
+    (out,) = x.combine(rules, [Slot("time", value, start, len(text), "alarm", True)])
+    assert (out.name, out.value, out.start) == ("alarm", "5:45 AM", start)
+    assert x.normalise("friday the 13th", "date") == "friday the 13th"  # not "Friday"
 
 
 def test_pack_extract_slots_prefers_learned_values(tmp_path):

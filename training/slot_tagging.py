@@ -30,6 +30,8 @@ def tokenize_tagged(split: Split, labels: list[int], tokenizer, max_length: int,
     """A `datasets.Dataset` of model inputs with intent `labels` and per-token `tag_labels`."""
     import datasets
 
+    if getattr(tokenizer, "padding_side", "right") != "right":
+        raise ValueError("the slot tagger's collator pads on the right; the tokenizer pads left")
     tag2id = {t: i for i, t in enumerate(tags)}
     enc = tokenizer(
         split.texts, truncation=True, max_length=max_length, return_offsets_mapping=True

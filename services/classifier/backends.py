@@ -142,6 +142,11 @@ class OnnxBackend:
         if "tag_logits" in {o.name for o in self.session.get_outputs()}:
             self.outputs.append("tag_logits")
         self.tokenizer = _onnx_tokenizer(artifact)
+        if len(self.outputs) > 2 and not isinstance(self.tokenizer, FastTokenizer):
+            raise ArtifactError(
+                f"{artifact.model_dir}: a slot tagger needs the fast tokenizer's "
+                "tokenizer.json (character offsets); it is missing"
+            )
         self.name = "onnx-int8" if quantized else "onnx-fp32"
 
     def run(self, texts: list[str]) -> BackendOutput:

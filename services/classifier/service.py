@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 from services.classifier import metrics
 from services.classifier.config import ClassifierSettings
@@ -27,7 +28,7 @@ def validate(req: ClassifyRequest, settings: ClassifierSettings) -> int:
 async def classify(
     req: ClassifyRequest,
     settings: ClassifierSettings,
-    batcher: Batcher[tuple[str, int], Prediction],
+    batcher: Batcher[tuple[str, int, datetime | None], Prediction],
 ) -> list[Prediction]:
     top_k = validate(req, settings)
     preds = await batcher.submit([(t, top_k, req.now) for t in req.texts])

@@ -149,8 +149,19 @@ def fill_slots(
         kind = slot.kind
         value = slot.value
         if slot.name is not None:  # the tagger named the slot
-            if slot.name not in result.updates:
-                target = spec.slot(slot.name)
+            name = slot.name
+            if (
+                awaiting
+                and name != awaiting
+                and awaiting not in values
+                and spec.slot(awaiting).kind == kind
+                and _ANSWER_FILLER.match(text[: slot.start] + text[slot.end :])
+            ):
+                # the whole reply is a value of the awaited slot's type: an answer to the
+                # question just asked, whichever slot of that type the tagger guessed
+                name = awaiting
+            if name not in result.updates and name not in refused:
+                target = spec.slot(name)
                 problem = _validate(target, value)
                 if problem:
                     result.errors.append(problem)

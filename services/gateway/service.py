@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from datetime import UTC, datetime
 
 from parlance.label_map import LabelMap
 from parlance.state import dump_state, load_state
@@ -39,9 +40,14 @@ def _raise_if_overloaded(e: UpstreamError) -> None:
         ) from None
 
 
-async def classify_one(classifier: Upstream, label_map: LabelMap, text: str) -> Prediction:
+async def classify_one(
+    classifier: Upstream, label_map: LabelMap, text: str, now: datetime | None = None
+) -> Prediction:
+    request: dict = {"texts": [text], "top_k": 1}
+    if now is not None:  # a classifier with a slot tagger reads relative dates against it
+        request["now"] = now.isoformat()
     try:
-        body = await classifier.post("/v1/classify", {"texts": [text], "top_k": 1})
+        body = await classifier.post("/v1/classify", request)
     except UpstreamError as e:
         _raise_if_overloaded(e)
         raise UpstreamUnavailable(
@@ -98,8 +104,11 @@ async def chat(
         state, dropped = load_state(await store.get(session_id))
         if dropped:
             logger.warning("session state dropped: %s", dropped, extra={"session_id": session_id})
-        prediction = await classify_one(classifier, label_map, req.text)
-        result = await dialogue.turn(req.text, state, prediction, session_id=session_id)
+        # Only a classifier that tags slots is sent the clock (an older one refuses the field).
+        now = datetime.now(UTC)
+        clock = now if dialogue.tagged_slots else None
+        prediction = await classify_one(classifier, label_map, req.text, clock)
+        result = await dialogue.turn(req.text, state, prediction, now, session_id=session_id)
         await store.put(session_id, dump_state(state))
     metrics.CHATS.labels(prediction.core, result.source).inc()
     form = result.form
