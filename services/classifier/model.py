@@ -142,6 +142,16 @@ class ClassifierModel:
             "git_commit": m.get("git_commit"),
             "labels": len(self.labels),
             "slots": list(self.slots),
+            # "markup" (annotated examples) or "silver" (the rules' own annotations)
+            "slot_annotations": (
+                (
+                    "silver"
+                    if m.get("training", {}).get("args", {}).get("slot_tagger") == "silver"
+                    else "markup"
+                )
+                if self.slots
+                else None
+            ),
             "label_names": list(self.labels),
             "pack": m.get("pack"),
             "oos_score": self.scorer.score,
