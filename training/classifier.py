@@ -139,6 +139,14 @@ class ModelArguments:
     slot_loss_weight: float = field(
         default=1.0, metadata={"help": "weight of the tagging loss beside the intent loss"}
     )
+    slot_substitute: str = field(
+        default="",
+        metadata={
+            "help": "comma-separated slots whose annotated training examples are added once "
+            "more with a made-up value in place of each span (open-ended values: places, "
+            "dishes, names), so that the tagger learns the context, not the list"
+        },
+    )
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -465,7 +473,7 @@ def calibrate(data: ClincData, train_out, val_out, oargs: OODArguments) -> tuple
 
 
 def choose_slots(
-    data: ClincData, margs: ModelArguments, dargs: DataArguments
+    data: ClincData, margs: ModelArguments, dargs: DataArguments, seed: int = 42
 ) -> tuple[ClincData, list[str]]:
     """The data (silver-annotated when asked) and the slots the tagger learns (none: an
     intent-only model)."""
@@ -474,6 +482,14 @@ def choose_slots(
 
         data = slot_tagging.silver_annotate(data, load_pack(dargs.pack))
     slots = slot_tagging.slots_of(data) if margs.slot_tagger != "no" else []
+    substitute = {x.strip() for x in margs.slot_substitute.split(",") if x.strip()}
+    if slots and substitute:
+        unknown = substitute - set(slots)
+        if unknown:
+            raise ValueError(f"--slot_substitute: no annotated slot {sorted(unknown)}")
+        before = len(data.train)
+        data = data.with_train(slot_tagging.substitute_values(data.train, substitute, seed))
+        logger.info("made-up values: %d training examples added", len(data.train) - before)
     if margs.slot_tagger == "yes" and not slots:
         raise ValueError(
             f"--slot_tagger yes: no example of pack {dargs.pack!r} carries slot markup "
@@ -537,7 +553,7 @@ def main(argv: list[str] | None = None) -> dict:
         data.checksum[:19],
     )
 
-    data, slots = choose_slots(data, margs, dargs)
+    data, slots = choose_slots(data, margs, dargs, targs.seed)
 
     # -- model ---------------------------------------------------------------------------
     model_path = resolve_model_path(margs.model_name_or_path)

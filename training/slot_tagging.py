@@ -172,3 +172,53 @@ def slot_report(
             if not k.endswith("avg")
         },
     }
+
+
+# ---------------------------------------------------------------- made-up values
+
+_SYLLABLES = (
+    ["ka", "lo", "mi", "ren", "to", "sa", "vi", "na", "dor", "bel", "un", "ta"]
+    + ["ri", "go", "zu", "pe", "lan", "mar", "os", "ek", "bra", "quel", "tor", "nim"]
+    + ["fa", "hu", "jo", "sel", "va", "der", "ix", "om", "pra", "lu", "wen"]
+)
+
+
+def made_up_name(rng) -> str:
+    """A pronounceable word or two that is no real value ("kalomi", "vider sabel")."""
+    words = [
+        "".join(rng.choice(_SYLLABLES) for _ in range(rng.choice((2, 2, 3))))
+        for _ in range(rng.choice((1, 1, 1, 2)))
+    ]
+    return " ".join(words)
+
+
+def substitute_values(split: Split, slots: set[str], seed: int) -> Split:
+    """Augmentation: each example with a span of one of `slots` once more, every such span
+    replaced by a made-up name in the same casing. A tagger trained on lists (silver
+    annotations, or markup whose values repeat) otherwise learns the list, not the context
+    a value is said in."""
+    import random
+
+    rng = random.Random(f"substitute:{seed}")
+    texts, intents, spans = [], [], []
+    for n, text in enumerate(split.texts):
+        mine = split.spans_of(n)
+        if not any(s.slot in slots for s in mine):
+            continue
+        out, new_spans, pos, shift = [], [], 0, 0
+        for s in sorted(mine, key=lambda s: s.start):
+            out.append(text[pos : s.start])
+            value = s.text
+            if s.slot in slots:
+                value = made_up_name(rng)
+                value = value.title() if s.text[:1].isupper() else value
+            start = s.start + shift
+            new_spans.append(Span(s.slot, value, value, start, start + len(value)))
+            shift += len(value) - len(s.text)
+            out.append(value)
+            pos = s.end
+        out.append(text[pos:])
+        texts.append("".join(out))
+        intents.append(split.intents[n])
+        spans.append(tuple(new_spans))
+    return Split(split.texts + texts, split.intents + intents, (split.spans or []) + spans)
