@@ -75,7 +75,7 @@ def quality(model: ClassifierModel, pack, texts, intents, gold) -> dict:
     top = [p.top_k[0][0] for p in preds]
     declared = [list(pack.intents[t].slots) if t in pack.intents else [] for t in top]
     rules = [rule_spans(pack, t, s) for t, s in zip(texts, declared, strict=True)]
-    tagged = frozenset(model.slots)
+    tagged = frozenset(model.info()["slots_left_to_tagger"])
     both = [
         combined_spans(pack, t, s, p.entities, tagged)
         for t, s, p in zip(texts, declared, preds, strict=True)

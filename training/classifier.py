@@ -678,6 +678,11 @@ def main(argv: list[str] | None = None) -> dict:
             np.mean(reports[kind]["_pred"] == reports["torch"]["_pred"])
         )
     main_report = reports["onnx" if oargs.export_onnx else "torch"]
+    if slots and "_spans_val" in main_report:
+        from parlance.pack import load_pack
+        from training.evaluate import fit_slot_policy
+
+        manifest["slot_policy"] = fit_slot_policy(out_dir, main_report, data, load_pack(dargs.pack))
     manifest["metrics"] = {
         k: v for k, v in main_report["test"].items() if not isinstance(v, dict | list)
     }

@@ -20,7 +20,7 @@ import numpy as np
 
 from services.classifier.artifact import EVAL_DIR, ClassifierArtifact
 from services.classifier.backends import forward_batched, load_backend, run_batched
-from services.classifier.tagging import bio_tags, decode
+from services.classifier.tagging import bio_tags, decode, snap_to_words
 from training.data import ClincData, load_pack_data
 from training.metrics import band_report, by_length, classification_report, reliability_bins
 
@@ -60,12 +60,14 @@ def evaluate_artifact(
         if tagging is not None and split.spans is not None:
             from training.slot_tagging import slot_report
 
-            predicted = [decode(lg, words, tags) for lg, words in tagging]
+            predicted = [
+                snap_to_words(text, decode(lg, words, tags))
+                for text, (lg, words) in zip(split.texts, tagging, strict=True)
+            ]
             slots = slot_report(split.texts, split.spans, predicted, p["pred"] == y)
             report.update({k: v for k, v in slots.items() if k != "per_slot"})
             report["per_slot"] = slots["per_slot"]
-            if name == "test":
-                out["_spans"] = predicted
+            out[f"_spans_{name}"] = predicted
         out[name] = report
         if name == "test":
             out["_pred"], out["_y"] = p["pred"], y
@@ -98,6 +100,21 @@ def refit_band(artifact_dir: str | Path, data: ClincData, share: float, backend:
     path.write_text(json.dumps(manifest, indent=2))
     logger.info("borderline band chosen on val: %s", json.dumps(band))
     return band
+
+
+def fit_slot_policy(artifact_dir: str | Path, report: dict, data: ClincData, pack) -> dict:
+    """Which slots the gateway leaves to the tagger (training.slot_tagging
+    .slots_left_to_tagger, on val), recorded in the artifact's manifest."""
+    from training.slot_tagging import slots_left_to_tagger
+
+    art = ClassifierArtifact.load(artifact_dir)
+    policy = slots_left_to_tagger(pack, data.val, report["_spans_val"], art.slots)
+    path = Path(artifact_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["slot_policy"] = policy
+    path.write_text(json.dumps(manifest, indent=2))
+    logger.info("slots left to the tagger (val): %s", policy["left_to_tagger"])
+    return policy
 
 
 def write_report(
@@ -160,6 +177,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="first choose the borderline band again on val (at most SHARE of val "
         "out-of-scope queries in it; 0 removes it) and write it into the artifact's manifest",
     )
+    parser.add_argument(
+        "--fit-slot-policy",
+        action="store_true",
+        help="a joint model: choose again on val which slots the gateway leaves to the "
+        "tagger, and write it into the artifact's manifest",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -193,6 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.oos_probes:
         data = with_oos_probes(data)
     report = evaluate_artifact(args.artifact, data, args.backend)
+    if args.fit_slot_policy:
+        fit_slot_policy(args.artifact, report, data, pack)
     path = write_report(args.artifact, report, data.labels, args.report_dir)
     summary = {k: v for k, v in report["test"].items() if not isinstance(v, dict | list)}
     logger.info("test (%s): %s", report["backend"], json.dumps(summary, indent=2))

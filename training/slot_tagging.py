@@ -222,3 +222,36 @@ def substitute_values(split: Split, slots: set[str], seed: int) -> Split:
         intents.append(split.intents[n])
         spans.append(tuple(new_spans))
     return Split(split.texts + texts, split.intents + intents, (split.spans or []) + spans)
+
+
+# ---------------------------------------------------------------- tagger or rules, per slot
+
+
+def slots_left_to_tagger(pack, split: Split, predicted: Sequence[Sequence], slots) -> dict:
+    """For each tagged slot of a list or free-text type: its validation F1 from the tagger
+    alone and from the tagger with the rules filling what it left empty. A slot goes to the
+    tagger alone when that is at least as good (the rules then only read the answer to its
+    own question); otherwise the rules keep filling it. Rule types always keep their rules.
+    Returns {"left_to_tagger": [...], "val_f1": {slot: {"tagger": f, "with_rules": f}}}."""
+    open_slots = [s for s in slots if not pack.extractor.rule_based(pack.slot_types.get(s, ""))]
+    with_rules = []
+    for n, text in enumerate(split.texts):
+        mine = list(predicted[n])
+        named = {s.slot for s in mine}
+        declared = pack.intents[split.intents[n]].slots if split.intents[n] in pack.intents else []
+        extra = [
+            r
+            for r in rule_spans(pack, text, [s for s in declared if s not in named])
+            if not any(r.start < m.end and m.start < r.end for m in mine)
+        ]
+        with_rules.append(mine + extra)
+    right = [True] * len(split)
+    alone = slot_report(split.texts, split.spans, predicted, right)["per_slot"]
+    both = slot_report(split.texts, split.spans, with_rules, right)["per_slot"]
+    scores = {
+        s: {"tagger": alone.get(s, {}).get("f1", 0.0), "with_rules": both.get(s, {}).get("f1", 0.0)}
+        for s in open_slots
+        if s in alone or s in both
+    }
+    left = sorted(s for s, f in scores.items() if f["tagger"] >= f["with_rules"])
+    return {"left_to_tagger": left, "val_f1": scores}

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import Backend, load_backend
-from services.classifier.tagging import bio_tags, decode
+from services.classifier.tagging import bio_tags, decode, snap_to_words
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ClassifierModel:
         if run.tag_logits is None:
             return []
         out = []
-        for span in decode(run.tag_logits[i], run.words[i], self.tags):
+        for span in snap_to_words(text, decode(run.tag_logits[i], run.words[i], self.tags)):
             said = text[span.start : span.end]
             value = self.extractor.normalise(said, self.slot_type[span.slot], now)
             out.append(Entity(span.slot, value, said, span.start, span.end, span.confidence))
@@ -142,6 +142,8 @@ class ClassifierModel:
             "git_commit": m.get("git_commit"),
             "labels": len(self.labels),
             "slots": list(self.slots),
+            # chosen on val at training time: the slots whose rules only read answers
+            "slots_left_to_tagger": list((m.get("slot_policy") or {}).get("left_to_tagger") or []),
             # "markup" (annotated examples) or "silver" (the rules' own annotations)
             "slot_annotations": (
                 (

@@ -105,3 +105,28 @@ def decode(tag_logits: np.ndarray, words: list[Word], tags: list[str]) -> list[T
             current = (slot, word.start, word.end, [prob])
     close()
     return spans
+
+
+_INSIDE_WORD = "-'’&"
+
+
+def snap_to_words(text: str, spans: list[TaggedSpan]) -> list[TaggedSpan]:
+    """Spans widened to whole words of the text as written: the tokenizer splits "e-bike"
+    and "o'clock" into several words, and a tagger that tags "e" and "-" meant "e-bike".
+    A span grows over letters, digits and in-word marks, never into a neighbour span."""
+    out: list[TaggedSpan] = []
+    for n, span in enumerate(spans):
+        lo = out[-1].end if out else 0
+        hi = spans[n + 1].start if n + 1 < len(spans) else len(text)
+        start, end = span.start, span.end
+        while start > lo and (text[start - 1].isalnum() or text[start - 1] in _INSIDE_WORD):
+            start -= 1
+        while end < hi and (text[end].isalnum() or text[end] in _INSIDE_WORD):
+            end += 1
+        # an in-word mark at an edge belongs to no word ("rock-" of "rock- and roll")
+        while end > start and text[end - 1] in _INSIDE_WORD:
+            end -= 1
+        while start < end and text[start] in _INSIDE_WORD:
+            start += 1
+        out.append(TaggedSpan(span.slot, start, end, span.confidence))
+    return out

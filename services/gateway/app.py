@@ -81,10 +81,10 @@ async def _check_labels(app: FastAPI) -> bool:
     s.labels_checked = True
     info = r.json()
     s.label_error = label_mismatch(s.pack, info)
-    slots = info.get("slots") if isinstance(info, dict) else None
-    # A tagger trained on the rules' own (silver) annotations learned from the rules: it
-    # adds what they miss, but does not stand in for them.
-    if isinstance(slots, list) and info.get("slot_annotations") != "silver":
+    # The slots whose list rules only read answers, as chosen on val at training time
+    # (a tagger trained on the rules' own silver annotations never beats them).
+    slots = info.get("slots_left_to_tagger") if isinstance(info, dict) else None
+    if isinstance(slots, list):
         s.dialogue.tagged_slots = frozenset(x for x in slots if isinstance(x, str))
     if s.label_error:
         logger.error("refusing to serve: %s", s.label_error)
