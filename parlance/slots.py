@@ -872,28 +872,39 @@ class SlotExtractor:
         of examples or free text: its reading of a span wins over a learned one."""
         return not isinstance(self.types.get(kind), ListType | FreeTextType)
 
-    def combine(self, rules: list[Slot], learned: list[Slot]) -> list[Slot]:
+    def combine(
+        self, rules: list[Slot], learned: list[Slot], quiet: Iterable[str] = ()
+    ) -> list[Slot]:
         """Rule matches and learned spans (the classifier's tagger) as one list, learned
         first. A learned span of a rule type takes the value of a rule match that reads all
-        of it (the rule's "$350", "5:45 AM" are canonical) and keeps its slot name; a rule
-        match over words the tagger already read is dropped; other rule matches stay, for
-        the slots the tagger did not find."""
+        of it (the rule's "$350", "5:45 AM" are canonical); a learned span of a list type
+        that is no value of the list ("mountain" of "mountain bike") takes the value of a
+        list match over the same words; either way it keeps its slot name. A rule match over
+        words the tagger already read is dropped; other rule matches stay, for the slots the
+        tagger did not find, except those of the `quiet` types (left to the tagger)."""
         out: list[Slot] = []
         used: set[int] = set()
         for span in learned:
-            if self.rule_based(span.kind):
-                for i, r in enumerate(rules):
-                    if i not in used and r.kind == span.kind and _covers(r, span):
-                        used.add(i)
-                        span = Slot(r.kind, r.value, r.start, r.end, span.name, True)
-                        break
+            repair = _covers if self.rule_based(span.kind) else self._repairs
+            for i, r in enumerate(rules):
+                if i not in used and r.kind == span.kind and repair(r, span):
+                    used.add(i)
+                    span = Slot(r.kind, r.value, r.start, r.end, span.name, True)
+                    break
             out.append(span)
+        quiet = set(quiet)
         out += [
             r
             for i, r in enumerate(rules)
-            if i not in used and not any(_overlap(r, x) for x in learned)
+            if i not in used and r.kind not in quiet and not any(_overlap(r, x) for x in learned)
         ]
         return out
+
+    def _repairs(self, rule: Slot, span: Slot) -> bool:
+        """A list match over a learned span the list does not know as a value."""
+        kind = self.types.get(span.kind)
+        known = span.value in set(getattr(kind, "table", {}).values())
+        return not known and _overlap(rule, span)
 
     def extract_all(
         self, text: str, kinds: Iterable[str] | None = None, now: datetime | None = None

@@ -131,16 +131,17 @@ def fill_slots(
     ours = [x for x in learned if x.name in names]
     named = {x.name for x in ours}
     left = named | set(tagged)  # slots the rules of a list type need not look for
-    kinds = {
-        s.kind
-        for s in spec.slots
-        if s.kind in extractor.types
-        and (
-            extractor.rule_based(s.kind)
-            or not all(o.name in left for o in spec.slots if o.kind == s.kind)
-        )
-    } | ({"number"} if any(s.accept_number for s in spec.slots) else set())
-    found = extractor.combine(extractor.extract_all(text, kinds, now), ours)
+    kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
+        {"number"} if any(s.accept_number for s in spec.slots) else set()
+    )
+    # a list type whose slots are all found by or left to the tagger: its rules only
+    # repair the tagger's spans
+    quiet = {
+        k
+        for k in kinds
+        if not extractor.rule_based(k) and all(o.name in left for o in spec.slots if o.kind == k)
+    }
+    found = extractor.combine(extractor.extract_all(text, kinds, now), ours, quiet)
     has_money = any(f.kind == "money" for f in found)
     result = FillResult()
     refused: set[str] = set()
