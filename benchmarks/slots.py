@@ -41,23 +41,30 @@ def predict(model: ClassifierModel, texts: list[str], batch: int = 32) -> list:
 def combined_spans(
     pack, text: str, slots: list[str], learned: list, tagged: frozenset[str] = frozenset()
 ) -> list:
-    """Learned spans first, then rule matches (SlotExtractor.combine) for the slots the
-    tagger did not name, except list and free-text slots it knows (`tagged`): the
-    gateway's policy (Pack.extract_slots). With `tagged` empty: rules fill every gap."""
+    """The gateway's combination (SlotExtractor.combine, as Pack.extract_slots calls it):
+    the tagger leads on the list slots in `tagged`, the rules lead on the others and the
+    tagger adds what they miss; rule types take the rule's reading of a learned span."""
+    x = pack.extractor
     mine = [
         Slot(pack.slot_types.get(e.entity, ""), e.value, e.start, e.end, e.entity, True)
         for e in learned
     ]
-    named = {s.name for s in mine}
-    by_rule = [
-        n for n in slots if n not in tagged or pack.extractor.rule_based(pack.slot_types.get(n, ""))
-    ]
+    names = [n for n in slots if n in pack.slot_types]
+    by_rule = [n for n in names if n not in tagged or x.rule_based(pack.slot_types[n])]
+    kinds = {pack.slot_types[n] for n in names}
+    quiet = kinds - {pack.slot_types[n] for n in by_rule}
+    first = {pack.slot_types[n] for n in by_rule if not x.rule_based(pack.slot_types[n])}
     rules = [
         Slot(pack.slot_types[r.slot], r.value, r.start, r.end, r.slot)
-        for r in rule_spans(pack, text, by_rule)
-        if r.slot not in named
+        for r in rule_spans(pack, text, names)
     ]
-    return [Found(s.name, s.start, s.end) for s in pack.extractor.combine(rules, mine)]
+    out = x.combine(rules, mine, quiet, first)
+    named, spans = set(), []
+    for s in out:  # one value per slot, as the gateway keeps it
+        if s.name and s.name not in named:
+            named.add(s.name)
+            spans.append(Found(s.name, s.start, s.end))
+    return spans
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def quality(model: ClassifierModel, pack, texts, intents, gold) -> dict:
         combined_spans(pack, t, s, p.entities, tagged)
         for t, s, p in zip(texts, declared, preds, strict=True)
     ]
-    gaps = [
+    rules_lead = [
         combined_spans(pack, t, s, p.entities)
         for t, s, p in zip(texts, declared, preds, strict=True)
     ]
@@ -92,7 +99,7 @@ def quality(model: ClassifierModel, pack, texts, intents, gold) -> dict:
         ("tagger", learned),
         ("rules", rules),
         ("combined", both),
-        ("tagger_then_rules_everywhere", gaps),
+        ("rules_lead_tagger_adds", rules_lead),
     )
     for name, spans in variants:
         rep = slot_report(texts, gold, spans, served)

@@ -873,7 +873,11 @@ class SlotExtractor:
         return not isinstance(self.types.get(kind), ListType | FreeTextType)
 
     def combine(
-        self, rules: list[Slot], learned: list[Slot], quiet: Iterable[str] = ()
+        self,
+        rules: list[Slot],
+        learned: list[Slot],
+        quiet: Iterable[str] = (),
+        rules_first: Iterable[str] = (),
     ) -> list[Slot]:
         """Rule matches and learned spans (the classifier's tagger) as one list, learned
         first. A learned span of a rule type takes the value of a rule match that reads all
@@ -881,9 +885,14 @@ class SlotExtractor:
         that is no value of the list ("mountain" of "mountain bike") takes the value of a
         list match over the same words; either way it keeps its slot name. A rule match over
         words the tagger already read is dropped; other rule matches stay, for the slots the
-        tagger did not find, except those of the `quiet` types (left to the tagger)."""
+        tagger did not find, except those of the `quiet` types (left to the tagger). For the
+        list types in `rules_first` the rules lead: a learned span counts only when no rule
+        match of its type is in the text (a value the list lacks)."""
         out: list[Slot] = []
         used: set[int] = set()
+        said = {r.kind for r in rules}
+        first = set(rules_first)
+        learned = [x for x in learned if not (x.kind in first and x.kind in said)]
         for span in learned:
             repair = _covers if self.rule_based(span.kind) else self._repairs
             for i, r in enumerate(rules):

@@ -217,17 +217,19 @@ class Pack:
         """Values for the named slots found in `text`: the spans the classifier's tagger
         learned (`learned`: `Slot`s naming their slot) first, then for each other slot the
         first rule match of its type not taken by an earlier slot of the same type
-        (`SlotExtractor.combine` says how the two meet). A list or free-text slot the tagger
-        knows (`tagged`) is left to it."""
+        (`SlotExtractor.combine` says how the two meet). A list or free-text slot in
+        `tagged` is left to the tagger (its rules only repair the tagger's spans); for the
+        others the rules lead and the tagger adds what they miss."""
         names = [n for n in slot_names if n in self.slot_types]
         if not names:
             return {}
-        ours = [x for x in learned if x.name in names]
-        by_rule = [
-            n for n in names if n not in tagged or self.extractor.rule_based(self.slot_types[n])
-        ]
-        rules = self.extractor.extract_all(text, {self.slot_types[n] for n in by_rule}, now)
-        found = self.extractor.combine(rules, ours)
+        x = self.extractor
+        ours = [s for s in learned if s.name in names]
+        by_rule = [n for n in names if n not in tagged or x.rule_based(self.slot_types[n])]
+        kinds = {self.slot_types[n] for n in names}
+        quiet = kinds - {self.slot_types[n] for n in by_rule}
+        first = {self.slot_types[n] for n in by_rule if not x.rule_based(self.slot_types[n])}
+        found = x.combine(x.extract_all(text, kinds, now), ours, quiet, first)
         values: dict[str, str] = {}
         used: set[int] = set()
         for i, slot in enumerate(found):

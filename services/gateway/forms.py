@@ -141,7 +141,11 @@ def fill_slots(
         for k in kinds
         if not extractor.rule_based(k) and all(o.name in left for o in spec.slots if o.kind == k)
     }
-    found = extractor.combine(extractor.extract_all(text, kinds, now), ours, quiet)
+    # list types with a slot not left to the tagger: their rules lead
+    first = {
+        s.kind for s in spec.slots if s.name not in tagged and not extractor.rule_based(s.kind)
+    }
+    found = extractor.combine(extractor.extract_all(text, kinds, now), ours, quiet, first)
     has_money = any(f.kind == "money" for f in found)
     result = FillResult()
     refused: set[str] = set()
