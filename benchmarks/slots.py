@@ -28,7 +28,7 @@ from parlance.slots import Slot
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.model import ClassifierModel
 from training.data import load_pack_data
-from training.slot_tagging import rule_spans, silver_annotate, slot_report
+from training.slot_tagging import rule_spans, silver_annotate, slot_report, slots_read_for
 
 
 def predict(model: ClassifierModel, texts: list[str], batch: int = 32) -> list:
@@ -80,7 +80,7 @@ def quality(model: ClassifierModel, pack, texts, intents, gold) -> dict:
     argmax = np.array([p.top_k[0][0] == i for p, i in zip(preds, intents, strict=True)])
     learned = [[Found(e.entity, e.start, e.end) for e in p.entities] for p in preds]
     top = [p.top_k[0][0] for p in preds]
-    declared = [list(pack.intents[t].slots) if t in pack.intents else [] for t in top]
+    declared = [slots_read_for(pack, t) for t in top]
     rules = [rule_spans(pack, t, s) for t, s in zip(texts, declared, strict=True)]
     tagged = frozenset(model.info()["slots_left_to_tagger"])
     both = [

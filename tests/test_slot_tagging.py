@@ -142,6 +142,44 @@ def test_pack_extract_slots_prefers_learned_values(tmp_path):
     assert got["bike_type"] == "tandem" and "date" in got
 
 
+def test_made_up_values_keep_the_annotation_aligned():
+    from training.data import Split
+    from training.slot_tagging import substitute_values
+
+    ex = [parse("weather in [Boston](place) on [monday](date)"), parse("hello there")]
+    split = Split([e.text for e in ex], ["weather", "greeting"], [e.spans for e in ex])
+    out = substitute_values(split, {"place"}, seed=3)
+    assert len(out) == 3 and out.texts[:2] == split.texts  # one copy, the originals kept
+    text, spans = out.texts[2], out.spans[2]
+    place, date = spans
+    assert text[place.start : place.end] == place.text != "Boston"
+    assert place.text[0].isupper()  # the casing of the span it replaced
+    assert text[date.start : date.end] == "monday" and text.startswith("weather in ")
+    assert substitute_values(split, {"place"}, seed=3).texts == out.texts  # seeded
+
+
+def test_the_rules_keep_the_lead_without_evidence_for_the_tagger():
+    from training.data import Split
+    from training.slot_tagging import slots_left_to_tagger
+
+    pack = load_pack("bike_shop")
+    ex = [parse("fix my [road bike](bike_type) please")] * 25
+    split = Split([e.text for e in ex], ["book_repair"] * 25, [e.spans for e in ex])
+    good = [e.spans for e in ex]
+    # the tagger is right, and so are the rules: no gain, the rules lead
+    assert slots_left_to_tagger(pack, split, good, ["bike_type"])["left_to_tagger"] == []
+    # where the rules pick the wrong list value and the tagger the right one, 25 times,
+    # the tagger earns the lead
+    ex = [parse("not the road bike, price my [mountain bike](bike_type)")] * 25
+    split = Split([e.text for e in ex], ["sell_bike"] * 25, [e.spans for e in ex])
+    got = slots_left_to_tagger(pack, split, [e.spans for e in ex], ["bike_type"])
+    assert got["left_to_tagger"] == ["bike_type"], got
+    assert got["val_f1"]["bike_type"]["rules_lead"] < got["val_f1"]["bike_type"]["tagger"]
+    # ...but only with evidence: 5 spans are not enough
+    few = split.select(range(5))
+    assert slots_left_to_tagger(pack, few, few.spans, ["bike_type"])["left_to_tagger"] == []
+
+
 # ----------------------------------------------------------------- a joint model, trained
 
 

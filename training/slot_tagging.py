@@ -237,9 +237,7 @@ def slots_left_to_tagger(pack, split: Split, predicted: Sequence[Sequence], slot
     open_slots = [s for s in slots if not pack.extractor.rule_based(pack.slot_types.get(s, ""))]
     rules_lead = []
     for n, text in enumerate(split.texts):
-        intent = split.intents[n]
-        declared = list(pack.intents[intent].slots) if intent in pack.intents else []
-        found = list(rule_spans(pack, text, declared))
+        found = list(rule_spans(pack, text, slots_read_for(pack, split.intents[n])))
         have = {r.slot for r in found}
         found += [
             m
@@ -262,3 +260,16 @@ def slots_left_to_tagger(pack, split: Split, predicted: Sequence[Sequence], slot
         s for s, f in scores.items() if f["support"] >= 20 and f["tagger"] >= f["rules_lead"] + 0.01
     )
     return {"left_to_tagger": left, "val_f1": scores}
+
+
+def slots_read_for(pack, intent: str) -> list[str]:
+    """The slots the gateway reads in a request of `intent`: those it declares, those it
+    requires, and those of the form it opens."""
+    spec = pack.intents.get(intent)
+    if spec is None:
+        return []
+    names = [*spec.slots, *(r.slot for r in spec.requires)]
+    for form in pack.forms_file.forms.values():
+        if intent in form.intents:
+            names += [s.slot for s in form.slots]
+    return list(dict.fromkeys(names))
