@@ -58,7 +58,7 @@ def combined_spans(
         Slot(pack.slot_types[r.slot], r.value, r.start, r.end, r.slot)
         for r in rule_spans(pack, text, names)
     ]
-    out = x.combine(rules, mine, quiet, first)
+    out = x.combine(rules, mine, quiet, first, text)
     named, spans = set(), []
     for s in out:  # one value per slot, as the gateway keeps it
         if s.name and s.name not in named:

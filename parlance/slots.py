@@ -878,10 +878,13 @@ class SlotExtractor:
         learned: list[Slot],
         quiet: Iterable[str] = (),
         rules_first: Iterable[str] = (),
+        text: str = "",
     ) -> list[Slot]:
         """Rule matches and learned spans (the classifier's tagger) as one list, learned
         first. A learned span of a rule type takes the value of a rule match that reads all
-        of it (the rule's "$350", "5:45 AM" are canonical); a learned span of a list type
+        of it (the rule's "$350", "5:45 AM" are canonical), and is dropped when no rule reads
+        it even whole (`text`: the text the spans are in);
+        a learned span of a list type
         that is no value of the list ("mountain" of "mountain bike") takes the value of a
         list match over the same words; either way it keeps its slot name. A rule match over
         words the tagger already read is dropped; other rule matches stay, for the slots the
@@ -892,15 +895,26 @@ class SlotExtractor:
         used: set[int] = set()
         said = {r.kind for r in rules}
         first = set(rules_first)
-        learned = [x for x in learned if not (x.kind in first and x.kind in said)]
+        kept: list[Slot] = []
         for span in learned:
-            repair = _covers if self.rule_based(span.kind) else self._repairs
+            if span.kind in first and span.kind in said:
+                continue
+            ruled = self.rule_based(span.kind)
+            repair = _covers if ruled else self._repairs
             for i, r in enumerate(rules):
                 if i not in used and r.kind == span.kind and repair(r, span):
                     used.add(i)
                     span = Slot(r.kind, r.value, r.start, r.end, span.name, True)
                     break
-            out.append(span)
+            else:
+                said_text = text[span.start : span.end]
+                if ruled and self.normalise(said_text, span.kind) == said_text.strip():
+                    # a time, date or amount no rule reads, not even whole, is no value of
+                    # that type: the tagger's guess must not hide what the rules read there
+                    continue
+            kept.append(span)
+        out.extend(kept)
+        learned = kept
         quiet = set(quiet)
         out += [
             r

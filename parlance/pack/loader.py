@@ -229,7 +229,7 @@ class Pack:
         kinds = {self.slot_types[n] for n in names}
         quiet = kinds - {self.slot_types[n] for n in by_rule}
         first = {self.slot_types[n] for n in by_rule if not x.rule_based(self.slot_types[n])}
-        found = x.combine(x.extract_all(text, kinds, now), ours, quiet, first)
+        found = x.combine(x.extract_all(text, kinds, now), ours, quiet, first, text)
         values: dict[str, str] = {}
         used: set[int] = set()
         for i, slot in enumerate(found):

@@ -145,7 +145,8 @@ def fill_slots(
     first = {
         s.kind for s in spec.slots if s.name not in tagged and not extractor.rule_based(s.kind)
     }
-    found = extractor.combine(extractor.extract_all(text, kinds, now), ours, quiet, first)
+    rules = extractor.extract_all(text, kinds, now)
+    found = extractor.combine(rules, ours, quiet, first, text)
     has_money = any(f.kind == "money" for f in found)
     result = FillResult()
     refused: set[str] = set()
