@@ -129,17 +129,14 @@ def fill_slots(
         return FillResult(errors=[problem]) if problem else FillResult({awaiting: answer[0].value})
     names = {s.name for s in spec.slots}
     ours = [x for x in learned if x.name in names]
-    named = {x.name for x in ours}
-    left = named | set(tagged)  # slots the rules of a list type need not look for
     kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
         {"number"} if any(s.accept_number for s in spec.slots) else set()
     )
-    # a list type whose slots are all found by or left to the tagger: its rules only
-    # repair the tagger's spans
+    # a list type whose slots are all left to the tagger: its rules only repair its spans
     quiet = {
         k
         for k in kinds
-        if not extractor.rule_based(k) and all(o.name in left for o in spec.slots if o.kind == k)
+        if not extractor.rule_based(k) and all(o.name in tagged for o in spec.slots if o.kind == k)
     }
     # list types with a slot not left to the tagger: their rules lead
     first = {
