@@ -108,7 +108,7 @@ def fit_slot_policy(artifact_dir: str | Path, report: dict, data: ClincData, pac
     from training.slot_tagging import slots_left_to_tagger
 
     art = ClassifierArtifact.load(artifact_dir)
-    policy = slots_left_to_tagger(pack, data.val, report["_spans_val"], art.slots)
+    policy = slots_left_to_tagger(pack, data.val, report["_spans_val"], art.slots, data.train)
     path = Path(artifact_dir) / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["slot_policy"] = policy

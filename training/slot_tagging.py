@@ -227,14 +227,52 @@ def substitute_values(split: Split, slots: set[str], seed: int) -> Split:
 # ---------------------------------------------------------------- tagger or rules, per slot
 
 
-def slots_left_to_tagger(pack, split: Split, predicted: Sequence[Sequence], slots) -> dict:
+def _lists_without(pack, train: Split, val: Split):
+    """The pack with its list types stripped of the values only validation examples say:
+    lists imported from the examples (SNIPS) would otherwise know every validation value,
+    and the rules would look better on val than on anything new."""
+    from types import SimpleNamespace
+
+    from parlance.pack.loader import extractor_of
+    from parlance.pack.models import ListType, SlotsFile
+
+    def said(split: Split) -> set[tuple[str, str]]:
+        return {
+            (pack.slot_types.get(s.slot, ""), x.lower())
+            for n in range(len(split))
+            for s in split.spans_of(n)
+            for x in (s.text, s.value)
+        }
+
+    only_val = said(val) - said(train)
+    types = {}
+    for name, spec in pack.slots_file.types.items():
+        if isinstance(spec, ListType):
+            values = {v: syn for v, syn in spec.values.items() if (name, v.lower()) not in only_val}
+            spec = spec.model_copy(update={"values": values})
+        types[name] = spec
+    extractor = extractor_of(SlotsFile(types=types, slots=pack.slots_file.slots))
+    return SimpleNamespace(
+        slot_types=pack.slot_types,
+        extractor=extractor,
+        intents=pack.intents,
+        forms_file=pack.forms_file,
+    )
+
+
+def slots_left_to_tagger(
+    pack, split: Split, predicted: Sequence[Sequence], slots, train: Split | None = None
+) -> dict:
     """For each tagged slot of a list or free-text type, its validation F1 two ways: the
     tagger leading (the rules only repair its spans), and the rules leading (the tagger
     adds a value only where the rules found none of that type). A slot is left to the
     tagger when that is better by at least a point of F1 over at least 20 validation spans:
     on little evidence the rules, which a pack's author wrote, keep the lead. Rule types
-    always keep their rules. Returns {"left_to_tagger": [...], "val_f1": {slot: {...}}}."""
+    always keep their rules. With `train`, the lists lose the values only validation
+    examples say (`_lists_without`). Returns {"left_to_tagger": [...], "val_f1": {slot: {...}}}."""
     open_slots = [s for s in slots if not pack.extractor.rule_based(pack.slot_types.get(s, ""))]
+    if train is not None:
+        pack = _lists_without(pack, train, split)
     rules_lead = []
     for n, text in enumerate(split.texts):
         found = list(rule_spans(pack, text, slots_read_for(pack, split.intents[n])))
