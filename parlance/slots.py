@@ -886,7 +886,7 @@ class SlotExtractor:
         it even whole (`text`: the text the spans are in);
         a learned span of a list type
         that is no value of the list ("mountain" of "mountain bike") takes the value of a
-        list match over the same words; either way it keeps its slot name. A rule match over
+        list match around it; either way it keeps its slot name. A rule match over
         words the tagger already read is dropped; other rule matches stay, for the slots the
         tagger did not find, except those of the `quiet` types (left to the tagger). For the
         list types in `rules_first` the rules lead: a learned span counts only when no rule
@@ -924,10 +924,11 @@ class SlotExtractor:
         return out
 
     def _repairs(self, rule: Slot, span: Slot) -> bool:
-        """A list match over a learned span the list does not know as a value."""
+        """A list match that contains a learned span the list does not know as a value
+        ("mountain bike" around "mountain"; never a shorter match inside a longer span)."""
         kind = self.types.get(span.kind)
         known = span.value in set(getattr(kind, "table", {}).values())
-        return not known and _overlap(rule, span)
+        return not known and _covers(rule, span)
 
     def extract_all(
         self, text: str, kinds: Iterable[str] | None = None, now: datetime | None = None
