@@ -37,24 +37,29 @@ def tiny_roberta(tmp_path_factory):
     return path
 
 
+def paper_flags(model, clinc_path, out, **options) -> list[str]:
+    """The paper preset on the tiny model and a CLINC150 subset, plus `options`."""
+    return flags(
+        preset="paper",
+        model_name_or_path=model,
+        bf16=False,
+        data_dir=clinc_path,
+        variant="full",
+        output_dir=out,
+        max_train_per_intent=8,
+        per_device_train_batch_size=8,
+        disable_tqdm=True,
+        **options,
+    )
+
+
 def test_paper_preset_trains_lora_and_saves_adapter_and_merged(tiny_roberta, tmp_path, clinc_path):
     from training import classifier
 
     out = tmp_path / "paper"
     manifest = classifier.main(
-        flags(
-            preset="paper",
-            model_name_or_path=tiny_roberta,
-            bf16=False,
-            data_dir=clinc_path,
-            variant="full",
-            output_dir=out,
-            max_intents=3,
-            max_train_per_intent=8,
-            num_train_epochs=2,
-            per_device_train_batch_size=8,
-            disable_tqdm=True,
-            export_onnx=False,
+        paper_flags(
+            tiny_roberta, clinc_path, out, max_intents=3, num_train_epochs=2, export_onnx=False
         )
     )
     assert manifest["preset"] == "paper" and manifest["method"] == "lora"
@@ -97,19 +102,13 @@ def test_paper_preset_with_a_silver_slot_tagger_exports_the_tagger(
 
     out = tmp_path / "paper-joint"
     manifest = classifier.main(
-        flags(
-            preset="paper",
-            model_name_or_path=tiny_roberta,
-            bf16=False,
-            data_dir=clinc_path,
-            variant="full",
-            output_dir=out,
+        paper_flags(
+            tiny_roberta,
+            clinc_path,
+            out,
             intents="translate,exchange_rate,timezone",
-            max_train_per_intent=8,
             num_train_epochs=1,
-            per_device_train_batch_size=8,
             slot_tagger="silver",
-            disable_tqdm=True,
         )
     )
     assert {"language", "currency", "place"} <= set(manifest["head"]["slots"])
