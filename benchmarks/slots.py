@@ -46,8 +46,7 @@ def combined_spans(
     tagger adds what they miss; rule types take the rule's reading of a learned span."""
     x = pack.extractor
     mine = [
-        Slot(pack.slot_types.get(e.entity, ""), e.value, e.start, e.end, e.entity, True)
-        for e in learned
+        Slot(pack.slot_types.get(e.entity, ""), e.value, e.start, e.end, e.entity) for e in learned
     ]
     names = [n for n in slots if n in pack.slot_types]
     by_rule = [n for n in names if n not in tagged or x.rule_based(pack.slot_types[n])]

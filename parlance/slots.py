@@ -44,7 +44,6 @@ class Slot:
     # The slot it fills, when known: a learned span (the classifier's slot tagger names the
     # slot, not only its type). Rule matches leave it to the caller.
     name: str | None = None
-    learned: bool = False
 
 
 def _title(name: str) -> str:
@@ -904,7 +903,7 @@ class SlotExtractor:
             for i, r in enumerate(rules):
                 if i not in used and r.kind == span.kind and repair(r, span):
                     used.add(i)
-                    span = Slot(r.kind, r.value, r.start, r.end, span.name, True)
+                    span = Slot(r.kind, r.value, r.start, r.end, span.name)
                     break
             else:
                 said_text = text[span.start : span.end]

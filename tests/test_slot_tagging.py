@@ -109,9 +109,9 @@ def test_rules_win_on_their_types_and_learned_spans_on_lists():
     rules = x.extract_all(text, {"drink", "time", "number"})
     rule_time = next(r for r in rules if r.kind == "time")
     learned = [
-        Slot("drink", "cortado", 19, 26, "order", True),  # unknown to the list
+        Slot("drink", "cortado", 19, 26, "order"),  # unknown to the list
         # the tagger's span over the time the rule reads: the rule's value, the slot's name
-        Slot("time", "seven", rule_time.start, rule_time.end, "pickup", True),
+        Slot("time", "seven", rule_time.start, rule_time.end, "pickup"),
     ]
     out = x.combine(rules, learned, text=text)
     by_name = {s.name: s for s in out if s.name}
@@ -130,19 +130,19 @@ def test_a_rule_reading_part_of_a_learned_span_does_not_replace_it():
     assert value == "5:45 AM"
     rules = x.extract_all(text, {"time"})
     assert rules and rules[0].start > start  # the rule's match starts at "six"
-    (out,) = x.combine(rules, [Slot("time", value, start, len(text), "alarm", True)], text=text)
+    (out,) = x.combine(rules, [Slot("time", value, start, len(text), "alarm")], text=text)
     assert (out.name, out.value, out.start) == ("alarm", "5:45 AM", start)
     assert x.normalise("friday the 13th", "date") == "friday the 13th"  # not "Friday"
     # a learned "time" no rule reads is dropped, and the rule's own match stays
     junk = "book it for an e-bike at 7"
     rules = x.extract_all(junk, {"time"})
-    out = x.combine(rules, [Slot("time", "an e-bike", 12, 21, "when", True)], text=junk)
+    out = x.combine(rules, [Slot("time", "an e-bike", 12, 21, "when")], text=junk)
     assert [(s.name, s.value) for s in out] == [(None, rules[0].value)]
 
 
 def test_pack_extract_slots_prefers_learned_values(tmp_path):
     pack = load_pack("bike_shop")
-    learned = [Slot(pack.slot_types["bike_type"], "tandem", 4, 10, "bike_type", True)]
+    learned = [Slot(pack.slot_types["bike_type"], "tandem", 4, 10, "bike_type")]
     got = pack.extract_slots("fix tandem brakes tomorrow", ["bike_type", "date"], None, learned)
     assert got["bike_type"] == "tandem" and "date" in got
 

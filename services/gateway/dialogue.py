@@ -216,7 +216,7 @@ class Dialogue:
             return [], frozenset()
         types = self.pack.slot_types
         learned = [
-            Slot(types[name], value, start, end, name, True)
+            Slot(types[name], value, start, end, name)
             for name, value, start, end in turn[2].entities
             if name in types
         ]
