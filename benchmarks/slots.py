@@ -49,10 +49,7 @@ def combined_spans(
         Slot(pack.slot_types.get(e.entity, ""), e.value, e.start, e.end, e.entity) for e in learned
     ]
     names = [n for n in slots if n in pack.slot_types]
-    by_rule = [n for n in names if n not in tagged or x.rule_based(pack.slot_types[n])]
-    kinds = {pack.slot_types[n] for n in names}
-    quiet = kinds - {pack.slot_types[n] for n in by_rule}
-    first = {pack.slot_types[n] for n in by_rule if not x.rule_based(pack.slot_types[n])}
+    quiet, first = x.leads({n: pack.slot_types[n] for n in names}, tagged)
     rules = [
         Slot(pack.slot_types[r.slot], r.value, r.start, r.end, r.slot)
         for r in rule_spans(pack, text, names)

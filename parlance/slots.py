@@ -767,6 +767,10 @@ class ListType(Gazetteer):
         super().__init__(table, case_sensitive)
         self.name = name
 
+    @cached_property
+    def canonical_values(self) -> frozenset[str]:
+        return frozenset(self.table.values())
+
 
 class RegexType(SlotType):
     """A pack's regular expression; the value is the match (or the named/numbered group)."""
@@ -871,6 +875,18 @@ class SlotExtractor:
         of examples or free text: its reading of a span wins over a learned one."""
         return not isinstance(self.types.get(kind), ListType | FreeTextType)
 
+    def leads(self, slot_kinds: dict[str, str], tagged: Iterable[str]) -> tuple[set, set]:
+        """For slots (name -> type) of which `tagged` are left to the tagger: the list types
+        whose rules go `quiet` (every slot of the type left to the tagger) and those whose
+        rules lead (`rules_first`: a slot of the type not left to it), as `combine` takes
+        them. Rule types are in neither: they keep their rules."""
+        tagged = set(tagged)
+        quiet, first = set(), set()
+        for name, kind in slot_kinds.items():
+            if not self.rule_based(kind):
+                (first if name not in tagged else quiet).add(kind)
+        return quiet - first, first
+
     def combine(
         self,
         rules: list[Slot],
@@ -880,20 +896,20 @@ class SlotExtractor:
         text: str = "",
     ) -> list[Slot]:
         """Rule matches and learned spans (the classifier's tagger) as one list, learned
-        first. A learned span of a rule type takes the value of a rule match that reads all
-        of it (the rule's "$350", "5:45 AM" are canonical), and is dropped when no rule reads
-        it even whole (`text`: the text the spans are in);
-        a learned span of a list type
-        that is no value of the list ("mountain" of "mountain bike") takes the value of a
-        list match around it; either way it keeps its slot name. A rule match over
-        words the tagger already read is dropped; other rule matches stay, for the slots the
-        tagger did not find, except those of the `quiet` types (left to the tagger). For the
-        list types in `rules_first` the rules lead: a learned span counts only when no rule
-        match of its type is in the text (a value the list lacks)."""
-        out: list[Slot] = []
-        used: set[int] = set()
+        first; either kind of learned span keeps its slot name.
+
+        - Rule types: a learned span takes the value of a rule match that contains it (the
+          rule's "$350", "5:45 AM" are canonical); one no rule reads, even whole (`text`:
+          the text the spans are in), is dropped.
+        - List types: a learned span the list does not know as a value ("mountain" of
+          "mountain bike") takes the value of a list match around it. For the types in
+          `rules_first` the rules lead: a learned span counts only when no rule match of
+          its type is in the text (a value the list lacks).
+        - A rule match over words a kept learned span read is dropped; the others stay, for
+          the slots the tagger did not find, except those of the `quiet` types."""
         said = {r.kind for r in rules}
         first = set(rules_first)
+        used: set[int] = set()
         kept: list[Slot] = []
         for span in learned:
             if span.kind in first and span.kind in said:
@@ -912,21 +928,18 @@ class SlotExtractor:
                     # that type: the tagger's guess must not hide what the rules read there
                     continue
             kept.append(span)
-        out.extend(kept)
-        learned = kept
         quiet = set(quiet)
-        out += [
+        return kept + [
             r
             for i, r in enumerate(rules)
-            if i not in used and r.kind not in quiet and not any(_overlap(r, x) for x in learned)
+            if i not in used and r.kind not in quiet and not any(_overlap(r, x) for x in kept)
         ]
-        return out
 
     def _repairs(self, rule: Slot, span: Slot) -> bool:
         """A list match that contains a learned span the list does not know as a value
         ("mountain bike" around "mountain"; never a shorter match inside a longer span)."""
         kind = self.types.get(span.kind)
-        known = span.value in set(getattr(kind, "table", {}).values())
+        known = isinstance(kind, ListType) and span.value in kind.canonical_values
         return not known and _covers(rule, span)
 
     def extract_all(

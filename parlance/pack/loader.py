@@ -226,10 +226,9 @@ class Pack:
         x = self.extractor
         ours = [s for s in learned if s.name in names]
         by_rule = [n for n in names if n not in tagged or x.rule_based(self.slot_types[n])]
-        kinds = {self.slot_types[n] for n in names}
-        quiet = kinds - {self.slot_types[n] for n in by_rule}
-        first = {self.slot_types[n] for n in by_rule if not x.rule_based(self.slot_types[n])}
-        found = x.combine(x.extract_all(text, kinds, now), ours, quiet, first, text)
+        kinds = {n: self.slot_types[n] for n in names}
+        quiet, first = x.leads(kinds, tagged)
+        found = x.combine(x.extract_all(text, set(kinds.values()), now), ours, quiet, first, text)
         values: dict[str, str] = {}
         used: set[int] = set()
         for i, slot in enumerate(found):

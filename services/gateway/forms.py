@@ -132,16 +132,7 @@ def fill_slots(
     kinds = {s.kind for s in spec.slots if s.kind in extractor.types} | (
         {"number"} if any(s.accept_number for s in spec.slots) else set()
     )
-    # a list type whose slots are all left to the tagger: its rules only repair its spans
-    quiet = {
-        k
-        for k in kinds
-        if not extractor.rule_based(k) and all(o.name in tagged for o in spec.slots if o.kind == k)
-    }
-    # list types with a slot not left to the tagger: their rules lead
-    first = {
-        s.kind for s in spec.slots if s.name not in tagged and not extractor.rule_based(s.kind)
-    }
+    quiet, first = extractor.leads({s.name: s.kind for s in spec.slots}, tagged)
     rules = extractor.extract_all(text, kinds, now)
     found = extractor.combine(rules, ours, quiet, first, text)
     has_money = any(f.kind == "money" for f in found)
