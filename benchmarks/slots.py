@@ -27,8 +27,8 @@ from parlance.pack import load_pack
 from parlance.slots import Slot
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.model import ClassifierModel
-from training.data import load_pack_data
-from training.slot_tagging import rule_spans, silver_annotate, slot_report, slots_read_for
+from training.evaluate import training_data
+from training.slot_tagging import rule_spans, slot_report, slots_read_for
 
 
 def predict(model: ClassifierModel, texts: list[str], batch: int = 32) -> list:
@@ -162,16 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     art = ClassifierArtifact.load(args.artifact)
     pack = load_pack(args.pack)
-    seed = int(art.manifest.get("training", {}).get("args", {}).get("seed", 42))
-    data = load_pack_data(
-        pack,
-        seed=seed,
-        background=bool(art.manifest["data"].get("background")),
-        variant=art.manifest["data"].get("variant"),
-    )
-    if art.manifest.get("training", {}).get("args", {}).get("slot_tagger") == "silver":
-        data = silver_annotate(data, pack)  # slot figures: agreement with the rules
-    test = data.test
+    test = training_data(art, pack).test
     if test.spans is None:
         raise SystemExit(f"{args.pack}: its test examples carry no slot annotations")
     report: dict = {

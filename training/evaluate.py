@@ -74,6 +74,28 @@ def evaluate_artifact(
     return out
 
 
+def training_data(
+    art: ClassifierArtifact, pack, data_dir: str | None = None, variant: str | None = None
+) -> ClincData:
+    """The pack's data as the artifact was trained on it: the same held-out validation
+    split (its seed), background set and variant (unless given), and for a tagger trained
+    on silver annotations the same annotations (its slot figures: agreement with the
+    rules)."""
+    manifest = art.manifest
+    data = load_pack_data(
+        pack,
+        data_dir,
+        variant or manifest.get("data", {}).get("variant", "full"),
+        seed=int(manifest.get("training", {}).get("args", {}).get("seed", 42)),
+        background=bool(manifest.get("data", {}).get("background")),
+    )
+    if art.slot_annotations == "silver":
+        from training.slot_tagging import silver_annotate
+
+        data = silver_annotate(data, pack)
+    return data
+
+
 def refit_band(artifact_dir: str | Path, data: ClincData, share: float, backend: str) -> dict:
     """Choose the borderline band again on the validation split (training.calibration
     .choose_band) and record it in the artifact's manifest: a band for an artifact trained
@@ -190,23 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     art = ClassifierArtifact.load(args.artifact)
-    variant = args.variant or art.manifest.get("data", {}).get("variant", "full")
     from parlance.pack import load_pack
 
     pack = load_pack(args.pack or (art.manifest.get("pack") or {}).get("name", "clinc150"))
-    # The same held-out validation split and background set as at training time.
-    seed = int(art.manifest.get("training", {}).get("args", {}).get("seed", 42))
-    data = load_pack_data(
-        pack,
-        args.data_dir,
-        variant,
-        seed=seed,
-        background=bool(art.manifest.get("data", {}).get("background")),
-    )
-    if art.manifest.get("training", {}).get("args", {}).get("slot_tagger") == "silver":
-        from training.slot_tagging import silver_annotate
-
-        data = silver_annotate(data, pack)  # its slot figures: agreement with the rules
+    data = training_data(art, pack, args.data_dir, args.variant)
     if data.labels != art.labels:
         # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
         keep = [x for x in art.labels if x != "oos"]

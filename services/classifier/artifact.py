@@ -79,6 +79,15 @@ class ClassifierArtifact:
         """The slots its tagger finds (none: an intent-only model)."""
         return list((self.manifest.get("head") or {}).get("slots") or [])
 
+    @property
+    def slot_annotations(self) -> str | None:
+        """What its tagger learned from: "markup" (annotated examples) or "silver" (the
+        rules' own annotations); None without a tagger."""
+        if not self.slots:
+            return None
+        args = (self.manifest.get("training") or {}).get("args") or {}
+        return "silver" if args.get("slot_tagger") == "silver" else "markup"
+
     def slot_types(self):
         """(slot -> type name, a `SlotExtractor` over those types) for normalising spans."""
         import json

@@ -144,16 +144,7 @@ class ClassifierModel:
             "slots": list(self.slots),
             # chosen on val at training time: the slots whose rules only read answers
             "slots_left_to_tagger": list((m.get("slot_policy") or {}).get("left_to_tagger") or []),
-            # "markup" (annotated examples) or "silver" (the rules' own annotations)
-            "slot_annotations": (
-                (
-                    "silver"
-                    if m.get("training", {}).get("args", {}).get("slot_tagger") == "silver"
-                    else "markup"
-                )
-                if self.slots
-                else None
-            ),
+            "slot_annotations": self.artifact.slot_annotations,
             "label_names": list(self.labels),
             "pack": m.get("pack"),
             "oos_score": self.scorer.score,
