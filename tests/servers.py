@@ -94,3 +94,36 @@ def redis_server(tmp: Path):
         yield redis.url
     finally:
         redis.stop()
+
+
+POSTGRES_ENV = "PARLANCE_TEST_POSTGRES_URL"
+
+
+@contextlib.contextmanager
+def postgres_database():
+    """A fresh, empty database on a real PostgreSQL server: the one `.ci/run` starts from
+    Debian's package ($PARLANCE_TEST_POSTGRES_URL, a role that may create databases), and
+    the database is dropped afterwards. Without the variable the test is skipped here, but
+    never on CI (`CI` set): there a missing server is a failure."""
+    import os
+    import uuid
+
+    import pytest
+
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        message = f"no PostgreSQL: {POSTGRES_ENV} is not set (.ci/run sets it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    import psycopg
+
+    name = "parlance_test_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,6 +1,7 @@
 """A deterministic stand-in for the classifier service, for tests whose point is the
 gateway's dialogue logic (forms, corrections, confirmations), not the model: keyword rules
-over the real classifier's HTTP contract. `##slow` in a text makes it answer after 3 s.
+over the real classifier's HTTP contract. `##slow` in a text makes it answer after 3 s;
+`##unsure` gives its intent a low confidence just ahead of a runner-up.
 BORDERLINE phrases come back out of scope but in the borderline band (the intent on top),
 as a real artifact's band would return them.
 
@@ -59,6 +60,12 @@ async def classify(body: dict) -> dict:
         intent = next((i for p, i in RULES if re.search(p, text.lower())), "oos")
         top = next((i for p, i in BORDERLINE if re.search(p, text.lower())), None)
         conf = 0.95 if intent != "oos" else 0.5
+        unsure = "##unsure" in text and intent != "oos"
+        if unsure:
+            conf = 0.42
+        ranked = [{"intent": top or intent, "score": conf}]
+        if (body.get("top_k") or 1) > 1:
+            ranked.append({"intent": "greeting", "score": 0.38 if unsure else 0.01})
         preds.append(
             {
                 "intent": intent,
@@ -66,7 +73,7 @@ async def classify(body: dict) -> dict:
                 "oos": intent == "oos",
                 "oos_score": conf,
                 "borderline": top is not None,
-                "top_k": [{"intent": top or intent, "score": conf}],
+                "top_k": ranked,
             }
         )
     return {"predictions": preds, "model": {"version": "standin"}}

@@ -84,6 +84,9 @@ class ClincData:
     domains: dict[str, list[str]] = field(default_factory=dict)  # domain -> intents
     pack: dict | None = None  # name, version, checksum of the pack the data belongs to
     background: dict | None = None  # background out-of-scope sentences added, per split
+    # The pack's reviewed.yml test_examples: traffic reviewed and held out, reported apart
+    # from `test` (which stays the benchmark's); None when the pack has none.
+    reviewed: Split | None = None
 
     def split(self, name: str) -> Split:
         return getattr(self, name)
@@ -145,6 +148,7 @@ class ClincData:
         labels = sorted(keep - {OOS}) + [OOS]
         return self.with_splits(
             **{name: cap(self.split(name)) for name in SPLITS},
+            reviewed=None if self.reviewed is None else cap(self.reviewed),
             labels=labels,
             source=self.source + f"#subset:{len(labels) - 1}",
             domains={d: [i for i in v if i in keep] for d, v in self.domains.items()},
@@ -336,7 +340,10 @@ def load_pack_data(
                 f"{data.source}: intents not in pack {pack.name!r}: {sorted(unknown)[:5]}"
             )
         data.pack = pack.identity()
-        return with_background(data if pack_oos else data.without_oos(), pack, background, seed)
+        data = with_background(data if pack_oos else data.without_oos(), pack, background, seed)
+        # After the background set: reviewed out-of-scope texts do not make a pack without
+        # out-of-scope examples of its own lose it.
+        return with_reviewed(data, pack)
     annotated = any(
         e.spans for x in (pack.examples, pack.test_examples) for v in x.values() for e in v
     )
@@ -359,7 +366,25 @@ def load_pack_data(
     )
     data.labels = pack.labels  # every intent, `oos` last, even one with no test example
     data.pack = pack.identity()
-    return with_background(data if pack_oos else data.without_oos(), pack, background, seed)
+    data = with_background(data if pack_oos else data.without_oos(), pack, background, seed)
+    return with_reviewed(data, pack)
+
+
+def with_reviewed(data: ClincData, pack) -> ClincData:
+    """The pack's reviewed.yml merged in: its examples join the training split, its
+    test_examples become the `reviewed` held-out split."""
+    train = data.train
+    for label, texts in pack.reviewed_texts("examples").items():
+        train = train.extended(texts, label)
+    held = pack.reviewed_texts("test_examples")
+    reviewed = Split([], [], None)
+    for label, texts in held.items():
+        reviewed = reviewed.extended(texts, label)
+    if train is data.train and not held:
+        return data
+    return data.with_splits(
+        train=train, reviewed=reviewed if held else None, source=data.source + "+reviewed"
+    )
 
 
 def with_background(data: ClincData, pack, background: bool | None, seed: int) -> ClincData:

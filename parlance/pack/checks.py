@@ -595,9 +595,37 @@ def _conversations(pack: Pack) -> list[Problem]:
     return out
 
 
+def _reviewed(pack: Pack) -> list[Problem]:
+    """reviewed.yml names only the pack's intents, and holds no text twice (a text both
+    trained on and held out would test nothing)."""
+    out = []
+    owner: dict[str, str] = {}
+    for name, entry in [
+        *pack.reviewed.intents.items(),
+        (OOS, pack.reviewed.out_of_scope),
+    ]:
+        where = f"intents.{name}" if name != OOS else "out_of_scope"
+        if name != OOS and name not in pack.intents:
+            out.append(Problem("reviewed.yml", where, f"{name!r} is not an intent of intents.yml"))
+        for field_name in ("examples", "test_examples"):
+            for i, text in enumerate(getattr(entry, field_name)):
+                key = _norm(text)
+                if key in owner:
+                    out.append(
+                        Problem(
+                            "reviewed.yml",
+                            f"{where}.{field_name}[{i}]",
+                            f"{text!r} is already reviewed as {owner[key]!r}",
+                        )
+                    )
+                owner.setdefault(key, name)
+    return out
+
+
 RULES = (
     _types,
     _examples,
+    _reviewed,
     _intent_refs,
     _core_map,
     _responses,

@@ -35,6 +35,7 @@ FILES: dict[str, type[BaseModel]] = {
     "forms.yml": models.FormsFile,
     "actions.yml": models.ActionsFile,
     "dialogue.yml": models.DialogueFile,
+    "reviewed.yml": models.ReviewedFile,
 }
 REQUIRED = ("assistant.yml", "intents.yml")
 TESTS_DIR = "tests"
@@ -159,6 +160,7 @@ class Pack:
     dialogue: models.DialogueFile = field(default_factory=models.DialogueFile)
     conversations: dict[str, models.ConversationsFile] = field(default_factory=dict)
     checksum: str = ""
+    reviewed: models.ReviewedFile = field(default_factory=models.ReviewedFile)
 
     # -- identity ------------------------------------------------------------------------
     @property
@@ -195,6 +197,15 @@ class Pack:
         out = {name: [parse(x) for x in i.test_examples] for name, i in self.intents.items()}
         out[models.OOS] = [parse(x) for x in self.intents_file.out_of_scope.test_examples]
         return out
+
+    def reviewed_texts(self, which: str = "examples") -> dict[str, list[str]]:
+        """reviewed.yml's texts per label (`oos` for out-of-scope ones): its `examples`
+        (training) or `test_examples` (held out)."""
+        out = {name: list(getattr(e, which)) for name, e in self.reviewed.intents.items()}
+        oos = list(getattr(self.reviewed.out_of_scope, which))
+        if oos:
+            out[models.OOS] = oos
+        return {k: v for k, v in out.items() if v}
 
     @cached_property
     def label_map(self) -> LabelMap:
@@ -339,6 +350,7 @@ def check_pack(pack: str | os.PathLike) -> tuple[Pack | None, list[Problem]]:
         forms_file=docs.get("forms.yml", models.FormsFile()),
         actions_file=docs.get("actions.yml", models.ActionsFile()),
         dialogue=docs.get("dialogue.yml", models.DialogueFile()),
+        reviewed=docs.get("reviewed.yml", models.ReviewedFile()),
         conversations=conversations,
         checksum=checksum,
     )

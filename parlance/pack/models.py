@@ -133,6 +133,21 @@ class OutOfScopeExamples(Strict):
     test_examples: list[Text] = []
 
 
+class ReviewedExamples(Strict):
+    """Plain texts (no slot markup: they are what users typed, brackets and all)."""
+
+    examples: list[Text] = []
+    test_examples: list[Text] = []
+
+
+class ReviewedFile(Strict):
+    """reviewed.yml: what `parlance review export` added from captured traffic, kept apart
+    from intents.yml so that a person's files are never rewritten; training merges it."""
+
+    intents: dict[Name, ReviewedExamples] = {}
+    out_of_scope: ReviewedExamples = ReviewedExamples()
+
+
 class IntentsFile(Strict):
     intents: dict[Name, Intent]
     out_of_scope: OutOfScopeExamples = OutOfScopeExamples()

@@ -6,13 +6,13 @@ import json
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from services.classifier import service
 from services.classifier.config import ClassifierSettings
 from services.classifier.model import ClassifierModel
 from services.classifier.schemas import ClassifyRequest, ClassifyResponse
-from services.common.app import app_settings, ready_model
+from services.common.app import app_settings, ready_model, served_view
 from services.common.batcher import Batcher
 from services.common.errors import error_responses
 
@@ -59,5 +59,5 @@ async def invocations(body: ClassifyRequest, ready: Ready, settings: Settings) -
 
 
 @router.get("/v1/model", summary="What is being served: manifest summary and backend")
-async def model_info(ready: Ready) -> dict:
-    return ready[0].info()
+async def model_info(ready: Ready, request: Request) -> dict:
+    return {**ready[0].info(), **served_view(request)}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelServiceSettings
 
 
-class ClassifierSettings(ServiceSettings):
+class ClassifierSettings(ModelServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CLASSIFIER_", extra="ignore")
 
     port: int = Field(8001, ge=1, le=65535)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 
-from services.common.batcher import model_executor
 from services.common.errors import NotReady, error_responses, install_error_handlers
 from services.common.metrics import render_latest
 from services.common.middleware import ServiceMiddleware
 from services.common.settings import ServiceSettings
+from services.common.swap import ModelHost
 
 logger = logging.getLogger(__name__)
 
@@ -86,46 +85,27 @@ def build_app(
     return app
 
 
-def model_lifespan(
-    name: str,
-    load_model: Callable[[], Any],
-    make_batcher: Callable[[Any, ThreadPoolExecutor], Any],
-    on_ready: Callable[[Any], None] = lambda model: None,
-):
+def model_lifespan(host: ModelHost, artifact: str, watch_s: float = 0.0):
     """The lifespan every model service uses: the model loads and warms up in a background
     task (so /healthz answers at once and /readyz turns 200 only when it can serve), then its
-    batcher starts; on shutdown the batcher is drained. A load failure leaves the process up
-    (liveness) but never ready, with the cause in the log and in every model route's 503."""
-
-    async def _load(app: FastAPI) -> None:
-        # Load, warm up and serve on the batcher's own model thread (see model_executor).
-        executor = model_executor(name)
-        loop = asyncio.get_running_loop()
-        try:
-            model = await loop.run_in_executor(executor, load_model)
-            seconds = await loop.run_in_executor(executor, model.warmup)
-            batcher = make_batcher(model, executor)
-            await batcher.start()
-            app.state.model, app.state.batcher = model, batcher
-            on_ready(model)
-            app.state.ready = True
-            logger.info("%s ready: %s (warm-up %.2f s)", name, model.version, seconds)
-        except Exception:
-            executor.shutdown(wait=False)
-            logger.exception("loading the %s failed", name)
-            app.state.load_failed = True
+    batcher starts; later versions are swapped in by the admin routes (or by watching the
+    models directory). On shutdown the batchers are drained. A load failure leaves the
+    process up (liveness) but never ready, with the cause in the log and in every model
+    route's 503."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loader = asyncio.create_task(_load(app))
+        app.state.host = host
+        tasks = [asyncio.create_task(host.start(app, artifact))]
+        if watch_s > 0 and host.models_dir is not None:
+            tasks.append(asyncio.create_task(host.watch(app, watch_s)))
         try:
             yield
         finally:
             app.state.ready = False
-            loader.cancel()
-            batcher = getattr(app.state, "batcher", None)
-            if batcher is not None:
-                await batcher.stop()
+            for task in tasks:
+                task.cancel()
+            await host.stop()
 
     return lifespan
 
@@ -136,6 +116,14 @@ async def ready_model(request: Request) -> tuple[Any, Any]:
     state = request.app.state
     require_ready(state)
     return state.model, state.batcher
+
+
+def served_view(request: Request) -> dict:
+    """Where the served version came from and when (beside the model's own info)."""
+    current = request.app.state.host.current
+    if current is None:
+        return {}
+    return {"artifact": current.artifact, "loaded_at": current.view()["loaded_at"]}
 
 
 async def app_settings(request: Request) -> Any:

@@ -53,6 +53,7 @@ class Batcher(Generic[I, O]):
         self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[I, asyncio.Future, float]] | None = None
         self._task: asyncio.Task | None = None
+        self._busy = False  # a batch is on the model thread
         # One model thread: the model itself uses the cores (intra-op threads); two
         # concurrent batches would only contend for them.
         self._executor = executor or model_executor(name)
@@ -66,6 +67,11 @@ class Batcher(Generic[I, O]):
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running: a retired batcher can stop."""
+        return not self._busy and (self._queue is None or self._queue.empty())
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue)
@@ -132,6 +138,7 @@ class Batcher(Generic[I, O]):
             for _, _, t in live:
                 self._m_queue_s.observe(started - t)
             self._m_batch.observe(len(live))
+            self._busy = True
             try:
                 outputs = await loop.run_in_executor(
                     self._executor, self.run_batch, [item for item, _, _ in live]
@@ -145,6 +152,7 @@ class Batcher(Generic[I, O]):
                         fut.set_exception(exc)
                 continue
             finally:
+                self._busy = False
                 self._m_infer_s.observe(time.perf_counter() - started)
             for (_, fut, _), out in zip(live, outputs, strict=True):
                 if not fut.done():

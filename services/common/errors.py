@@ -33,7 +33,9 @@ class ErrorBody(BaseModel):
 
 _DESCRIPTIONS = {
     401: "missing or invalid API key",
-    404: "no such route",
+    403: "admin endpoints disabled, or a wrong admin key",
+    404: "no such route or item",
+    409: "conflicts with the current state (another swap running, labels changed)",
     413: "request body too large",
     422: "invalid request",
     429: "overloaded or rate limited (see Retry-After)",
@@ -77,6 +79,21 @@ class Unauthorized(ServiceError):
 
     def __init__(self, message: str = "missing or invalid API key"):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
 
 
 class RateLimited(ServiceError):

@@ -80,3 +80,15 @@ DROPPED = Counter(
 
 def render_latest() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+MODEL_SWAPS = Counter(
+    f"{PREFIX}_model_swaps_total",
+    "Model versions swapped in while serving, by outcome (swapped, load_failed, refused)",
+    ["service", "outcome"],
+)
+MODEL_LOADED_AT = Gauge(
+    f"{PREFIX}_model_loaded_timestamp_seconds",
+    "When the served model version was loaded (its version is in the service's model info)",
+    ["service"],
+)

@@ -37,7 +37,14 @@ router = APIRouter(
 async def chat(body: ChatRequest, request: Request) -> Response:
     s = request.app.state
     payload = await service.chat(
-        body, s.settings, s.store, s.dialogue, s.classifier, s.label_map, s.label_error
+        body,
+        s.settings,
+        s.store,
+        s.dialogue,
+        s.classifier,
+        s.label_map,
+        s.label_error,
+        s.recorder,
     )
     # The hot path: the dict serialised once, not re-validated against `response_model`
     # (which still documents the shape; the tests check bodies against it).

@@ -7,16 +7,19 @@ import asyncio
 import contextlib
 import logging
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from parlance.pack import Pack, load_pack
+from parlance.review import CaptureRules, ReviewStore, parse_reasons
 from services.common.app import build_app
 from services.common.logging import configure_logging
-from services.gateway import metrics
+from services.gateway import metrics, review_api
 from services.gateway.actions import WebhookCaller
 from services.gateway.api import router
+from services.gateway.capture import Recorder
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
 from services.gateway.security import Guard, GuardMiddleware
@@ -63,23 +66,30 @@ def label_mismatch(pack: Pack, info: dict) -> str | None:
     return None
 
 
-async def _check_labels(app: FastAPI) -> bool:
-    """Compares the classifier's labels with the pack once the classifier answers; a
-    mismatch keeps the gateway unready for good, with the reason."""
+async def _check_labels(app: FastAPI, again: bool = False) -> bool:
+    """Compares the classifier's labels with the pack once the classifier answers, and again
+    (`again`) to notice a new version swapped in; a mismatch keeps the gateway unready with
+    the reason until a classifier that fits serves."""
     s = app.state
-    if s.labels_checked:
+    if s.labels_checked and not again:
         return s.label_error is None
     try:
         r = await s.classifier.client.get("/v1/model", timeout=2.0)
     except Exception:  # noqa: BLE001 - not reachable yet: try again next tick
-        return False
+        return s.labels_checked and s.label_error is None
     if r.status_code == 404:  # a classifier that does not describe itself: nothing to check
         s.labels_checked = True
         return True
     if r.status_code != 200:
-        return False
+        return s.labels_checked and s.label_error is None
     s.labels_checked = True
     info = r.json()
+    version = info.get("version") if isinstance(info, dict) else None
+    if again and version == s.classifier_version:
+        return s.label_error is None
+    if s.classifier_version is not None and version != s.classifier_version:
+        logger.info("the classifier now serves %s (was %s)", version, s.classifier_version)
+    s.classifier_version = version
     s.label_error = label_mismatch(s.pack, info)
     # The slots whose list rules only read answers, as chosen on val at training time
     # (a tagger trained on the rules' own silver annotations never beats them).
@@ -99,7 +109,8 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
     s = app.state
     tick = 0
     while True:
-        classifier_ok = await s.classifier.ready() and await _check_labels(app)
+        # Every few ticks /v1/model again: a classifier swapped to another version is checked.
+        classifier_ok = await s.classifier.ready() and await _check_labels(app, again=tick % 3 == 0)
         await s.generator.ready()  # optional, but closes its breaker as soon as it is back
         store_ok = await s.store.ping()
         s.ready = classifier_ok and store_ok
@@ -116,6 +127,34 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
                 metrics.ACTIVE_SESSIONS.set(await s.store.count())
         tick += 1
         await asyncio.sleep(period_s)
+
+
+def open_review(
+    settings: GatewaySettings, pack: Pack
+) -> tuple[ReviewStore | None, Recorder | None]:
+    """The review inbox (when capturing, or when an admin key lets people review) and the
+    recorder that fills it (when capturing)."""
+    if not (settings.capture or settings.admin_key):
+        return None, None
+    store = ReviewStore(settings.review_db)
+    if not settings.capture:
+        return store, None
+    rules = CaptureRules(
+        low_confidence=settings.capture_low_confidence,
+        margin=settings.capture_margin,
+        enabled=parse_reasons(settings.capture_reasons),
+    )
+    recorder = Recorder(
+        store,
+        rules,
+        (pack.name, pack.version),
+        redact_text=settings.capture_redact,
+        max_age=timedelta(days=settings.capture_retention_days),
+        max_items=settings.capture_max_items,
+        queue_size=settings.capture_queue,
+    )
+    logger.info("capturing turns for review into %s", store.engine.url.render_as_string())
+    return store, recorder
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -161,7 +200,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         s.pack = pack
         s.label_map = pack.label_map
-        s.labels_checked, s.label_error = False, None
+        s.labels_checked, s.label_error, s.classifier_version = False, None, None
+        s.review, s.recorder = open_review(settings, pack)
+        if s.recorder is not None:
+            await s.recorder.start()
         s.actions = actions
         s.dialogue = Dialogue(settings, pack, s.generator, actions)
         # A classifier that is already up is checked now, so a wrong one stops the start.
@@ -174,6 +216,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             s.ready = False
             watcher.cancel()
             closers = [s.classifier.close, s.generator.close, s.store.close]
+            if s.recorder is not None:
+                closers.append(s.recorder.stop)  # writes the last captures, closes the inbox
+            elif s.review is not None:
+                closers.append(lambda: asyncio.to_thread(s.review.close))
             if actions is not None:
                 closers.append(actions.close)
             for closer in closers:
@@ -186,7 +232,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="1",
         settings=settings,
         lifespan=lifespan,
-        routers=[router],
+        routers=[router, review_api.router, review_api.page_router],
         middleware=[(GuardMiddleware, {"guard": guard, "max_in_flight": settings.max_in_flight})],
     )
     app.state.guard = guard

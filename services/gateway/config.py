@@ -76,6 +76,26 @@ class GatewaySettings(ServiceSettings):
     )
     log_user_text: bool = False
 
+    # Learning from traffic (docs/retraining.md): turns worth a look go to a review inbox.
+    capture: bool = Field(False, description="record turns worth a review (off by default)")
+    review_db: str = Field(
+        "parlance-review.db",
+        validation_alias=AliasChoices("PARLANCE_REVIEW_DB", "GATEWAY_REVIEW_DB"),
+        description="the review inbox: an SQLite file path, or a postgresql:// URL "
+        "(several replicas share one)",
+    )
+    capture_reasons: str = Field(
+        "all", description="comma-separated capture rules (parlance.review.capture.RULES)"
+    )
+    capture_low_confidence: float = Field(0.5, ge=0, le=1)
+    capture_margin: float = Field(0.1, ge=0, le=1)
+    capture_redact: bool = Field(
+        True, description="replace e-mail addresses, phone and card numbers before writing"
+    )
+    capture_retention_days: float = Field(30.0, gt=0)
+    capture_max_items: int = Field(100_000, ge=1)
+    capture_queue: int = Field(1000, ge=1, description="captures waiting for the database")
+
     @property
     def keys(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

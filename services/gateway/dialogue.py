@@ -56,6 +56,10 @@ class Prediction:
     candidate: str | None = None
     # Slot spans the classifier's tagger found in the text: (slot, value, start, end).
     entities: tuple[tuple[str, str, int, int], ...] = ()
+    # The runner-up and how far behind it is (when the classifier was asked for two).
+    second: str | None = None
+    margin: float | None = None
+    model_version: str = ""
 
 
 @dataclass
@@ -68,6 +72,7 @@ class TurnResult:
     # one-slot form just filled; None for form prompts and fallbacks.
     intent: str | None = None
     action: dict | None = None  # a webhook action that ran this turn, and its outcome
+    events: set[str] = field(default_factory=set)  # form events: corrected, cancelled
 
 
 class Dialogue:
@@ -149,7 +154,9 @@ class Dialogue:
         # confirmation of a cancellation); elsewhere "cancel" ends the form.
         answer = self._steer(text, p, ("affirm", "deny")) if form.get("confirming") else None
         if answer is None and self._steer(text, p, ("cancel",)):
-            return self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
+            result = self._end_form(state, spec, "cancelled", self.texts.form.cancelled)
+            result.events.add("cancelled")
+            return result
         filled = fill_slots(
             spec,
             text,
@@ -177,9 +184,11 @@ class Dialogue:
             form["updated"] = now.timestamp()
             if filled.updates:
                 form["failed"] = False  # other values: another submission
+            result = await self._after_filling(state, spec, form, filled, p, now)
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
-            return await self._after_filling(state, spec, form, filled, p, now)
+                result.events.add("corrected")
+            return result
         if self._confident(p) and meta is None and self._answerable_now(text, p.raw, now):
             # A digression: answer it, then come back to the form.
             digression = await self._answer(text, state, p, now)

@@ -68,3 +68,12 @@ TURNS_IN_FLIGHT = Gauge(f"{PREFIX}_gateway_turns_in_flight", "Chat and classify 
 AUTH_FAILURES = Counter(
     f"{PREFIX}_gateway_auth_failures_total", "Requests refused for a missing or wrong API key"
 )
+CAPTURED = Counter(
+    f"{PREFIX}_gateway_review_captured_total",
+    "Turns captured for review, by reason (one turn may count under several)",
+    ["reason"],
+)
+CAPTURE_DROPPED = Counter(
+    f"{PREFIX}_gateway_review_dropped_total",
+    "Captures dropped: the write queue was full or the review database unreachable",
+)

@@ -8,8 +8,9 @@ keyed by a hash of the API key (never the key itself: it would land in Redis) or
 keys, by the client address. Keys are never logged.
 
 Every path needs a key when keys are configured, except liveness, readiness, metrics (for
-orchestrators and Prometheus) and the static chat page (no data; it asks for the key).
-That includes /docs and /openapi.json.
+orchestrators and Prometheus) and the static chat and review pages (no data; they ask for
+the key). That includes /docs and /openapi.json. The review inbox's routes take the admin
+key instead.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ class Guard:
             )
 
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ping", "/metrics", "/"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/ping", "/metrics", "/", "/review"})
+# The review inbox asks for the admin key instead (services.common.admin), not an API key.
+ADMIN_PREFIX = "/v1/review/"
 # Turns cost upstream work; past the cap a caller gets 429 at once, not a place in a queue
 # that ends in a timeout.
 TURN_PATHS = frozenset({"/v1/chat", "/v1/classify"})
@@ -108,6 +111,7 @@ class GuardMiddleware:
         if (
             scope["type"] != "http"
             or scope["path"] in OPEN_PATHS
+            or scope["path"].startswith(ADMIN_PREFIX)
             or scope.get("method") == "OPTIONS"
         ):  # CORS preflights carry no key
             await self.app(scope, receive, send)

@@ -9,10 +9,12 @@ import uuid
 from datetime import UTC, datetime
 
 from parlance.label_map import LabelMap
+from parlance.review import TurnFacts
 from parlance.state import dump_state, load_state
 from services.common.errors import InvalidInput, Overloaded, ServiceError, UpstreamUnavailable
 from services.common.validation import check_text, check_texts
 from services.gateway import metrics
+from services.gateway.capture import Recorder
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue, Prediction
 from services.gateway.schemas import ChatRequest
@@ -41,9 +43,13 @@ def _raise_if_overloaded(e: UpstreamError) -> None:
 
 
 async def classify_one(
-    classifier: Upstream, label_map: LabelMap, text: str, now: datetime | None = None
+    classifier: Upstream,
+    label_map: LabelMap,
+    text: str,
+    now: datetime | None = None,
+    top_k: int = 1,
 ) -> Prediction:
-    request: dict = {"texts": [text], "top_k": 1}
+    request: dict = {"texts": [text], "top_k": top_k}
     if now is not None:  # a classifier with a slot tagger reads relative dates against it
         request["now"] = now.isoformat()
     try:
@@ -58,6 +64,7 @@ async def classify_one(
     # A classifier without a borderline band (or an older one) sends no flag: no candidate.
     top = p.get("top_k") or []
     candidate = top[0]["intent"] if p.get("borderline") and top else None
+    runner_up = top[1] if len(top) > 1 else None
     return Prediction(
         raw=raw,
         core=label_map.core_of(raw),
@@ -65,6 +72,9 @@ async def classify_one(
         oos=bool(p["oos"]),
         candidate=candidate,
         entities=_entities(p.get("entities"), len(text)),
+        second=runner_up["intent"] if runner_up else None,
+        margin=float(top[0]["score"]) - float(runner_up["score"]) if runner_up else None,
+        model_version=str((body.get("model") or {}).get("version", "")),
     )
 
 
@@ -91,6 +101,7 @@ async def chat(
     classifier: Upstream,
     label_map: LabelMap,
     label_error: str | None = None,
+    recorder: Recorder | None = None,
 ) -> dict:
     if label_error:
         raise UpstreamUnavailable(label_error)
@@ -107,10 +118,27 @@ async def chat(
         # Only a classifier that tags slots is sent the clock (an older one refuses the field).
         now = datetime.now(UTC)
         clock = now if dialogue.tagged_slots else None
-        prediction = await classify_one(classifier, label_map, req.text, clock)
+        # The capture's margin rule needs the runner-up.
+        top_k = 2 if recorder is not None else 1
+        prediction = await classify_one(classifier, label_map, req.text, clock, top_k)
         result = await dialogue.turn(req.text, state, prediction, now, session_id=session_id)
         await store.put(session_id, dump_state(state))
     metrics.CHATS.labels(prediction.core, result.source).inc()
+    if recorder is not None:
+        recorder.offer(
+            TurnFacts(
+                text=req.text,
+                raw_intent=prediction.raw,
+                core_intent=prediction.core,
+                confidence=prediction.confidence,
+                oos=prediction.oos,
+                reply_source=result.source,
+                events=frozenset(result.events),
+                second_intent=prediction.second,
+                margin=prediction.margin,
+            ),
+            prediction.model_version,
+        )
     form = result.form
     return {
         "session_id": session_id,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from services.common.app import app_settings, ready_model
+from services.common.app import app_settings, ready_model, served_view
 from services.common.batcher import Batcher
 from services.common.errors import error_responses
 from services.generator import service
@@ -30,7 +30,7 @@ async def generate(
     body: GenerateRequest, ready: Ready, settings: Settings, request: Request
 ) -> dict:
     model, batcher = ready
-    result = await service.generate(body, settings, request.app.state.domain, batcher)
+    result = await service.generate(body, settings, model.domain, batcher)
     return {
         "reply": result.reply,
         "model": {"version": model.version},
@@ -48,5 +48,5 @@ async def invocations(
 
 
 @router.get("/v1/model", summary="What is being served: manifest summary and decoding")
-async def model_info(ready: Ready) -> dict:
-    return ready[0].info()
+async def model_info(ready: Ready, request: Request) -> dict:
+    return {**ready[0].info(), **served_view(request)}

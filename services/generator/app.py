@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
 
+from services.common.admin import admin_router
 from services.common.app import build_app, model_lifespan
 from services.common.logging import configure_logging
+from services.common.swap import ModelHost
 from services.generator import metrics
 from services.generator.api import router
 from services.generator.config import GeneratorSettings
@@ -20,16 +24,18 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
     # Fail fast on a wrong path, a broken manifest or pack copy: deployment errors.
     read_manifest(settings.artifact)
     domain = load_domain(settings.artifact)
+    initial = str(Path(settings.artifact).resolve())
 
-    def load() -> GeneratorModel:
+    def load(artifact: str) -> GeneratorModel:
         return GeneratorModel(
-            settings.artifact,
+            artifact,
             num_beams=settings.num_beams,
             device=settings.device,
             threads=settings.threads,
             quantize=settings.quantize,
             compact_vocabulary=settings.compact_vocabulary,
-            domain=domain,  # already read (and checked) above: not again
+            # the start-up artifact's domain was read (and checked) above: not again
+            domain=domain if artifact == initial else None,
         )
 
     def on_ready(model: GeneratorModel) -> None:
@@ -43,15 +49,19 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
             }
         )
 
-    lifespan = model_lifespan(
-        "generator", load, lambda m, ex: make_batcher(m, settings, ex), on_ready
+    host = ModelHost(
+        "generator",
+        load,
+        lambda m, ex: make_batcher(m, settings, ex),
+        on_ready,
+        models_dir=settings.models_dir,
     )
     app = build_app(
         title="Parlance generator",
         version="1",
         settings=settings,
-        lifespan=lifespan,
-        routers=[router],
+        lifespan=model_lifespan(host, settings.artifact, settings.watch_s),
+        routers=[router, admin_router],
     )
     app.state.domain = domain
     generated = domain.label_map.generated

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ModelServiceSettings
 
 
-class GeneratorSettings(ServiceSettings):
+class GeneratorSettings(ModelServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GENERATOR_", extra="ignore")
 
     port: int = Field(8002, ge=1, le=65535)
