@@ -3,7 +3,7 @@
     parlance init DIR                      a minimal working pack to start from
     parlance import rasa|csv|snips|clinc150 SRC --output PACK
     parlance validate PACK                 every problem, one line each; exit 1 on errors
-    parlance train PACK --output ARTIFACTS [--preset cpu|demo|paper]
+    parlance train PACK --output ARTIFACTS [--preset cpu|demo|paper] [--continue-from OLD]
     parlance evaluate ARTIFACTS/classifier
     parlance run PACK --artifacts ARTIFACTS [--port P]
     parlance test PACK [--url URL]         the pack's scripted conversations
@@ -160,6 +160,12 @@ def cmd_train(args) -> int:
     out = Path(args.output)
     extra = list(args.extra or [])
     data = ["--data-dir", args.data_dir] if args.data_dir else []
+    # The classifier's alone: the generator has no such flags.
+    continued = []
+    if args.continue_epochs is not None:
+        continued += ["--continue_epochs", str(args.continue_epochs)]
+    if args.continue_from:
+        continued += ["--continue_from", args.continue_from]
     rc = _python(
         "training.classifier",
         "--pack",
@@ -169,6 +175,7 @@ def cmd_train(args) -> int:
         "--output-dir",
         str(out / "classifier"),
         *data,
+        *continued,
         *extra,
     )
     if rc or not pack.label_map.generated or args.classifier_only:
@@ -284,6 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="cpu", choices=["cpu", "demo", "paper"])
     s.add_argument("--data-dir", help="external examples (CLINC150's oos-eval directory)")
     s.add_argument("--classifier-only", action="store_true")
+    s.add_argument(
+        "--continue-from",
+        metavar="OLD_CLASSIFIER_DIR",
+        help="a previous classifier artifact: when the intents (and base model, method, "
+        "head) are unchanged, the classifier starts from its weights for a few epochs; "
+        "otherwise it trains from scratch and says why",
+    )
+    s.add_argument(
+        "--continue-epochs",
+        type=float,
+        metavar="N",
+        help="epochs when continuing (default 1)",
+    )
     s.epilog = "Flags after `--` go to the trainers (python -m training.classifier --help)."
     s.set_defaults(fn=cmd_train)
 

@@ -4,6 +4,7 @@ write a classifier artifact.
     python -m training.classifier --preset cpu --data-dir DIR --output-dir OUT
     python -m training.classifier --pack assistants/bike_shop --output-dir OUT
     python -m training.classifier --preset paper --output-dir OUT      # RoBERTa-large + LoRA
+    python -m training.classifier --pack P --output-dir NEW --continue_from OLD   # warm start
 
 In the manner of transformers' `run_glue.py`: dataclass arguments (`--help` documents them all;
 a preset only changes defaults, every flag given on the command line wins), one top-down
@@ -15,6 +16,7 @@ artifact on test exactly as the service will run it -> manifest.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -29,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -39,7 +43,14 @@ from transformers import (
 
 from services.classifier import artifact as layout
 from services.classifier.backends import TorchBackend, forward_batched
-from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
+from services.classifier.modeling import (
+    CONFIG_FILE,
+    HEAD_FILE,
+    TAGGER_FILE,
+    HeadConfig,
+    IntentClassifier,
+    build_encoder,
+)
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
 from training import calibration, export, slot_tagging
 from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
@@ -47,6 +58,9 @@ from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_pack_
 from training.evaluate import evaluate_artifact, write_report
 
 logger = logging.getLogger("training.classifier")
+# For working out epochs without logging them (ensure_min_steps logs what it changes).
+_SILENT = logging.getLogger("training.classifier.silent")
+_SILENT.disabled = True
 
 OFFLINE_MINILM = "offline:all-MiniLM-L6-v2"
 
@@ -259,9 +273,33 @@ class OODArguments:
             raise ValueError("--band_oos_share must be in [0, 1)")
 
 
+@dataclass
+class ContinueArguments:
+    continue_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "a previous classifier artifact directory: when its labels, base model, "
+            "method and head match this run's, training starts from its weights for "
+            "--continue_epochs epochs; otherwise from scratch, with the reason logged and "
+            "recorded in the manifest (training.continued_from)"
+        },
+    )
+    continue_epochs: float = field(
+        default=1.0,
+        metadata={
+            "help": "epochs when continuing from --continue_from (in place of the preset's "
+            "epochs; --min_train_steps does not apply)"
+        },
+    )
+
+    def __post_init__(self):
+        if self.continue_epochs <= 0:
+            raise ValueError("--continue_epochs must be positive")
+
+
 def parse_args(argv: list[str] | None = None):
     return parse_with_presets(
-        (ModelArguments, DataArguments, OODArguments, TrainingArguments),
+        (ModelArguments, DataArguments, OODArguments, ContinueArguments, TrainingArguments),
         PRESETS,
         dict(
             metric_for_best_model="accuracy",
@@ -356,6 +394,20 @@ def compute_metrics(eval_pred, tags: list[str] | None = None) -> dict[str, float
     return out
 
 
+def head_config(margs: ModelArguments, num_labels: int, slots: list[str] | None) -> HeadConfig:
+    return HeadConfig(
+        num_labels=num_labels,
+        pooling=margs.pooling,
+        dropout=margs.head_dropout,
+        label_smoothing=margs.label_smoothing,
+        head=margs.head,
+        scale=margs.cosine_scale,
+        margin=margs.cosine_margin,
+        slots=list(slots or []),
+        slot_loss_weight=margs.slot_loss_weight,
+    )
+
+
 def build_model(
     margs: ModelArguments, num_labels: int, model_path: str, slots: list[str] | None = None
 ) -> IntentClassifier:
@@ -367,23 +419,202 @@ def build_model(
             r=margs.lora_r,
             lora_alpha=margs.lora_alpha,
             lora_dropout=margs.lora_dropout,
-            target_modules=[m.strip() for m in margs.lora_target_modules.split(",") if m],
+            target_modules=lora_modules(margs.lora_target_modules),
             bias="none",
         )
         encoder = get_peft_model(encoder, lora)
         encoder.print_trainable_parameters()
-    head = HeadConfig(
-        num_labels=num_labels,
-        pooling=margs.pooling,
-        dropout=margs.head_dropout,
-        label_smoothing=margs.label_smoothing,
-        head=margs.head,
-        scale=margs.cosine_scale,
-        margin=margs.cosine_margin,
-        slots=list(slots or []),
-        slot_loss_weight=margs.slot_loss_weight,
-    )
-    return IntentClassifier(encoder, head)
+    return IntentClassifier(encoder, head_config(margs, num_labels, slots))
+
+
+def lora_modules(spec: str) -> list[str]:
+    return [m.strip() for m in spec.split(",") if m.strip()]
+
+
+# -- continued training ------------------------------------------------------------------
+
+
+class PreviousArtifactError(layout.ArtifactError):
+    """--continue_from names a directory that is not a usable classifier artifact."""
+
+
+@dataclass
+class Continuation:
+    """Whether this run starts from a previous artifact's weights, and why (or why not)."""
+
+    path: str
+    version: str
+    reused: bool
+    reason: str
+
+    def to_manifest(self) -> dict:
+        return {
+            "path": self.path,
+            "version": self.version,
+            "reused": self.reused,
+            "reason": self.reason,
+        }
+
+
+def weights_dir(artifact: Path, method: str) -> Path:
+    """Where a previous artifact keeps the weights a continued run starts from: the merged
+    model (full fine-tuning), or the adapter, which holds the LoRA weights and the head
+    unmerged (merging is one-way)."""
+    return artifact / (layout.ADAPTER_DIR if method == "lora" else layout.MODEL_DIR)
+
+
+def load_previous(path: str) -> layout.ClassifierArtifact:
+    """The previous artifact, checked to hold what continuing from it needs; refused with the
+    file and the problem otherwise. Runs before any data is loaded, so a wrong path costs
+    nothing."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PreviousArtifactError(f"--continue_from {root}: no such directory")
+    try:
+        artifact = layout.ClassifierArtifact.load(root)
+    except layout.ArtifactError as e:
+        raise PreviousArtifactError(f"--continue_from: {e}") from None
+    manifest_path = root / layout.MANIFEST
+    manifest = artifact.manifest
+    for key in ("base_model", "method", "head"):
+        if key not in manifest:
+            raise PreviousArtifactError(f"{manifest_path}: missing {key!r}")
+    head = manifest["head"]
+    if not isinstance(head, dict) or not {"head", "pooling"} <= set(head):
+        raise PreviousArtifactError(f"{manifest_path}: 'head' lacks 'head' or 'pooling'")
+    if manifest["method"] not in ("full", "lora"):
+        raise PreviousArtifactError(f"{manifest_path}: unknown method {manifest['method']!r}")
+    weights = weights_dir(root, manifest["method"])
+    if manifest["method"] == "lora":
+        needed = ["adapter_config.json", ("adapter_model.safetensors", "adapter_model.bin")]
+    else:
+        needed = ["config.json", ("model.safetensors", "pytorch_model.bin")]
+    needed += [HEAD_FILE, CONFIG_FILE] + ([TAGGER_FILE] if head.get("slots") else [])
+    for names in needed:
+        names = (names,) if isinstance(names, str) else names
+        if not any((weights / n).is_file() for n in names):
+            raise PreviousArtifactError(
+                f"{weights / names[0]}: missing (a {manifest['method']} artifact keeps its "
+                "weights there)"
+            )
+    return artifact
+
+
+def _changes(old: list, new: list) -> str:
+    """What `new` adds to and drops from `old`, as `+2 (a, b), -1 (c)` (five names each
+    at most)."""
+
+    def named(sign: str, items: list) -> str:
+        shown = ", ".join(map(str, items[:5])) + (", ..." if len(items) > 5 else "")
+        return f"{sign}{len(items)} ({shown})"
+
+    added = [x for x in new if x not in old]
+    removed = [x for x in old if x not in new]
+    return ", ".join(named(s, xs) for s, xs in (("+", added), ("-", removed)) if xs)
+
+
+def weight_differences(previous: dict, current: dict) -> tuple[list[str], list[str]]:
+    """What keeps a previous artifact's weights from being this run's starting point (one
+    reason each; none: they can be reused), and what differs without mattering to the
+    weights (warnings). Both are manifest-shaped: `labels`, `base_model`, `method`, `head`
+    (`head`, `pooling`, `slots`), `max_seq_length` and, for LoRA, `training.args`' `lora_r`,
+    `lora_alpha` and `lora_target_modules`."""
+    reasons, warnings = [], []
+    old_labels, new_labels = list(previous.get("labels") or []), list(current["labels"])
+    if old_labels != new_labels:
+        # The head has one row per label, in label order: any change moves the rows.
+        if sorted(old_labels) == sorted(new_labels):
+            reasons.append("intents reordered")
+        else:
+            reasons.append(f"intents changed: {_changes(old_labels, new_labels)}")
+    if previous.get("base_model") != current["base_model"]:
+        reasons.append(
+            f"base model changed: {previous.get('base_model')} -> {current['base_model']}"
+        )
+    if previous.get("method") != current["method"]:
+        reasons.append(f"method changed: {previous.get('method')} -> {current['method']}")
+    old_head, new_head = previous.get("head") or {}, current["head"]
+    for key, what in (("head", "head"), ("pooling", "pooling")):
+        if old_head.get(key) != new_head[key]:
+            reasons.append(f"{what} changed: {old_head.get(key)} -> {new_head[key]}")
+    old_slots, new_slots = list(old_head.get("slots") or []), list(new_head.get("slots") or [])
+    if old_slots != new_slots:
+        # The tagger has one row per BIO tag, in slot order, like the intent head.
+        if not old_slots or not new_slots:
+            change = "slot tagger added" if new_slots else "slot tagger removed"
+        elif sorted(old_slots) == sorted(new_slots):
+            change = "tagged slots reordered"
+        else:
+            change = f"tagged slots changed: {_changes(old_slots, new_slots)}"
+        reasons.append(change)
+    if current["method"] == "lora" and previous.get("method") == "lora":
+        # PEFT loads the adapter with its saved configuration, so a rank, scale or module
+        # list asked for now would be silently ignored.
+        old_args = (previous.get("training") or {}).get("args") or {}
+        new_args = current["training"]["args"]
+        for key in ("lora_r", "lora_alpha", "lora_target_modules"):
+            old, new = old_args.get(key), new_args[key]
+            if key == "lora_target_modules" and old is not None:
+                old, new = sorted(lora_modules(old)), sorted(lora_modules(new))
+            if old != new:
+                reasons.append(f"{key} changed: {old_args.get(key)} -> {new_args[key]}")
+    old_length = previous.get("max_seq_length")
+    if old_length is not None and old_length != current["max_seq_length"]:
+        warnings.append(
+            f"max_seq_length changed: {old_length} -> {current['max_seq_length']} (the weights "
+            "do not depend on it, but the previous model learned from queries cut at "
+            f"{old_length} tokens)"
+        )
+    return reasons, warnings
+
+
+def decide_continuation(
+    previous: layout.ClassifierArtifact, margs: ModelArguments, labels: list[str], slots: list[str]
+) -> Continuation:
+    current = {
+        "labels": labels,
+        "base_model": base_model_name(margs.model_name_or_path),
+        "method": margs.method,
+        "head": asdict(head_config(margs, len(labels), slots)),
+        "max_seq_length": margs.max_seq_length,
+        "training": {"args": asdict(margs)},
+    }
+    reasons, warnings = weight_differences(previous.manifest, current)
+    for warning in warnings:
+        logger.warning("--continue_from %s: %s", previous.path, warning)
+    reason = "; ".join(reasons) or f"same {len(labels)} labels, base model, method and head"
+    return Continuation(str(previous.path), previous.version, not reasons, reason)
+
+
+def build_continued_model(
+    margs: ModelArguments,
+    num_labels: int,
+    base_model_path: str,
+    slots: list[str],
+    previous: Path,
+) -> IntentClassifier:
+    """This run's model with the previous artifact's weights: the merged encoder (full
+    fine-tuning), or the base encoder with the saved adapter, trainable again (LoRA); the
+    head and tagger from the same directory. The head's training settings (dropout, margin,
+    smoothing, loss weight) are this run's: only the weights carry over."""
+    weights = weights_dir(previous, margs.method)
+    try:
+        if margs.method == "lora":
+            from peft import PeftModel
+
+            encoder = PeftModel.from_pretrained(
+                build_encoder(base_model_path), str(weights), is_trainable=True
+            )
+            encoder.print_trainable_parameters()
+        else:
+            encoder = build_encoder(str(weights))
+        model = IntentClassifier(encoder, head_config(margs, num_labels, slots))
+        model.classifier.load_state_dict(load_file(str(weights / HEAD_FILE)))
+        if model.tagger is not None:
+            model.tagger.load_state_dict(load_file(str(weights / TAGGER_FILE)))
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as e:
+        raise PreviousArtifactError(f"{weights}: cannot load the previous weights ({e})") from e
+    return model
 
 
 def tokenize(data: ClincData, tokenizer, max_length: int, tags: list[str] | None = None):
@@ -522,7 +753,7 @@ def write_slot_types(out_dir: Path, slots: list[str], pack_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    margs, dargs, oargs, targs = parse_args(argv)
+    margs, dargs, oargs, cargs, targs = parse_args(argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO,
@@ -531,6 +762,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_libraries()
     started = time.time()
     set_seed(targs.seed)
+    previous = load_previous(cargs.continue_from) if cargs.continue_from else None
 
     out_dir = Path(targs.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -558,10 +790,34 @@ def main(argv: list[str] | None = None) -> dict:
     # -- model ---------------------------------------------------------------------------
     model_path = resolve_model_path(margs.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = build_model(margs, len(data.labels), model_path, slots)
+    continuation = decide_continuation(previous, margs, data.labels, slots) if previous else None
+    if continuation and continuation.reused:
+        model = build_continued_model(margs, len(data.labels), model_path, slots, previous.path)
+        # What training from scratch would have run, for the log line only.
+        scratch = copy.copy(targs)
+        ensure_min_steps(scratch, len(data.train), dargs.min_train_steps, _SILENT)
+        targs.num_train_epochs = cargs.continue_epochs
+        logger.info(
+            "continuing from %s (%s): %s; %g epoch%s instead of %g",
+            continuation.version,
+            continuation.path,
+            continuation.reason,
+            cargs.continue_epochs,
+            "" if cargs.continue_epochs == 1 else "s",
+            scratch.num_train_epochs,
+        )
+    else:
+        if continuation:
+            logger.info(
+                "%s: training from scratch (not continuing from %s, %s)",
+                continuation.reason,
+                continuation.version,
+                continuation.path,
+            )
+        model = build_model(margs, len(data.labels), model_path, slots)
+        ensure_min_steps(targs, len(data.train), dargs.min_train_steps, logger)
     tags = model.head_config.tags
     tokenized = tokenize(data, tokenizer, margs.max_seq_length, tags)
-    ensure_min_steps(targs, len(data.train), dargs.min_train_steps, logger)
     targs.label_names = ["labels", "tag_labels"] if tags else ["labels"]
     if tags and targs.metric_for_best_model in ("accuracy", "eval_accuracy"):
         targs.metric_for_best_model = "joint"  # the epoch best at intents and slots
@@ -643,6 +899,8 @@ def main(argv: list[str] | None = None) -> dict:
         "head": asdict(model.head_config),
         "training": {
             "seconds": round(train_seconds, 1),
+            "steps": train_result.global_step,
+            "continued_from": continuation.to_manifest() if continuation else None,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(),
             "processes": targs.world_size,  # > 1 under torchrun / accelerate launch
@@ -650,6 +908,7 @@ def main(argv: list[str] | None = None) -> dict:
                 **asdict(margs),
                 **asdict(dargs),
                 **asdict(oargs),
+                **asdict(cargs),
                 "learning_rate": targs.learning_rate,
                 "epochs": targs.num_train_epochs,
                 "batch_size": targs.per_device_train_batch_size,
@@ -700,4 +959,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()
+    try:
+        main()
+    except PreviousArtifactError as e:
+        sys.exit(f"error: {e}")
