@@ -124,6 +124,7 @@ reliability: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json
 	$(PY) -m benchmarks.reliability load
 	$(PY) -m benchmarks.reliability overload
 	$(PY) -m benchmarks.reliability faults
+	$(PY) -m benchmarks.reliability swap
 	$(PY) -m benchmarks.reliability report
 
 soak: $(CLASSIFIER)/manifest.json $(GENERATOR)/manifest.json

@@ -6,6 +6,8 @@ with a persistent local Redis for sessions), all on 127.0.0.1 and bounded in tim
                                             # Redis, stall an upstream, under load
     python -m benchmarks.reliability overload  # 2x capacity under several in-flight caps
     python -m benchmarks.reliability soak --minutes 10   # `make soak`: 70 % of capacity
+    python -m benchmarks.reliability swap   # swap the classifier, then the generator, under
+                                            # load: failed requests and the latency spike
     python -m benchmarks.reliability report # docs/reliability.md from the JSON results
 
 Each run writes docs/reliability/<run>.json; `report` turns them into docs/reliability.md,
@@ -49,6 +51,8 @@ class StackRun:
         generator: str,
         redis: bool = True,
         gateway_env: dict[str, str] | None = None,
+        classifier_env: dict[str, str] | None = None,
+        generator_env: dict[str, str] | None = None,
     ):
         self.tmp = tempfile.TemporaryDirectory()
         self.stack = Stack(
@@ -64,8 +68,8 @@ class StackRun:
                 "GATEWAY_LOG_LEVEL": "WARNING",
                 **(gateway_env or {}),
             },
-            classifier_env={"CLASSIFIER_LOG_LEVEL": "WARNING"},
-            generator_env={"GENERATOR_LOG_LEVEL": "WARNING"},
+            classifier_env={"CLASSIFIER_LOG_LEVEL": "WARNING", **(classifier_env or {})},
+            generator_env={"GENERATOR_LOG_LEVEL": "WARNING", **(generator_env or {})},
         )
 
     def __enter__(self) -> Stack:
@@ -367,6 +371,120 @@ def run_soak(classifier: str, generator: str, rate: float, minutes: float) -> di
 # -- report -----------------------------------------------------------------------------------
 
 
+# -- swapping model versions under load --------------------------------------------------------
+
+SWAP_KEY = "benchmark-admin-key"
+
+
+def _copy_as_new_version(artifact: str, root: Path, suffix: str) -> Path:
+    """The artifact again under another version: what a retrain would bring (the weights
+    do not matter for the swap, the load and warm-up do)."""
+    import shutil
+
+    dst = root / (Path(artifact).name + suffix)
+    shutil.copytree(artifact, dst, symlinks=True)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["version"] = f"{manifest.get('version', 'unknown')}{suffix}"
+    (dst / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return dst
+
+
+def _latency_window(result, start: float, end: float) -> dict:
+    lat = sorted(
+        x for sec, xs in result.latency_per_second.items() if start <= sec < end for x in xs
+    )
+    if not lat:
+        return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+    def pct(q: float) -> float:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))], 1)
+
+    return {"n": len(lat), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1)}
+
+
+def run_swap(classifier: str, generator: str, rate: float, seconds_between: float = 15) -> dict:
+    """Chat turns at `rate` while the classifier and then the generator are swapped to a
+    new version through their admin endpoints: what clients saw, per second and around
+    each swap."""
+    texts = sample_texts()
+    headers = {"X-Admin-Key": SWAP_KEY}
+    with tempfile.TemporaryDirectory() as tmp:
+        new_classifier = _copy_as_new_version(classifier, Path(tmp), "-swapped")
+        new_generator = _copy_as_new_version(generator, Path(tmp), "-swapped")
+        env = {"CLASSIFIER_ADMIN_KEY": SWAP_KEY}
+        with StackRun(
+            classifier,
+            generator,
+            classifier_env=env,
+            generator_env={"GENERATOR_ADMIN_KEY": SWAP_KEY},
+        ) as stack:
+            url = stack.gateway.url(stack.host)
+            load_at(url, rate, 5, texts)  # warm-up
+            duration = 3 * seconds_between
+            box: dict = {}
+            started = time.monotonic()
+
+            def load():
+                box["r"] = asyncio.run(
+                    run_load(
+                        url,
+                        bodies(texts),
+                        rate=rate,
+                        duration_s=duration,
+                        label="source",
+                        timeout_s=5,
+                    )
+                )
+
+            thread = threading.Thread(target=load)
+            thread.start()
+            swaps = []
+            for name, service, artifact in (
+                ("classifier", stack.classifier, new_classifier),
+                ("generator", stack.generator, new_generator),
+            ):
+                time.sleep(
+                    max(0.0, started + seconds_between * (len(swaps) + 1) - time.monotonic())
+                )
+                t0 = time.monotonic() - started
+                r = httpx.post(
+                    service.url(stack.host) + "/admin/model",
+                    json={"artifact": str(artifact)},
+                    headers=headers,
+                    timeout=300,
+                )
+                t1 = time.monotonic() - started
+                swaps.append(
+                    {
+                        "service": name,
+                        "status": r.status_code,
+                        "requested_at_s": round(t0, 2),
+                        "switched_at_s": round(t1, 2),
+                        **r.json(),
+                    }  # fmt: skip
+                )
+            thread.join()
+            result = box["r"]
+            versions = {
+                name: httpx.get(svc.url(stack.host) + "/v1/model").json()["version"]
+                for name, svc in (("classifier", stack.classifier), ("generator", stack.generator))
+            }
+    first = swaps[0]["requested_at_s"]
+    for swap in swaps:
+        # from the request to 2 s after the switch: loading, warm-up and the old version's
+        # last batches all fall in it
+        swap["during"] = _latency_window(result, swap["requested_at_s"], swap["switched_at_s"] + 2)
+    return {
+        "rate": rate,
+        "duration_s": duration,
+        **result.summary(),
+        "before": _latency_window(result, 1, first),
+        "swaps": swaps,
+        "served_after": versions,
+        "timeline": result.timeline(),
+    }
+
+
 def write(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     data = {
@@ -381,7 +499,7 @@ def write(name: str, data: dict) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", choices=["load", "overload", "faults", "soak", "report"])
+    p.add_argument("run", choices=["load", "overload", "faults", "soak", "swap", "report"])
     p.add_argument("--classifier-artifact", default="artifacts/classifier")
     p.add_argument("--generator-artifact", default="artifacts/generator")
     p.add_argument("--seconds", type=int, default=10, help="load: seconds per ramp step")
@@ -389,7 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         "--rate",
         type=float,
         default=None,
-        help="faults/soak: turns/s (default: from the load run's capacity)",
+        help="faults/soak/swap: turns/s (default: from the load run's capacity)",
     )
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--caps", default="256,64,24", help="overload: GATEWAY_MAX_IN_FLIGHT values")
@@ -415,6 +533,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     elif args.run == "faults":
         data = run_faults(*common, args.rate or max(10.0, 0.5 * (capacity or 50)))
+    elif args.run == "swap":
+        data = run_swap(*common, args.rate or max(10.0, 0.5 * (capacity or 20)))
     else:
         data = run_soak(*common, args.rate or max(10.0, 0.7 * (capacity or 50)), args.minutes)
     data["artifacts"] = {"classifier": common[0], "generator": common[1]}

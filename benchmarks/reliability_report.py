@@ -196,6 +196,39 @@ def actions_section(d: dict) -> list[str]:
     return lines
 
 
+def swap_section(d: dict) -> list[str]:
+    before = d["before"]
+    lines = [
+        "## Swapping model versions under load",
+        "",
+        f"`python -m benchmarks.reliability swap` ({d['written']}): {d['rate']:.0f} chat "
+        f"turns/s for {d['duration_s']:.0f} s through the gateway (the load above); the "
+        "classifier, then the generator, is told to serve a new version "
+        "(`POST /admin/model`, a copy of its artifact under another version) while the load "
+        "runs. Each loads and warms up beside the old version, which serves until the switch "
+        "and then finishes what it had queued (docs/retraining.md). Client timeout 5 s.",
+        "",
+        f"{d['sent']} turns: {d['ok']} answered, {d['rejected_429']} refused with 429, "
+        f"**{d['errors']} failed** (5xx or timeouts). Outcomes: {_outcomes(d['outcomes'])}.",
+        "",
+        "| window | turns | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|",
+        f"| before any swap | {before['n']} | {before['p50_ms']} | {before['p99_ms']} | "
+        f"{before['max_ms']} |",
+    ]
+    for s in d["swaps"]:
+        w = s["during"]
+        lines.append(
+            f"| {s['service']} swap: request to switch + 2 s "
+            f"({s['switched_at_s'] - s['requested_at_s']:.1f} s; load "
+            f"{s.get('load_seconds', 0):.1f} s, warm-up {s.get('warmup_seconds', 0):.1f} s) | "
+            f"{w['n']} | {w['p50_ms']} | {w['p99_ms']} | {w['max_ms']} |"
+        )
+    served = ", ".join(f"{k} {v}" for k, v in d["served_after"].items())
+    lines += ["", f"Serving afterwards: {served}.", ""]
+    return lines
+
+
 def write_report(results: Path, out: Path) -> None:
     lines = [
         "# Reliability",
@@ -211,6 +244,7 @@ def write_report(results: Path, out: Path) -> None:
         ("overload", overload_section),
         ("faults", faults_section),
         ("soak", soak_section),
+        ("swap", swap_section),
         ("actions", actions_section),
     ):
         d = _load(results, name)

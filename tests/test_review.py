@@ -76,6 +76,9 @@ def test_capture_rules_name_every_reason_that_holds():
     assert rules.reasons(facts(confidence=0.45, margin=0.4)) == ("low_confidence",)
     assert rules.reasons(facts(margin=0.05)) == ("small_margin",)
     assert rules.reasons(facts(events=frozenset({"corrected"}))) == ("form_correction",)
+    # "$300" read by a form is no question for the classifier, whatever it predicted
+    answer = facts(oos=True, raw_intent="oos", events=frozenset({"form_answer"}))
+    assert rules.reasons(answer) == ()
     assert rules.reasons(facts(events=frozenset({"cancelled"}))) == ("form_cancelled",)
     only_oos = CaptureRules(enabled=parse_reasons("out_of_scope"))
     assert only_oos.reasons(facts(margin=0.01, oos=True)) == ("out_of_scope",)

@@ -18,7 +18,8 @@ class TurnFacts:
     confidence: float
     oos: bool
     reply_source: str  # the chat response's `source`
-    events: frozenset[str] = frozenset()  # form events of the turn: corrected, cancelled
+    # form events of the turn: form_answer (a form read it), corrected, cancelled
+    events: frozenset[str] = frozenset()
     second_intent: str | None = None
     margin: float | None = None  # top score minus the runner-up's
 
@@ -35,10 +36,18 @@ class CaptureRules:
         )
 
 
+def _classified(turn: TurnFacts) -> bool:
+    """The prediction mattered: not a text a form read as its answer ("$300", "from
+    checking"), which the classifier need not know as an intent."""
+    return "form_answer" not in turn.events
+
+
 RULES: dict[str, Callable[[TurnFacts, CaptureRules], bool]] = {
-    "out_of_scope": lambda t, r: t.oos,
-    "low_confidence": lambda t, r: not t.oos and t.confidence < r.low_confidence,
-    "small_margin": lambda t, r: not t.oos and t.margin is not None and t.margin < r.margin,
+    "out_of_scope": lambda t, r: t.oos and _classified(t),
+    "low_confidence": lambda t, r: not t.oos and t.confidence < r.low_confidence and _classified(t),
+    "small_margin": lambda t, r: (
+        not t.oos and t.margin is not None and t.margin < r.margin and _classified(t)
+    ),
     "fallback": lambda t, r: t.reply_source == "fallback",
     "form_correction": lambda t, r: "corrected" in t.events,
     "form_cancelled": lambda t, r: "cancelled" in t.events,

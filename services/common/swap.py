@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class ModelHost:
         self.make_batcher = make_batcher
         self.on_ready = on_ready
         self.check = check  # (serving, candidate, options) -> why not, or None
-        self.models_dir = Path(models_dir).resolve() if models_dir else None
+        self.models_dir = Path(os.path.abspath(models_dir)) if models_dir else None
         self.current: Served | None = None
         # What a rollback goes back to: its path and version, not the model (whose memory
         # is freed once it retires).
@@ -76,13 +77,15 @@ class ModelHost:
 
     # -- where an artifact may come from --------------------------------------------------
     def resolve(self, artifact: str) -> str:
-        path = Path(artifact)
+        """The artifact's real path. With a models directory, the name must lie inside it
+        as written (a link the operator put there may point elsewhere: that is theirs to
+        decide; a request's `../` or absolute path outside is not)."""
         if self.models_dir is None:
-            return str(path.resolve())
-        full = (self.models_dir / path).resolve()
-        if not full.is_relative_to(self.models_dir):
+            return os.path.realpath(artifact)
+        named = os.path.normpath(os.path.join(self.models_dir, artifact))
+        if os.path.commonpath([named, str(self.models_dir)]) != str(self.models_dir):
             raise Forbidden(f"artifact {artifact!r} is outside the models directory")
-        return str(full)
+        return os.path.realpath(named)
 
     # -- loading ----------------------------------------------------------------------------
     async def _load(self, artifact: str) -> Served:
@@ -112,7 +115,7 @@ class ModelHost:
         """The first version, at start-up: a failure leaves the service up but never ready."""
         try:
             # the deployment's own setting: anywhere, models_dir or not
-            served = await self._load(str(Path(artifact).resolve()))
+            served = await self._load(os.path.realpath(artifact))
         except Exception:
             logger.exception("loading the %s failed", self.name)
             app.state.load_failed = True
@@ -204,34 +207,39 @@ class ModelHost:
 
     # -- watching a models directory ----------------------------------------------------------
     def wanted(self) -> str | None:
-        """What models_dir/current points at: a symbolic link to an artifact, or a file
-        holding its name; None without one."""
+        """The artifact models_dir/current names, as written there (the target of a
+        symbolic link, or a file's content); None without one."""
         if self.models_dir is None:
             return None
         current = self.models_dir / "current"
-        if current.is_symlink() or current.is_dir():
-            return str(current.resolve())
+        if current.is_symlink():
+            return os.readlink(current)
         if current.is_file():
-            name = current.read_text().strip()
-            return self.resolve(name) if name else None
+            return current.read_text().strip() or None
         return None
 
     async def watch(self, app, period_s: float) -> None:
         tried: str | None = None  # a target that failed is not retried until it changes
+        logger.info("%s: watching %s every %g s", self.name, self.models_dir / "current", period_s)
         while True:
             await asyncio.sleep(period_s)
             try:
-                target = self.wanted()
+                name = self.wanted()
+                target = self.resolve(name) if name else None
             except Exception as e:  # noqa: BLE001 - a bad `current`: say so, keep serving
-                logger.error("models_dir/current: %s", e)
+                if str(e) != tried:
+                    logger.error("%s/current: %s", self.models_dir, e)
+                    tried = str(e)
                 continue
             if target is None or self.current is None or target == self.current.artifact:
                 continue
             if target == tried or self._lock.locked():
                 continue
             tried = target
-            with contextlib.suppress(Exception):  # swap() logs and counts its failures
-                await self.swap(app, target)
+            try:
+                await self.swap(app, name)
+            except Exception as e:  # noqa: BLE001 - logged; the old version serves on
+                logger.error("%s: not swapped to %s: %s", self.name, name, e)
 
     async def stop(self) -> None:
         for task in list(self._retiring):

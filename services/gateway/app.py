@@ -94,8 +94,10 @@ async def _check_labels(app: FastAPI, again: bool = False) -> bool:
     # The slots whose list rules only read answers, as chosen on val at training time
     # (a tagger trained on the rules' own silver annotations never beats them).
     slots = info.get("slots_left_to_tagger") if isinstance(info, dict) else None
-    if isinstance(slots, list):
-        s.dialogue.tagged_slots = frozenset(x for x in slots if isinstance(x, str))
+    # (read again for every new version: an intent-only classifier tags none)
+    s.dialogue.tagged_slots = frozenset(
+        x for x in (slots if isinstance(slots, list) else []) if isinstance(x, str)
+    )
     if s.label_error:
         logger.error("refusing to serve: %s", s.label_error)
     return s.label_error is None

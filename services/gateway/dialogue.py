@@ -72,7 +72,8 @@ class TurnResult:
     # one-slot form just filled; None for form prompts and fallbacks.
     intent: str | None = None
     action: dict | None = None  # a webhook action that ran this turn, and its outcome
-    events: set[str] = field(default_factory=set)  # form events: corrected, cancelled
+    # form events: form_answer (the text filled slots), corrected, cancelled
+    events: set[str] = field(default_factory=set)
 
 
 class Dialogue:
@@ -185,6 +186,8 @@ class Dialogue:
             if filled.updates:
                 form["failed"] = False  # other values: another submission
             result = await self._after_filling(state, spec, form, filled, p, now)
+            if filled.updates:
+                result.events.add("form_answer")  # the form read it: whatever the intent
             if corrected:
                 metrics.FORMS.labels(spec.name, "corrected").inc()
                 result.events.add("corrected")
