@@ -11,7 +11,7 @@ import pytest
 from tests.servers import running
 
 KEY = "auth-test-key-5f1c9a"
-OPEN = {"/healthz", "/readyz", "/ping", "/metrics", "/"}
+OPEN = {"/healthz", "/readyz", "/ping", "/metrics", "/", "/review"}
 
 
 def gateway_routes() -> list[tuple[str, str]]:
@@ -61,6 +61,10 @@ def test_every_route_but_the_open_ones_needs_a_key(gateway):
             r = httpx.request(method, url, headers=headers, content=b"{not json", timeout=10)
             if path in OPEN:
                 assert r.status_code != 401, (method, path)
+            elif path.startswith("/v1/review/"):
+                # the review inbox takes the admin key, not an API key (none configured here)
+                assert r.status_code == 403, (method, path, headers, r.status_code)
+                assert r.json()["error"]["code"] == "forbidden"
             else:
                 # 401 even for a body that is not JSON: the key is checked first
                 assert r.status_code == 401, (method, path, headers, r.status_code)

@@ -35,7 +35,10 @@ from training.data import load_pack_data
         ("mail me at jane.doe+bikes@example.co.uk please", "mail me at <email> please"),
         ("my card is 4111 1111 1111 1111", "my card is <card_number>"),
         ("card 5500-0000-0000-0004 expires soon", "card <card_number> expires soon"),
+        ("card 4111 1111 1111 1111 123 is mine", "card <card_number> 123 is mine"),  # + CVV
+        ("5555555555554444 12/26", "<card_number> 12/26"),
         ("call me on +44 20 7946 0958", "call me on <phone_number>"),
+        ("or on 555-0132", "or on <phone_number>"),
         ("my number is (415) 555-0132", "my number is <phone_number>"),
         ("text 5550132999", "text <phone_number>"),
         # not personal data: kept as typed
@@ -43,6 +46,8 @@ from training.data import load_pack_data
         ("where is order 12345678", "where is order 12345678"),
         ("book it for 2026-12-01 at 10", "book it for 2026-12-01 at 10"),
         ("i am 35 and want a 29 inch wheel", "i am 35 and want a 29 inch wheel"),
+        ("are you open 9.00-17.30 on 12 05 2026", "are you open 9.00-17.30 on 12 05 2026"),
+        ("models from 2019-2024 under 1 000 000", "models from 2019-2024 under 1 000 000"),
     ],
 )
 def test_redaction(said, kept):
@@ -162,11 +167,17 @@ def test_store_filters_counts_and_decisions(store):
 def test_retention_by_age_and_by_count(store):
     old = datetime.now(UTC) - timedelta(days=40)
     store.add([turn(f"old {n}", created_at=old) for n in range(3)])
+    store.add([turn("old but accepted", created_at=old)])
+    [kept] = store.items(status=None, limit=1)
+    store.decide([kept.id], "accept")  # a reviewer's work, not exported yet
     store.add([turn(f"recent {n}") for n in range(5)])
     assert store.purge(max_age=timedelta(days=30)) == 3
     assert store.purge(max_items=2) == 3
-    assert [i.text for i in store.items()] == ["recent 4", "recent 3"]
+    assert [i.text for i in store.items(status="new")] == ["recent 4", "recent 3"]
+    assert [i.text for i in store.accepted()] == ["old but accepted"]
     assert store.purge(max_age=timedelta(days=30), max_items=2) == 0
+    store.mark_exported([kept.id])  # exported: retention applies again
+    assert store.purge(max_age=timedelta(days=30)) == 1
 
 
 def test_the_schema_is_migrated_once_and_shared_by_replicas(store):
@@ -280,6 +291,30 @@ def test_reviewed_file_problems_name_the_file_and_entry(bike_pack):
     problems = [str(p) for p in check_pack(bike_pack)[1] if p.file == "reviewed.yml"]
     assert any("intents.fly_to_mars" in p and "not an intent" in p for p in problems), problems
     assert any("intents.greet.test_examples[0]" in p and "already reviewed" in p for p in problems)
+
+
+def test_export_leaves_a_label_conflict_with_the_pack_for_a_person(bike_pack, tmp_path):
+    # "hello there" is a greet example of intents.yml; a reviewer said goodbye
+    store, items = accepted_items(
+        tmp_path, [("Hello there", "goodbye"), ("hello there!!", "greet")]
+    )
+    result = export_items(load_pack(bike_pack), items)
+    assert [(text, label) for _, text, label, _ in result.conflicts] == [("Hello there", "goodbye")]
+    assert "greet in intents.yml" in result.conflicts[0][3]
+    conflicted = result.conflicts[0][0]
+    assert conflicted not in result.exported_ids and len(result.exported_ids) == 1
+    store.mark_exported(result.exported_ids)
+    assert [i.id for i in store.accepted()] == [conflicted]  # still in the inbox
+    store.close()
+
+
+def test_reason_filter_names_only_known_reasons(tmp_path):
+    s = ReviewStore(str(tmp_path / "inbox.db"))
+    s.add([turn("x", reasons=("form_correction",))])
+    assert len(s.items(reason="form_correction")) == 1
+    with pytest.raises(ReviewError, match="reason: one of"):
+        s.items(reason="form%")
+    s.close()
 
 
 def test_export_refuses_a_label_the_pack_does_not_have(bike_pack, tmp_path):

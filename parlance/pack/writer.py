@@ -86,6 +86,7 @@ def write_pack(
     actions: dict | None = None,
     overwrite: bool = False,
     header: str | None = None,
+    reviewed: dict | None = None,
 ) -> list[Path]:
     """Validate every file's dict through its model, then write the pack to `out_dir`.
 
@@ -94,7 +95,8 @@ def write_pack(
     comment at the top of every file (say where the pack came from). An existing non-empty
     `out_dir` is refused (FileExistsError) unless `overwrite`; with it, pack files of an
     earlier write that this one does not produce are removed, so no stale forms.yml survives
-    an import without forms. Nothing is written when any dict is invalid (PackWriteError).
+    an import without forms (reviewed.yml stays: it holds review decisions, not imports).
+    Nothing is written when any dict is invalid (PackWriteError).
     Returns the paths written.
     """
     out = Path(out_dir)
@@ -108,6 +110,7 @@ def write_pack(
         "forms.yml": forms,
         "actions.yml": actions,
         "dialogue.yml": dialogue,
+        "reviewed.yml": reviewed,
     }
     assert set(given) == set(FILES), "every pack file has a parameter"
     for rel in FILES:
@@ -129,7 +132,8 @@ def write_pack(
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} is not empty; pass overwrite=True to replace the pack")
-        stale = [out / rel for rel in FILES if rel not in docs]
+        # reviewed.yml is what people decided in review, not what an import writes: kept
+        stale = [out / rel for rel in FILES if rel not in docs and rel != "reviewed.yml"]
         tests_dir = out / TESTS_DIR
         if tests_dir.is_dir():
             stale += [p for p in tests_dir.glob("*.y*ml") if f"{TESTS_DIR}/{p.name}" not in docs]

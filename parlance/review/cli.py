@@ -8,7 +8,8 @@
     parlance review export PACK [--test-share 0.2] [--dry-run]
 
 The inbox is `--db` (an SQLite path or a postgresql:// URL), by default $PARLANCE_REVIEW_DB,
-else ./parlance-review.db: the gateway's GATEWAY_REVIEW_DB.
+else $GATEWAY_REVIEW_DB (what the gateway writes; set in its image), else
+./parlance-review.db (the gateway's default too).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("review", help="the review inbox: list, decide, export into a pack")
     p.add_argument(
         "--db",
-        default=os.environ.get("PARLANCE_REVIEW_DB", DEFAULT_DB),
+        default=os.environ.get("PARLANCE_REVIEW_DB")
+        or os.environ.get("GATEWAY_REVIEW_DB", DEFAULT_DB),
         help="inbox: SQLite path or postgresql:// URL (default $PARLANCE_REVIEW_DB, else "
-        f"{DEFAULT_DB})",
+        f"$GATEWAY_REVIEW_DB as the gateway reads it, else {DEFAULT_DB})",
     )
     rsub = p.add_subparsers(dest="review_command", required=True)
     s = rsub.add_parser("list", help="captured turns, newest first")
@@ -127,12 +129,17 @@ def _export(args, store) -> int:
         return 1
     for item_id, text, where in result.duplicates:
         print(f"  duplicate #{item_id} {text!r}: already {where}")
+    for item_id, text, label, where in result.conflicts:
+        print(
+            f"  conflict #{item_id} {text!r}: reviewed as {label}, but the pack has it as "
+            f"{where}; left in the inbox (fix the pack, or relabel or discard the item)"
+        )
     trained = sum(map(len, result.added.values()))
     held = sum(map(len, result.held_out.values()))
     verb = "would add" if args.dry_run else "added"
     print(
         f"{verb} {trained} example(s) and {held} held-out test(s) to {result.path} "
-        f"({len(result.duplicates)} duplicate(s) skipped)"
+        f"({len(result.duplicates)} duplicate(s), {len(result.conflicts)} conflict(s) skipped)"
     )
     if not args.dry_run:
         store.mark_exported(result.exported_ids)

@@ -8,6 +8,7 @@ or from another replica's inbox, puts each text on the same side.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ class ExportResult:
     added: dict[str, list[str]] = field(default_factory=dict)  # label -> new examples
     held_out: dict[str, list[str]] = field(default_factory=dict)  # label -> new tests
     duplicates: list[tuple[int, str, str]] = field(default_factory=list)  # id, text, where
+    # the same text already in the pack under another label: id, text, label, where; left
+    # accepted in the inbox (a relabel that corrects the pack is for a person to apply)
+    conflicts: list[tuple[int, str, str, str]] = field(default_factory=list)
     exported_ids: list[int] = field(default_factory=list)
     path: Path | None = None
 
@@ -47,21 +51,21 @@ class ExportResult:
         return sum(map(len, self.added.values())) + sum(map(len, self.held_out.values()))
 
 
-def known_texts(pack: Pack, external: Iterable[tuple[str, str]] = ()) -> dict[str, str]:
-    """Normalised text -> where it already is (label and file), over the pack's examples,
-    its reviewed.yml and `external` (label, text) pairs (a pack whose examples live
-    elsewhere, CLINC150's)."""
-    out: dict[str, str] = {}
+def known_texts(pack: Pack, external: Iterable[tuple[str, str]] = ()) -> dict[str, tuple[str, str]]:
+    """Normalised text -> (its label, where it is), over the pack's examples, its
+    reviewed.yml and `external` (label, text) pairs (a pack whose examples live elsewhere,
+    CLINC150's)."""
+    out: dict[str, tuple[str, str]] = {}
     for which in (pack.examples, pack.test_examples):
         for label, examples in which.items():
             for e in examples:
-                out.setdefault(normalise(e.text), f"{label} in intents.yml")
+                out.setdefault(normalise(e.text), (label, f"{label} in intents.yml"))
     for which in ("examples", "test_examples"):
         for label, texts in pack.reviewed_texts(which).items():
             for text in texts:
-                out.setdefault(normalise(text), f"{label} in {REVIEWED_FILE}")
+                out.setdefault(normalise(text), (label, f"{label} in {REVIEWED_FILE}"))
     for label, text in external:
-        out.setdefault(normalise(text), f"{label} in the pack's examples")
+        out.setdefault(normalise(text), (label, f"{label} in the pack's examples"))
     return out
 
 
@@ -72,9 +76,10 @@ def export_items(
     external: Iterable[tuple[str, str]] = (),
     dry_run: bool = False,
 ) -> ExportResult:
-    """Writes the accepted `items` into the pack's reviewed.yml (unless `dry_run`). Every
-    item is marked as handled in the result's `exported_ids`, duplicates too: they are in
-    the pack already."""
+    """Writes the accepted `items` into the pack's reviewed.yml (unless `dry_run`). The
+    result's `exported_ids` are the items now in the pack: those written and duplicates
+    with the same label; a text the pack has under another label is a conflict, left for a
+    person to settle. The file is replaced in one step (written beside it, then renamed)."""
     from parlance.pack.writer import dump_yaml
 
     seen = known_texts(pack, external)
@@ -87,11 +92,16 @@ def export_items(
                 f"item {item.id}: label {label!r} is not an intent of pack {pack.name!r}"
             )
         key = normalise(item.text)
-        result.exported_ids.append(item.id)
         if key in seen:
-            result.duplicates.append((item.id, item.text, seen[key]))
+            known_label, where = seen[key]
+            if known_label == label:
+                result.duplicates.append((item.id, item.text, where))
+                result.exported_ids.append(item.id)  # in the pack already, as decided
+            else:
+                result.conflicts.append((item.id, item.text, label, where))
             continue
-        seen[key] = f"{label} in {REVIEWED_FILE}"
+        result.exported_ids.append(item.id)
+        seen[key] = (label, f"{label} in {REVIEWED_FILE}")
         which = "test_examples" if held_out(item.text, test_share) else "examples"
         entry = (
             doc["out_of_scope"]
@@ -104,5 +114,7 @@ def export_items(
     if not dry_run and result.n_added:
         doc = ReviewedFile.model_validate(doc).model_dump()  # what the loader will accept
         doc["intents"] = dict(sorted(doc["intents"].items()))
-        result.path.write_text(HEADER + dump_yaml(doc), encoding="utf-8")
+        partial = result.path.with_suffix(".yml.tmp")
+        partial.write_text(HEADER + dump_yaml(doc), encoding="utf-8")
+        os.replace(partial, result.path)
     return result

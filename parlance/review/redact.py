@@ -20,6 +20,7 @@ PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d(?:[ .-]?\d){6,14}(?!\w)"
 )
 
+SHORT_PHONE = re.compile(r"\d{3}[ -]\d{4}|\d{3}[ -]\d{3}[ -]\d{3}")
 # Dates look like short phone numbers ("2026-12-01", "01/12/2026"): kept.
 DATE = re.compile(r"\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 
@@ -37,8 +38,22 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _card(match: re.Match) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    return PLACEHOLDERS["card"] if luhn_ok(digits) else match.group(0)
+    """The run of digits, with a card number inside it replaced: the whole run, or a part
+    of it on its group boundaries ("4111 1111 1111 1111 123": the card, then the CVV)."""
+    said = match.group(0)
+    # Group boundaries only: inside one unbroken run, some 13-digit window passes the Luhn
+    # check one time in ten, and order numbers would lose digits.
+    groups = [m.span() for m in re.finditer(r"\d+", said)]
+    for length in range(19, 12, -1):  # longest card first
+        for first in range(len(groups)):
+            for last in range(first, len(groups)):
+                start, end = groups[first][0], groups[last][1]
+                digits = re.sub(r"\D", "", said[start:end])
+                if len(digits) > length:
+                    break
+                if len(digits) == length and luhn_ok(digits):
+                    return said[:start] + PLACEHOLDERS["card"] + said[end:]
+    return said
 
 
 def _phone(match: re.Match) -> str:
@@ -47,8 +62,9 @@ def _phone(match: re.Match) -> str:
         return said
     digits = re.sub(r"\D", "", said)
     # Ten digits or more, or fewer written the way phone numbers are ("555-0132",
-    # "+33 1 23 45 67"); a bare run of 7-9 digits is more often an order number.
-    shaped = len(digits) != len(said)
+    # "+33 1 23 45 67", "(415) 555 0132"); a bare run of 7-9 digits is more often an order
+    # number, and "9.00-17.30", "2019-2024" or "1 000 000" are opening hours, years, sums.
+    shaped = said.startswith(("+", "(")) or SHORT_PHONE.fullmatch(said) is not None
     return PLACEHOLDERS["phone"] if len(digits) >= 10 or shaped else said
 
 

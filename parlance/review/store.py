@@ -19,6 +19,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from parlance.review.capture import RULES
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 STATUSES = ("new", "accepted", "discarded", "exported")
 DECISIONS = ("accept", "relabel", "discard")
@@ -117,6 +119,10 @@ def migrate(engine: sa.Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together on a new database: one migrates, the others wait
+            # for it (the lock ends with the transaction) and then find nothing to do.
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(7160516)"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -144,7 +150,9 @@ class ReviewStore:
             if not create and not path.is_file():
                 raise ReviewError(f"no review inbox at {path} (nothing was captured there)")
             path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(self.url, pool_pre_ping=True, future=True)
+        # A database that does not answer fails in seconds, not after the TCP timeout.
+        connect_args = {"connect_timeout": 5} if self.url.startswith("postgresql") else {}
+        self.engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
         migrate(self.engine)
 
     def close(self) -> None:
@@ -165,7 +173,8 @@ class ReviewStore:
         now = datetime.now(UTC)
         rows = [
             {
-                "created_at": t.created_at or now,
+                # stored as UTC: SQLite keeps no zone, and reads come back as UTC
+                "created_at": (t.created_at or now).astimezone(UTC),
                 "text": t.text,
                 "raw_intent": t.raw_intent,
                 "core_intent": t.core_intent,
@@ -187,18 +196,22 @@ class ReviewStore:
 
     def purge(self, max_age: timedelta | None = None, max_items: int | None = None) -> int:
         """Deletes what is older than `max_age`, then the oldest beyond `max_items`; returns
-        how many rows went."""
+        how many rows went. Items accepted and not exported yet are kept: a reviewer's work
+        waiting for `parlance review export` is not lost to a burst of new captures."""
         t = captured_turns
+        removable = t.c.status != "accepted"
         removed = 0
         with self.engine.begin() as c:
             if max_age is not None:
                 cutoff = datetime.now(UTC) - max_age
-                removed += c.execute(t.delete().where(t.c.created_at < cutoff)).rowcount
+                old = t.delete().where(t.c.created_at < cutoff, removable)
+                removed += c.execute(old).rowcount
             if max_items is not None:
                 keep = sa.select(t.c.id).order_by(t.c.id.desc()).limit(max_items)
                 oldest_kept = c.execute(sa.select(sa.func.min(keep.subquery().c.id))).scalar()
                 if oldest_kept is not None:
-                    removed += c.execute(t.delete().where(t.c.id < oldest_kept)).rowcount
+                    beyond = t.delete().where(t.c.id < oldest_kept, removable)
+                    removed += c.execute(beyond).rowcount
         return removed
 
     # -- review --------------------------------------------------------------------------
@@ -213,7 +226,11 @@ class ReviewStore:
         elif intent is not None:
             query = query.where(t.c.raw_intent == intent, sa.not_(t.c.oos))
         if reason is not None:
-            query = query.where(t.c.reasons.like(f"%,{reason},%"))
+            if reason not in RULES:
+                raise ReviewError(f"reason: one of {', '.join(RULES)}, not {reason!r}")
+            # `_` is a LIKE wildcard: escaped, so one reason never matches another
+            pattern = "%," + reason.replace("_", "\\_") + ",%"
+            query = query.where(t.c.reasons.like(pattern, escape="\\"))
         if model_version is not None:
             query = query.where(t.c.model_version == model_version)
         return query
@@ -297,8 +314,9 @@ class ReviewStore:
             return
         t = captured_turns
         with self.engine.begin() as c:
+            # only what is still accepted: an item decided again during the export stays
             c.execute(
                 t.update()
-                .where(t.c.id.in_(list(ids)))
+                .where(t.c.id.in_(list(ids)), t.c.status == "accepted")
                 .values(status="exported", exported_at=datetime.now(UTC))
             )

@@ -116,44 +116,51 @@ class Batcher(Generic[I, O]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            deadline = time.perf_counter() + self.max_wait
-            while len(batch) < self.max_batch_size:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
-            self._m_depth.set(self._queue.qsize())
-            live = [(item, fut, t) for item, fut, t in batch if not fut.done()]
-            if len(live) < len(batch):
-                self._m_dropped.inc(len(batch) - len(live))
-            if not live:
-                continue
-            started = time.perf_counter()
-            for _, _, t in live:
-                self._m_queue_s.observe(started - t)
-            self._m_batch.observe(len(live))
-            self._busy = True
+            self._busy = True  # a batch is forming: not idle while it waits for more
             try:
-                outputs = await loop.run_in_executor(
-                    self._executor, self.run_batch, [item for item, _, _ in live]
-                )
-                if len(outputs) != len(live):
-                    raise RuntimeError(f"batch of {len(live)} gave {len(outputs)} outputs")
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
-                logger.exception("batch of %d failed", len(live))
-                for _, fut, _ in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                await self._run_one(batch, loop)
             finally:
                 self._busy = False
-                self._m_infer_s.observe(time.perf_counter() - started)
-            for (_, fut, _), out in zip(live, outputs, strict=True):
+
+    async def _run_one(self, batch: list, loop) -> None:
+        """Gathers one batch after its first item, runs it, answers every waiter."""
+        assert self._queue is not None
+        deadline = time.perf_counter() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        self._m_depth.set(self._queue.qsize())
+        live = [(item, fut, t) for item, fut, t in batch if not fut.done()]
+        if len(live) < len(batch):
+            self._m_dropped.inc(len(batch) - len(live))
+        if not live:
+            return
+        started = time.perf_counter()
+        for _, _, t in live:
+            self._m_queue_s.observe(started - t)
+        self._m_batch.observe(len(live))
+        try:
+            outputs = await loop.run_in_executor(
+                self._executor, self.run_batch, [item for item, _, _ in live]
+            )
+            if len(outputs) != len(live):
+                raise RuntimeError(f"batch of {len(live)} gave {len(outputs)} outputs")
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+            logger.exception("batch of %d failed", len(live))
+            for _, fut, _ in live:
                 if not fut.done():
-                    fut.set_result(out)
+                    fut.set_exception(exc)
+            return
+        finally:
+            self._m_infer_s.observe(time.perf_counter() - started)
+        for (_, fut, _), out in zip(live, outputs, strict=True):
+            if not fut.done():
+                fut.set_result(out)

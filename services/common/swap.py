@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 RETIRE_GRACE_S = 2.0
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and kept in sets) by identity
 class Served:
     model: Any
     batcher: Any
@@ -74,18 +74,22 @@ class ModelHost:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task] = set()
+        self._retired_pending: set = set()  # old versions still finishing their requests
 
     # -- where an artifact may come from --------------------------------------------------
     def resolve(self, artifact: str) -> str:
         """The artifact's real path. With a models directory, the name must lie inside it
         as written (a link the operator put there may point elsewhere: that is theirs to
         decide; a request's `../` or absolute path outside is not)."""
-        if self.models_dir is None:
-            return os.path.realpath(artifact)
-        named = os.path.normpath(os.path.join(self.models_dir, artifact))
-        if os.path.commonpath([named, str(self.models_dir)]) != str(self.models_dir):
-            raise Forbidden(f"artifact {artifact!r} is outside the models directory")
-        return os.path.realpath(named)
+        try:
+            if self.models_dir is None:
+                return os.path.realpath(artifact)
+            named = os.path.normpath(os.path.join(self.models_dir, artifact))
+            if os.path.commonpath([named, str(self.models_dir)]) != str(self.models_dir):
+                raise Forbidden(f"artifact {artifact!r} is outside the models directory")
+            return os.path.realpath(named)
+        except (ValueError, OSError) as e:  # a NUL byte, a path too long: not a path
+            raise InvalidInput(f"artifact: not a usable path ({e})") from None
 
     # -- loading ----------------------------------------------------------------------------
     async def _load(self, artifact: str) -> Served:
@@ -109,7 +113,10 @@ class ModelHost:
         app.state.model, app.state.batcher = served.model, served.batcher
         self.current = served
         metrics.MODEL_LOADED_AT.labels(self.name).set(served.loaded_at.timestamp())
-        self.on_ready(served.model)
+        try:
+            self.on_ready(served.model)
+        except Exception:  # noqa: BLE001 - metrics and logs only: the version serves anyway
+            logger.exception("%s: on_ready failed for %s", self.name, served.model.version)
 
     async def start(self, app, artifact: str) -> None:
         """The first version, at start-up: a failure leaves the service up but never ready."""
@@ -128,12 +135,17 @@ class ModelHost:
 
     # -- swapping ---------------------------------------------------------------------------
     async def swap(self, app, artifact: str, options: dict | None = None) -> dict:
+        """Swap to `artifact` as a request names it (checked against the models directory)."""
+        return await self._swap(app, self.resolve(artifact), options)
+
+    async def _swap(self, app, path: str, options: dict | None = None) -> dict:
+        """Swap to the real path `path`, already trusted (resolved from a request, the
+        watched link, or what served before)."""
         if self._lock.locked():
             raise Conflict(f"a {self.name} swap is already in progress; retry when it is done")
         if self.current is None:
             raise Conflict(f"the {self.name} has no model serving yet; nothing to swap")
         async with self._lock:
-            path = self.resolve(artifact)
             try:
                 candidate = await self._load(path)
             except Exception as e:  # noqa: BLE001 - any load failure: the old one serves on
@@ -143,11 +155,14 @@ class ModelHost:
                 raise InvalidInput(
                     f"could not load {path}: {e}; still serving {self.current.model.version}"
                 ) from None
-            problem = (
-                self.check(self.current.model, candidate.model, options or {})
-                if self.check
-                else None
-            )
+            try:
+                problem = (
+                    self.check(self.current.model, candidate.model, options or {})
+                    if self.check
+                    else None
+                )
+            except Exception as e:  # noqa: BLE001 - a failing check refuses, never leaks
+                problem = f"the new version could not be checked ({e})"
             if problem:
                 metrics.MODEL_SWAPS.labels(self.name, "refused").inc()
                 self.last_error = problem
@@ -181,9 +196,10 @@ class ModelHost:
     async def rollback(self, app) -> dict:
         if self.previous is None:
             raise Conflict(f"the {self.name} has no previous version to roll back to")
-        return await self.swap(app, self.previous["artifact"], {"rollback": True})
+        return await self._swap(app, self.previous["artifact"], {"rollback": True})
 
     async def _retire(self, old: Served) -> None:
+        self._retired_pending.add(old)
         idle_since = None
         while True:
             await asyncio.sleep(0.1)
@@ -194,6 +210,7 @@ class ModelHost:
             if time.monotonic() - idle_since >= RETIRE_GRACE_S:
                 break
         await old.batcher.stop()
+        self._retired_pending.discard(old)
         logger.info("%s %s retired", self.name, old.model.version)
 
     def view(self) -> dict:
@@ -219,31 +236,39 @@ class ModelHost:
         return None
 
     async def watch(self, app, period_s: float) -> None:
-        tried: str | None = None  # a target that failed is not retried until it changes
+        """Swap when models_dir/current names another artifact than it did: on the first
+        look when it names another than the one serving, then on every change (so a swap
+        by the admin endpoint is not undone while `current` stays as it was)."""
+        seen: str | None = None
         logger.info("%s: watching %s every %g s", self.name, self.models_dir / "current", period_s)
         while True:
             await asyncio.sleep(period_s)
+            if self.current is None or self._lock.locked():
+                continue
             try:
                 name = self.wanted()
                 target = self.resolve(name) if name else None
             except Exception as e:  # noqa: BLE001 - a bad `current`: say so, keep serving
-                if str(e) != tried:
+                if seen != repr(e):
                     logger.error("%s/current: %s", self.models_dir, e)
-                    tried = str(e)
+                    seen = repr(e)
                 continue
-            if target is None or self.current is None or target == self.current.artifact:
+            if target is None or target == seen:
                 continue
-            if target == tried or self._lock.locked():
+            seen = target
+            if target == self.current.artifact:
                 continue
-            tried = target
             try:
-                await self.swap(app, name)
+                await self._swap(app, target)
             except Exception as e:  # noqa: BLE001 - logged; the old version serves on
                 logger.error("%s: not swapped to %s: %s", self.name, name, e)
 
     async def stop(self) -> None:
         for task in list(self._retiring):
             task.cancel()
+        for old in list(self._retired_pending):
+            with contextlib.suppress(Exception):
+                await old.batcher.stop()
         if self.current is not None:
             with contextlib.suppress(Exception):
                 await self.current.batcher.stop()

@@ -131,23 +131,18 @@ async def _watch(app: FastAPI, period_s: float = 1.0) -> None:
         await asyncio.sleep(period_s)
 
 
-def open_review(
-    settings: GatewaySettings, pack: Pack
-) -> tuple[ReviewStore | None, Recorder | None]:
-    """The review inbox (when capturing, or when an admin key lets people review) and the
-    recorder that fills it (when capturing)."""
-    if not (settings.capture or settings.admin_key):
-        return None, None
-    store = ReviewStore(settings.review_db)
+def make_recorder(settings: GatewaySettings, pack: Pack) -> Recorder | None:
+    """The recorder that fills the review inbox (when capturing); its store comes later,
+    from `_open_inbox`."""
     if not settings.capture:
-        return store, None
+        return None
     rules = CaptureRules(
         low_confidence=settings.capture_low_confidence,
         margin=settings.capture_margin,
         enabled=parse_reasons(settings.capture_reasons),
     )
-    recorder = Recorder(
-        store,
+    return Recorder(
+        None,
         rules,
         (pack.name, pack.version),
         redact_text=settings.capture_redact,
@@ -155,8 +150,28 @@ def open_review(
         max_items=settings.capture_max_items,
         queue_size=settings.capture_queue,
     )
-    logger.info("capturing turns for review into %s", store.engine.url.render_as_string())
-    return store, recorder
+
+
+async def _open_inbox(app: FastAPI, retry_s: float = 5.0) -> None:
+    """Opens (and migrates) the review inbox, retrying while its database is unreachable:
+    the inbox is optional, so the gateway serves meanwhile (captures queue, then drop, and
+    the review routes answer 503)."""
+    s = app.state
+    settings = s.settings
+    last_error = None
+    while True:
+        try:
+            store = await asyncio.to_thread(ReviewStore, settings.review_db)
+            break
+        except Exception as e:  # noqa: BLE001 - logged once per distinct error, retried
+            if repr(e) != last_error:
+                logger.error("review inbox %s unreachable, retrying: %s", settings.review_db, e)
+                last_error = repr(e)
+            await asyncio.sleep(retry_s)
+    s.review = store
+    if s.recorder is not None:
+        s.recorder.attach(store)
+        logger.info("capturing turns for review into %s", store.engine.url.render_as_string())
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -203,9 +218,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         s.pack = pack
         s.label_map = pack.label_map
         s.labels_checked, s.label_error, s.classifier_version = False, None, None
-        s.review, s.recorder = open_review(settings, pack)
-        if s.recorder is not None:
-            await s.recorder.start()
+        s.review, s.recorder = None, make_recorder(settings, pack)
+        inbox = None
+        if settings.capture or settings.admin_key:
+            inbox = asyncio.create_task(_open_inbox(app))
+            if s.recorder is not None:
+                await s.recorder.start()
         s.actions = actions
         s.dialogue = Dialogue(settings, pack, s.generator, actions)
         # A classifier that is already up is checked now, so a wrong one stops the start.
@@ -217,6 +235,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         finally:
             s.ready = False
             watcher.cancel()
+            if inbox is not None:
+                inbox.cancel()
             closers = [s.classifier.close, s.generator.close, s.store.close]
             if s.recorder is not None:
                 closers.append(s.recorder.stop)  # writes the last captures, closes the inbox

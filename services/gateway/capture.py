@@ -21,7 +21,7 @@ PURGE_EVERY_S = 3600.0
 class Recorder:
     def __init__(
         self,
-        store: ReviewStore,
+        store: ReviewStore | None,
         rules: CaptureRules,
         pack: tuple[str, str],
         *,
@@ -40,6 +40,14 @@ class Recorder:
         self.batch_size = batch_size
         self.queue: asyncio.Queue[CapturedTurn] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task | None = None
+        self._attached = asyncio.Event()
+        if store is not None:
+            self._attached.set()
+
+    def attach(self, store: ReviewStore) -> None:
+        """The inbox, once it could be opened (captures queue until then)."""
+        self.store = store
+        self._attached.set()
 
     def offer(self, turn: TurnFacts, model_version: str) -> tuple[str, ...]:
         """Queues the turn when a rule says it is worth a look; returns the reasons."""
@@ -70,17 +78,24 @@ class Recorder:
         return reasons
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._purge)
         self._task = asyncio.create_task(self._run(), name="review-capture")
 
-    async def stop(self) -> None:
-        """Writes what is still queued (the last turns before a shutdown), then stops."""
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Writes what is still queued (the last turns before a shutdown), for at most
+        `timeout_s` (a database that hangs must not hold the shutdown), then stops."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self.store is None:
+            return
+
+        async def drain() -> None:
+            while await self.flush():
+                pass
+
         with contextlib.suppress(Exception):
-            await self.flush()
+            await asyncio.wait_for(drain(), timeout_s)
         await asyncio.to_thread(self.store.close)
 
     async def flush(self, first: CapturedTurn | None = None) -> int:
@@ -89,23 +104,31 @@ class Recorder:
         while not self.queue.empty() and len(batch) < self.batch_size:
             batch.append(self.queue.get_nowait())
         if batch:
-            await asyncio.to_thread(self.store.add, batch)
+            try:
+                await asyncio.to_thread(self.store.add, batch)
+            except Exception:
+                metrics.CAPTURE_DROPPED.inc(len(batch))
+                raise
         return len(batch)
 
     async def _run(self) -> None:
+        await self._attached.wait()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._purge)
         loop = asyncio.get_running_loop()
         last_purge = loop.time()
         while True:
-            first = await self.queue.get()
             try:
-                written = await self.flush(first)
-                while written == self.batch_size:
-                    written = await self.flush()
-            except Exception as e:  # noqa: BLE001 - the database is down: drop, say so
-                metrics.CAPTURE_DROPPED.inc(self.queue.qsize() + 1)
-                while not self.queue.empty():
-                    self.queue.get_nowait()
-                logger.warning("review inbox unavailable, captures dropped: %s", e)
+                first = await asyncio.wait_for(self.queue.get(), PURGE_EVERY_S)
+            except TimeoutError:
+                first = None  # a quiet hour: still purge
+            try:
+                if first is not None:
+                    written = await self.flush(first)
+                    while written == self.batch_size:
+                        written = await self.flush()
+            except Exception as e:  # noqa: BLE001 - the database is down: dropped, say so
+                logger.warning("review inbox unavailable, a batch of captures dropped: %s", e)
                 await asyncio.sleep(1.0)
             if loop.time() - last_purge > PURGE_EVERY_S:
                 last_purge = loop.time()

@@ -5,11 +5,12 @@ command line (`parlance review export`): it writes files of the pack, next to it
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from parlance.review import ReviewError, ReviewItem
 from services.common.admin import ADMIN_HEADER, require_admin
@@ -26,8 +27,11 @@ page_router = APIRouter()
 Status = Literal["new", "accepted", "discarded", "exported", "all"]  # store.STATUSES + all
 
 
+ItemId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
 class Decision(BaseModel):
-    ids: list[int] = Field(..., min_length=1, max_length=500)
+    ids: list[ItemId] = Field(..., min_length=1, max_length=500)
     decision: Literal["accept", "relabel", "discard"]
     label: str | None = Field(None, max_length=128, description="relabel: the right label")
 
@@ -40,8 +44,22 @@ class ItemsPage(BaseModel):
 def _store(request: Request):
     store = getattr(request.app.state, "review", None)
     if store is None:
-        raise NotReady("no review inbox: set GATEWAY_CAPTURE=true or GATEWAY_ADMIN_KEY")
+        raise NotReady(
+            "the review inbox is not open yet: its database is unreachable (see the log)"
+        )
     return store
+
+
+async def _call(fn, *args):
+    """A store call off the event loop; its refusals are 4xx, an unreachable database 503."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except ReviewError as e:
+        if str(e).startswith("no captured turn"):
+            raise NotFound(str(e)) from None
+        raise InvalidInput(str(e)) from None
+    except SQLAlchemyError as e:
+        raise NotReady(f"the review inbox is unreachable ({type(e).__name__})") from None
 
 
 def _labels(request: Request) -> list[str]:
@@ -55,18 +73,18 @@ async def items(
     intent: str | None = Query(None, max_length=128, description="predicted label; oos too"),
     reason: str | None = Query(None, max_length=64),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
 ) -> dict:
     store = _store(request)
     wanted = None if status == "all" else status
-    found = await asyncio.to_thread(store.items, wanted, intent, reason, limit, offset)
+    found = await _call(store.items, wanted, intent, reason, limit, offset)
     return {"items": found, "labels": _labels(request)}
 
 
 @router.get("/counts", summary="Captured turns per predicted label and status")
 async def counts(request: Request, status: Status = "all") -> dict:
     wanted = None if status == "all" else status
-    return {"counts": await asyncio.to_thread(_store(request).counts, wanted)}
+    return {"counts": await _call(_store(request).counts, wanted)}
 
 
 @router.post(
@@ -80,12 +98,7 @@ async def decide(body: Decision, request: Request) -> dict:
         raise InvalidInput(
             f"label: {body.label!r} is not a label of pack {request.app.state.pack.name!r}"
         )
-    try:
-        done = await asyncio.to_thread(store.decide, body.ids, body.decision, body.label)
-    except ReviewError as e:
-        if str(e).startswith("no captured turn"):
-            raise NotFound(str(e)) from None
-        raise InvalidInput(str(e)) from None
+    done = await _call(store.decide, body.ids, body.decision, body.label)
     return {"items": [i.model_dump(mode="json") for i in done]}
 
 

@@ -111,13 +111,19 @@ class GuardMiddleware:
         if (
             scope["type"] != "http"
             or scope["path"] in OPEN_PATHS
-            or scope["path"].startswith(ADMIN_PREFIX)
             or scope.get("method") == "OPTIONS"
         ):  # CORS preflights carry no key
             await self.app(scope, receive, send)
             return
+        admin = scope["path"].startswith(ADMIN_PREFIX)
         try:
-            await self.guard.check_rate(self.guard.authenticate(Request(scope)))
+            request = Request(scope)
+            if admin:
+                # the route checks the admin key; guesses are rate limited per address
+                host = request.client.host if request.client else "unknown"
+                await self.guard.check_rate("admin:" + host)
+            else:
+                await self.guard.check_rate(self.guard.authenticate(request))
             if scope["path"] in TURN_PATHS and self.in_flight >= self.max_in_flight:
                 metrics.OVERLOADED.inc()
                 raise Overloaded(

@@ -8,7 +8,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from parlance.label_map import LabelMap
+from parlance.label_map import LabelMap, LabelMapError
 from parlance.review import TurnFacts
 from parlance.state import dump_state, load_state
 from services.common.errors import InvalidInput, Overloaded, ServiceError, UpstreamUnavailable
@@ -61,13 +61,14 @@ async def classify_one(
         ) from None
     p = body["predictions"][0]
     raw = p["intent"]
+    core = _core_of(label_map, raw)
     # A classifier without a borderline band (or an older one) sends no flag: no candidate.
     top = p.get("top_k") or []
     candidate = top[0]["intent"] if p.get("borderline") and top else None
     runner_up = top[1] if len(top) > 1 else None
     return Prediction(
         raw=raw,
-        core=label_map.core_of(raw),
+        core=core,
         confidence=float(p["confidence"]),
         oos=bool(p["oos"]),
         candidate=candidate,
@@ -76,6 +77,19 @@ async def classify_one(
         margin=float(top[0]["score"]) - float(runner_up["score"]) if runner_up else None,
         model_version=str((body.get("model") or {}).get("version", "")),
     )
+
+
+def _core_of(label_map: LabelMap, raw: str) -> str:
+    """The core intent of a prediction; a label the pack does not have means the classifier
+    now serves a version for another pack (swapped since the gateway last looked: its
+    watcher refuses it within seconds), so this turn gets a 503, not an answer."""
+    try:
+        return label_map.core_of(raw)
+    except LabelMapError:
+        raise UpstreamUnavailable(
+            f"the classifier predicted {raw!r}, which is not a label of the gateway's pack: "
+            "its labels no longer match (a new version?); retry shortly"
+        ) from None
 
 
 def _entities(found, length: int) -> tuple[tuple[str, str, int, int], ...]:
@@ -185,5 +199,5 @@ async def classify(
             f"the classifier is unavailable ({e.reason}); retry shortly"
         ) from None
     for p in out["predictions"]:
-        p["core_intent"] = label_map.core_of(p["intent"])
+        p["core_intent"] = _core_of(label_map, p["intent"])
     return out
