@@ -189,3 +189,16 @@ def test_review_page_in_the_browser(standin, tmp_path):
             "sing me a song": ("discarded", None),
         }
         store.close()
+
+
+def test_an_unreachable_inbox_never_stops_the_gateway(standin, tmp_path):
+    from tests.servers import free_port
+
+    db = f"postgresql://nobody:nothing@127.0.0.1:{free_port()}/inbox"  # nothing listens
+    with running(["services.gateway"], capturing_gateway(standin, db), tmp_path) as gw:
+        r = Conversation(gw.url).say("tell me a riddle")  # captured, then dropped
+        assert r["source"] == "fallback"
+        r = httpx.get(gw.url + "/v1/review/items", headers=ADMIN)
+        assert r.status_code == 503 and "unreachable" in r.text
+        assert httpx.get(gw.url + "/readyz").status_code == 200
+    assert "review inbox" in (tmp_path / f"service-{gw.port}.log").read_text()
