@@ -194,7 +194,29 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    return _python("training.evaluate", "--artifact", args.artifact)
+    from training.compare import Limits
+
+    if (args.artifact is None) == (args.compare is None):
+        print("give one ARTIFACT to evaluate, or --compare OLD NEW", file=sys.stderr)
+        return 2
+    if args.compare is None:
+        if args.json or args.oos_probes or Limits.from_args(args) != Limits():
+            print("--json, --oos-probes and the gate flags need --compare", file=sys.stderr)
+            return 2
+        shared = []
+        for flag, value in (
+            ("--pack", args.pack),
+            ("--data-dir", args.data_dir),
+            ("--backend", args.backend),
+        ):
+            if value is not None:
+                shared += [flag, value]
+        return _python("training.evaluate", "--artifact", args.artifact, *shared)
+    from training.compare import run
+
+    args.old, args.new = args.compare
+    args.backend = args.backend or "onnx"
+    return run(args)
 
 
 def cmd_run(args) -> int:
@@ -307,9 +329,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.epilog = "Flags after `--` go to the trainers (python -m training.classifier --help)."
     s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("evaluate", help="re-evaluate a classifier artifact")
-    s.add_argument("artifact")
-    s.set_defaults(fn=cmd_evaluate)
+    s = sub.add_parser(
+        "evaluate",
+        help="re-evaluate a classifier artifact, or compare two and gate the new one",
+        description="`parlance evaluate ARTIFACT` reruns an artifact's evaluation "
+        "(training.evaluate); `parlance evaluate --compare OLD NEW` compares two on NEW's "
+        "data and refuses NEW (exit 1) when a gate rule fails (training.compare).",
+    )
+    s.add_argument("artifact", nargs="?", help="the artifact to re-evaluate")
+    s.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="compare two artifacts; exit 0 promote NEW, 1 refused, 2 not comparable",
+    )
+    # The comparison's own flags, defined once in training.compare (standard library only
+    # at import, so building this parser stays cheap).
+    from training.compare import add_arguments as add_compare_arguments
+
+    add_compare_arguments(s, artifacts=False)
+    # None instead of "onnx": `parlance evaluate ARTIFACT` passes only the flags given
+    s.set_defaults(fn=cmd_evaluate, backend=None)
 
     s = sub.add_parser("run", help="the stack as local processes")
     s.add_argument("pack")
