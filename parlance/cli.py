@@ -8,6 +8,7 @@
     parlance run PACK --artifacts ARTIFACTS [--port P]
     parlance test PACK [--url URL]         the pack's scripted conversations
     parlance shell [--url URL]             chat with a running gateway
+    parlance review list|counts|accept|relabel|discard|export   the review inbox
 
 The `python -m services.*` and `python -m training.*` entry points stay: they are the
 containers' commands, and what these subcommands run.
@@ -383,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
         "conversations expecting others are skipped",
     )
     s.set_defaults(fn=cmd_test)
+
+    from parlance.review.cli import add_parser as add_review
+
+    add_review(sub)
 
     s = sub.add_parser("shell", help="chat with a running gateway in the terminal")
     s.add_argument("--url", default=url)
