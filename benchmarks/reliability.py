@@ -90,6 +90,23 @@ def load_at(
     return {**r.summary(), **({"timeline": r.timeline()} if timeline else {})}
 
 
+def background_load(
+    url: str, texts: list[str], rate: float, seconds: float
+) -> tuple[threading.Thread, dict]:
+    """The open-loop chat load in a thread (started), while the caller injects a fault or
+    swaps a model; the result lands in the dict's "r" once the thread is joined."""
+    box: dict = {}
+
+    def load():
+        box["r"] = asyncio.run(
+            run_load(url, bodies(texts), rate=rate, duration_s=seconds, label="source", timeout_s=5)
+        )
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    return thread, box
+
+
 # -- load -------------------------------------------------------------------------------------
 
 
@@ -202,22 +219,7 @@ def fault_scenario(
     conv = Conversations(url, 5, name.replace(" ", "-"))  # session ids: no spaces
     # the conversations' turns spread over the whole window, so some land in the fault
     thread = conv.run(pause_s=(before + down + after) / (len(FORM_TURNS) + 1))
-    box: dict = {}
-
-    def load():
-        box["r"] = asyncio.run(
-            run_load(
-                url,
-                bodies(texts),
-                rate=rate,
-                duration_s=before + down + after,
-                label="source",
-                timeout_s=5,
-            )
-        )
-
-    lt = threading.Thread(target=load)
-    lt.start()
+    lt, box = background_load(url, texts, rate, before + down + after)
     time.sleep(before)
     t_fault = time.monotonic()
     inject()
@@ -421,23 +423,8 @@ def run_swap(classifier: str, generator: str, rate: float, seconds_between: floa
             url = stack.gateway.url(stack.host)
             load_at(url, rate, 5, texts)  # warm-up
             duration = 3 * seconds_between
-            box: dict = {}
             started = time.monotonic()
-
-            def load():
-                box["r"] = asyncio.run(
-                    run_load(
-                        url,
-                        bodies(texts),
-                        rate=rate,
-                        duration_s=duration,
-                        label="source",
-                        timeout_s=5,
-                    )
-                )
-
-            thread = threading.Thread(target=load)
-            thread.start()
+            thread, box = background_load(url, texts, rate, duration)
             swaps = []
             for name, service, artifact in (
                 ("classifier", stack.classifier, new_classifier),
