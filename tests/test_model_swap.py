@@ -250,3 +250,24 @@ def test_generator_swap_under_load_fails_no_request(small_generator, tmp_path):
             httpx.post(svc.url + "/v1/generate", json=body, timeout=30).json()["model"]["version"]
             == "gen-v2"
         )
+
+
+def test_a_failed_start_is_recovered_by_a_swap(models, tmp_path):
+    env = {
+        "CLASSIFIER_ADMIN_KEY": "swap-key",
+        "CLASSIFIER_MODELS_DIR": str(models),
+        "CLASSIFIER_LOG_JSON": "false",
+    }
+    args = ["services.classifier", "--artifact", str(models / "broken")]
+    with running(args, env, tmp_path, ready_path="/healthz") as svc:
+        deadline = time.monotonic() + 30
+        while "failed to load" not in httpx.get(svc.url + "/readyz").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        r = httpx.post(
+            svc.url + "/admin/model", json={"artifact": "v1"}, headers=ADMIN, timeout=120
+        )
+        assert r.status_code == 200 and r.json()["previous"] is None
+        assert httpx.get(svc.url + "/readyz").status_code == 200
+        served = httpx.post(svc.url + "/v1/classify", json={"texts": ["what's my balance"]})
+        assert served.json()["model"]["version"] == "swap-v1"

@@ -143,9 +143,11 @@ class ModelHost:
         watched link, or what served before)."""
         if self._lock.locked():
             raise Conflict(f"a {self.name} swap is already in progress; retry when it is done")
-        if self.current is None:
-            raise Conflict(f"the {self.name} has no model serving yet; nothing to swap")
+        if self.current is None and not getattr(app.state, "load_failed", False):
+            raise Conflict(f"the {self.name} is still loading its first version; retry shortly")
         async with self._lock:
+            if self.current is None:  # the start-up version failed: this one may recover
+                return await self._recover(app, path)
             try:
                 candidate = await self._load(path)
             except Exception as e:  # noqa: BLE001 - any load failure: the old one serves on
@@ -192,6 +194,27 @@ class ModelHost:
                 "load_seconds": round(candidate.load_s, 3),
                 "warmup_seconds": round(candidate.warmup_s, 3),
             }
+
+    async def _recover(self, app, path: str) -> dict:
+        try:
+            served = await self._load(path)
+        except Exception as e:  # noqa: BLE001 - still nothing serving: say why
+            metrics.MODEL_SWAPS.labels(self.name, "load_failed").inc()
+            self.last_error = f"{path}: {e}"
+            raise InvalidInput(f"could not load {path}: {e}; nothing is serving") from None
+        self._install(app, served)
+        app.state.load_failed = False
+        app.state.ready = True
+        self.swaps += 1
+        metrics.MODEL_SWAPS.labels(self.name, "swapped").inc()
+        logger.info("%s ready after a failed start: %s", self.name, served.model.version)
+        return {
+            "version": served.model.version,
+            "artifact": path,
+            "previous": None,
+            "load_seconds": round(served.load_s, 3),
+            "warmup_seconds": round(served.warmup_s, 3),
+        }
 
     async def rollback(self, app) -> dict:
         if self.previous is None:
