@@ -308,7 +308,37 @@ def test_int8_is_refused_when_it_loses_accuracy(small_artifact):
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx"
     art.manifest["backends"]["onnx-int8"]["slot_f1"] = 0.929
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
+    # and out-of-scope recall
+    art.manifest["backends"]["onnx"]["oos_recall"] = 0.90
+    art.manifest["backends"]["onnx-int8"]["oos_recall"] = 0.89
+    assert choose_backend(art, "onnx-int8", 0.003) == "onnx"
+    art.manifest["backends"]["onnx-int8"]["oos_recall"] = 0.898
+    assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
     assert os.path.isfile(art.onnx_path(True))
+
+
+def test_requantize_records_the_int8_figures_the_rule_reads(small_artifact, tmp_path, clinc_path):
+    import json
+    import shutil
+
+    from services.classifier.artifact import ClassifierArtifact
+    from services.classifier.model import ClassifierModel
+    from training.export import requantize
+
+    copy = tmp_path / "clf"
+    shutil.copytree(small_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["backends"].pop("onnx-int8")  # as if from before int8 figures were recorded
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert ClassifierModel(str(copy), "onnx-int8").backend.name == "onnx-fp32"
+    backends = requantize(copy, str(clinc_path))
+    assert backends["onnx-int8"]["quantization"] == "dynamic per-channel"
+    fp32, int8 = backends["onnx"], backends["onnx-int8"]
+    assert abs(fp32["inscope_accuracy"] - int8["inscope_accuracy"]) < 0.05
+    art = ClassifierArtifact.load(copy)
+    assert art.manifest["backends"]["onnx-int8"] == int8
+    served = ClassifierModel(str(copy), "onnx-int8", int8_max_drop=1.0)
+    assert served.backend.name == "onnx-int8"
 
 
 def test_missing_artifact_setting_is_a_clear_error(tmp_path):

@@ -78,14 +78,68 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
 
 
 def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    """Dynamic int8 with one scale per output channel of each weight matrix. Per-tensor
+    scales (one per matrix) cost CLINC150's cpu classifier 0.7 points of in-scope accuracy;
+    per channel it is within 0.1 point of fp32, at the same speed (docs/benchmarks.md)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # The quantiser logs every tensor at INFO on the root logger; keep the training log readable.
+    # The quantiser logs every tensor at INFO on the root logger, and advises shape-inference
+    # pre-processing that only static quantisation needs: keep the training log readable.
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.WARNING)
+    root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
     finally:
         root.setLevel(level)
     return Path(dst)
+
+
+def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
+    """An artifact's int8 model made again from its fp32 one (an artifact trained before
+    per-channel quantisation), and its recorded int8 figures measured again on the pack's
+    test split, which is what the service's int8 rule reads."""
+    import json
+
+    from parlance.pack import load_pack
+    from services.classifier.artifact import MANIFEST, ClassifierArtifact
+    from training.evaluate import evaluate_artifact, training_data
+
+    art = ClassifierArtifact.load(artifact_dir)
+    quantize_int8(art.onnx_path(False), art.onnx_path(True))
+    pack = load_pack((art.manifest.get("pack") or {}).get("name", "clinc150"))
+    data = training_data(art, pack, data_dir)
+    if data.labels != art.labels:
+        data = data.restrict([x for x in art.labels if x != "oos"])
+    report = evaluate_artifact(artifact_dir, data, "onnx-int8", splits=("test",))["test"]
+    figures = {
+        k: report[k]
+        for k in ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
+        if k in report
+    }
+    manifest = json.loads((Path(artifact_dir) / MANIFEST).read_text())
+    manifest.setdefault("backends", {})["onnx-int8"] = {
+        **figures,
+        "quantization": "dynamic per-channel",
+    }
+    (Path(artifact_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest["backends"]
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        description="Quantise a classifier artifact's int8 model again (per channel) and "
+        "record its test figures: python -m training.export --requantize ARTIFACT"
+    )
+    parser.add_argument("--requantize", required=True, metavar="ARTIFACT")
+    parser.add_argument("--data-dir", default=None, help="default $CLINC150_DIR")
+    args = parser.parse_args()
+    backends = requantize(args.requantize, args.data_dir)
+    for kind in ("onnx", "onnx-int8"):
+        figures = {
+            k: round(100 * v, 2) for k, v in backends.get(kind, {}).items() if isinstance(v, float)
+        }
+        sys.stdout.write(f"{kind}: {figures}\n")

@@ -37,33 +37,39 @@ class Prediction:
     entities: list[Entity] = field(default_factory=list)
 
 
+# What int8 must keep within `int8_max_drop` of fp32 (recorded at training time on test):
+# (manifest key, what to call it, needed when fp32 records it).
+INT8_RULE = (
+    ("inscope_accuracy", "in-scope accuracy", True),
+    ("oos_recall", "out-of-scope recall", False),
+    ("slot_f1", "slot F1", False),
+)
+
+
 def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: float) -> str:
-    """int8 only when its recorded test accuracy is within `int8_max_drop` of fp32."""
+    """int8 only when its recorded test figures are within `int8_max_drop` of fp32's."""
     if wanted != "onnx-int8":
         return wanted
     recorded = artifact.manifest.get("backends", {})
-    fp32 = recorded.get("onnx", {}).get("inscope_accuracy")
-    int8 = recorded.get("onnx-int8", {}).get("inscope_accuracy")
-    if fp32 is None or int8 is None:
-        logger.warning("artifact records no int8 accuracy; serving ONNX fp32")
-        return "onnx"
-    if fp32 - int8 > int8_max_drop:
-        logger.warning(
-            "int8 loses %.2f points of in-scope accuracy (limit %.2f); serving fp32",
-            100 * (fp32 - int8),
-            100 * int8_max_drop,
-        )
-        return "onnx"
-    # The same rule for a slot tagger's F1 (an artifact without one records none).
-    fp32_f1 = recorded.get("onnx", {}).get("slot_f1")
-    int8_f1 = recorded.get("onnx-int8", {}).get("slot_f1")
-    if fp32_f1 is not None and (int8_f1 is None or fp32_f1 - int8_f1 > int8_max_drop):
-        logger.warning(
-            "int8 loses %.2f points of slot F1 (limit %.2f); serving fp32",
-            100 * (fp32_f1 - (int8_f1 or 0.0)),
-            100 * int8_max_drop,
-        )
-        return "onnx"
+    fp32, int8 = recorded.get("onnx", {}), recorded.get("onnx-int8", {})
+    for key, name, required in INT8_RULE:
+        if fp32.get(key) is None:
+            if required:
+                logger.warning("artifact records no fp32 %s; serving ONNX fp32", name)
+                return "onnx"
+            continue
+        if int8.get(key) is None:
+            logger.warning("artifact records no int8 %s; serving ONNX fp32", name)
+            return "onnx"
+        if fp32[key] - int8[key] > int8_max_drop:
+            logger.warning(
+                "int8 loses %.2f points of %s (limit %.2f); serving fp32 "
+                "(python -m training.export --requantize ARTIFACT may fix an older artifact)",
+                100 * (fp32[key] - int8[key]),
+                name,
+                100 * int8_max_drop,
+            )
+            return "onnx"
     return "onnx-int8"
 
 
