@@ -13,10 +13,12 @@ class ClassifierSettings(ModelServiceSettings):
 
     port: int = Field(8001, ge=1, le=65535)
     artifact: str = Field(..., description="classifier artifact directory")
-    # "onnx-int8" (the default: used only if its recorded test figures, in-scope accuracy,
-    # out-of-scope recall and slot F1, are within `int8_max_drop` of fp32's, else fp32 with
-    # a warning), "onnx" (fp32), or "torch" (CUDA when present).
-    backend: str = Field("onnx-int8", pattern="^(onnx|onnx-int8|torch)$")
+    # "onnx" (fp32, the default), "onnx-int8" (used only if its recorded test figures,
+    # in-scope accuracy, out-of-scope recall and slot F1, are within `int8_max_drop` of
+    # fp32's, else fp32 with a warning), or "torch" (CUDA when present). Not int8 by
+    # default: dynamic quantisation scales activations per batch, so a query's answer
+    # depends on the queries batched with it (docs/results.md#backends).
+    backend: str = Field("onnx", pattern="^(onnx|onnx-int8|torch)$")
     int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
     ort_spinning: bool = Field(True, description="ONNX Runtime worker threads spin when idle")
