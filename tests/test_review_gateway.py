@@ -5,6 +5,7 @@ gateway's capture, not the model); SQLite and a real PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 
@@ -57,13 +58,12 @@ def converse(url: str) -> None:
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_turns_worth_a_look_are_captured(standin, tmp_path, database):
-    if database == "sqlite":
-        db = str(tmp_path / "inbox.db")
-        context = None
-    else:
-        context = postgres_database()
-        db = context.__enter__()
-    try:
+    inbox = (
+        postgres_database()
+        if database == "postgresql"
+        else contextlib.nullcontext(str(tmp_path / "inbox.db"))
+    )
+    with inbox as db:
         with running(["services.gateway"], capturing_gateway(standin, db), tmp_path) as gw:
             converse(gw.url)
             store = ReviewStore(db)
@@ -80,9 +80,6 @@ def test_turns_worth_a_look_are_captured(standin, tmp_path, database):
         assert unsure.second_intent == "greeting" and unsure.margin == pytest.approx(0.04)
         assert 'parlance_gateway_review_captured_total{reason="out_of_scope"} 1.0' in metrics
         store.close()
-    finally:
-        if context is not None:
-            context.__exit__(None, None, None)
 
 
 def test_capture_is_off_by_default_and_the_inbox_needs_the_admin_key(standin, tmp_path):

@@ -373,21 +373,15 @@ def comparison_data(
     """NEW's data as NEW was trained on it (training.evaluate.training_data), restricted to
     its labels when it was trained on a subset; IncomparableArtifacts when OLD's labels
     differ."""
-    from parlance.pack import load_pack
     from services.classifier.artifact import ClassifierArtifact
-    from training.evaluate import training_data, with_oos_probes
+    from training.evaluate import evaluation_data, with_oos_probes
 
     old_art, new_art = ClassifierArtifact.load(old_dir), ClassifierArtifact.load(new_dir)
     if old_art.labels != new_art.labels:
         raise IncomparableArtifacts(
             _label_difference(old_dir, old_art.labels, new_dir, new_art.labels)
         )
-    pack = load_pack(pack or (new_art.manifest.get("pack") or {}).get("name", "clinc150"))
-    data = training_data(new_art, pack, data_dir)
-    if data.labels != new_art.labels:
-        # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it,
-        # as training.evaluate.main does.
-        data = data.restrict([x for x in new_art.labels if x != "oos"])
+    _, data = evaluation_data(new_art, pack, data_dir)
     if oos_probes:
         data = with_oos_probes(data)
     if len(data.test) == 0:

@@ -96,6 +96,24 @@ def training_data(
     return data
 
 
+def evaluation_data(
+    art: ClassifierArtifact,
+    pack: str | None = None,
+    data_dir: str | None = None,
+    variant: str | None = None,
+):
+    """(pack, data) an artifact is evaluated on: its pack (the manifest's, unless named),
+    the data as the artifact was trained on it (`training_data`), restricted to its labels
+    when it was trained on a subset of intents (tests, smoke runs)."""
+    from parlance.pack import load_pack
+
+    loaded = load_pack(pack or (art.manifest.get("pack") or {}).get("name", "clinc150"))
+    data = training_data(art, loaded, data_dir, variant)
+    if data.labels != art.labels:
+        data = data.restrict([x for x in art.labels if x != "oos"])
+    return loaded, data
+
+
 def refit_band(artifact_dir: str | Path, data: ClincData, share: float, backend: str) -> dict:
     """Choose the borderline band again on the validation split (training.calibration
     .choose_band) and record it in the artifact's manifest: a band for an artifact trained
@@ -212,14 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     art = ClassifierArtifact.load(args.artifact)
-    from parlance.pack import load_pack
-
-    pack = load_pack(args.pack or (art.manifest.get("pack") or {}).get("name", "clinc150"))
-    data = training_data(art, pack, args.data_dir, args.variant)
-    if data.labels != art.labels:
-        # An artifact trained on a subset of intents (tests, smoke runs) is evaluated on it.
-        keep = [x for x in art.labels if x != "oos"]
-        data = data.restrict(keep)
+    pack, data = evaluation_data(art, args.pack, args.data_dir, args.variant)
     if args.fit_band is not None:
         refit_band(args.artifact, data, args.fit_band, args.backend)
     if args.oos_probes:

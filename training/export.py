@@ -101,16 +101,12 @@ def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
     test split, which is what the service's int8 rule reads."""
     import json
 
-    from parlance.pack import load_pack
     from services.classifier.artifact import MANIFEST, ClassifierArtifact
-    from training.evaluate import evaluate_artifact, training_data
+    from training.evaluate import evaluate_artifact, evaluation_data
 
     art = ClassifierArtifact.load(artifact_dir)
     quantize_int8(art.onnx_path(False), art.onnx_path(True))
-    pack = load_pack((art.manifest.get("pack") or {}).get("name", "clinc150"))
-    data = training_data(art, pack, data_dir)
-    if data.labels != art.labels:
-        data = data.restrict([x for x in art.labels if x != "oos"])
+    _, data = evaluation_data(art, data_dir=data_dir)
     report = evaluate_artifact(artifact_dir, data, "onnx-int8", splits=("test",))["test"]
     figures = {
         k: report[k]

@@ -73,8 +73,8 @@ class ModelHost:
         self.swaps = 0
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task] = set()
-        self._retired_pending: set = set()  # old versions still finishing their requests
+        # Old versions still finishing their requests, by the task that retires each.
+        self._retiring: dict[asyncio.Task, Served] = {}
 
     # -- where an artifact may come from --------------------------------------------------
     def resolve(self, artifact: str) -> str:
@@ -146,75 +146,54 @@ class ModelHost:
         if self.current is None and not getattr(app.state, "load_failed", False):
             raise Conflict(f"the {self.name} is still loading its first version; retry shortly")
         async with self._lock:
-            if self.current is None:  # the start-up version failed: this one may recover
-                return await self._recover(app, path)
+            old = self.current  # None: the start-up version failed, this one may recover
+            serving = f"still serving {old.model.version}" if old else "nothing is serving"
             try:
                 candidate = await self._load(path)
             except Exception as e:  # noqa: BLE001 - any load failure: the old one serves on
                 metrics.MODEL_SWAPS.labels(self.name, "load_failed").inc()
                 self.last_error = f"{path}: {e}"
-                logger.error("swap refused, still serving %s: %s", self.current.model.version, e)
-                raise InvalidInput(
-                    f"could not load {path}: {e}; still serving {self.current.model.version}"
-                ) from None
-            try:
-                problem = (
-                    self.check(self.current.model, candidate.model, options or {})
-                    if self.check
-                    else None
-                )
-            except Exception as e:  # noqa: BLE001 - a failing check refuses, never leaks
-                problem = f"the new version could not be checked ({e})"
+                logger.error("swap refused, %s: %s", serving, e)
+                raise InvalidInput(f"could not load {path}: {e}; {serving}") from None
+            problem = None
+            if old is not None and self.check is not None:
+                try:
+                    problem = self.check(old.model, candidate.model, options or {})
+                except Exception as e:  # noqa: BLE001 - a failing check refuses, never leaks
+                    problem = f"the new version could not be checked ({e})"
             if problem:
                 metrics.MODEL_SWAPS.labels(self.name, "refused").inc()
                 self.last_error = problem
                 await candidate.batcher.stop()
-                raise Conflict(f"{problem}; still serving {self.current.model.version}")
-            old = self.current
+                raise Conflict(f"{problem}; {serving}")
             self._install(app, candidate)
-            self.previous = old.view()
             self.swaps += 1
             self.last_error = None
             metrics.MODEL_SWAPS.labels(self.name, "swapped").inc()
-            task = asyncio.create_task(self._retire(old))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-            logger.info(
-                "%s swapped: %s -> %s (load %.2f s, warm-up %.2f s)",
-                self.name,
-                old.model.version,
-                candidate.model.version,
-                candidate.load_s,
-                candidate.warmup_s,
-            )
+            if old is None:
+                app.state.load_failed = False
+                app.state.ready = True
+                logger.info("%s ready after a failed start: %s", self.name, candidate.model.version)
+            else:
+                self.previous = old.view()
+                task = asyncio.create_task(self._retire(old))
+                self._retiring[task] = old
+                task.add_done_callback(self._retiring.pop)
+                logger.info(
+                    "%s swapped: %s -> %s (load %.2f s, warm-up %.2f s)",
+                    self.name,
+                    old.model.version,
+                    candidate.model.version,
+                    candidate.load_s,
+                    candidate.warmup_s,
+                )
             return {
                 "version": candidate.model.version,
                 "artifact": path,
-                "previous": old.view(),
+                "previous": old.view() if old else None,
                 "load_seconds": round(candidate.load_s, 3),
                 "warmup_seconds": round(candidate.warmup_s, 3),
             }
-
-    async def _recover(self, app, path: str) -> dict:
-        try:
-            served = await self._load(path)
-        except Exception as e:  # noqa: BLE001 - still nothing serving: say why
-            metrics.MODEL_SWAPS.labels(self.name, "load_failed").inc()
-            self.last_error = f"{path}: {e}"
-            raise InvalidInput(f"could not load {path}: {e}; nothing is serving") from None
-        self._install(app, served)
-        app.state.load_failed = False
-        app.state.ready = True
-        self.swaps += 1
-        metrics.MODEL_SWAPS.labels(self.name, "swapped").inc()
-        logger.info("%s ready after a failed start: %s", self.name, served.model.version)
-        return {
-            "version": served.model.version,
-            "artifact": path,
-            "previous": None,
-            "load_seconds": round(served.load_s, 3),
-            "warmup_seconds": round(served.warmup_s, 3),
-        }
 
     async def rollback(self, app) -> dict:
         if self.previous is None:
@@ -222,7 +201,6 @@ class ModelHost:
         return await self._swap(app, self.previous["artifact"], {"rollback": True})
 
     async def _retire(self, old: Served) -> None:
-        self._retired_pending.add(old)
         idle_since = None
         while True:
             await asyncio.sleep(0.1)
@@ -233,7 +211,6 @@ class ModelHost:
             if time.monotonic() - idle_since >= RETIRE_GRACE_S:
                 break
         await old.batcher.stop()
-        self._retired_pending.discard(old)
         logger.info("%s %s retired", self.name, old.model.version)
 
     def view(self) -> dict:
@@ -287,9 +264,8 @@ class ModelHost:
                 logger.error("%s: not swapped to %s: %s", self.name, name, e)
 
     async def stop(self) -> None:
-        for task in list(self._retiring):
+        for task, old in list(self._retiring.items()):
             task.cancel()
-        for old in list(self._retired_pending):
             with contextlib.suppress(Exception):
                 await old.batcher.stop()
         if self.current is not None:
