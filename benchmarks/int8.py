@@ -1,0 +1,176 @@
+"""int8 variants of a classifier artifact, scored as served (docs/results.md#backends):
+
+    python -m benchmarks.int8 --artifact artifacts/classifier
+
+For each variant of ONNX Runtime's quantiser: test in-scope accuracy and OOS recall through
+the service's own decision rule, throughput at batch 32 and batch-1 p50; then, for fp32 and
+the exported int8, how many decisions change between one query at a time and batches of
+32 (dynamic quantisation scales activations per batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from services.classifier.artifact import ClassifierArtifact
+from services.classifier.backends import _onnx_tokenizer, load_backend
+from services.classifier.model import ClassifierModel
+from training.evaluate import evaluate_artifact, evaluation_data
+
+
+def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: Path) -> dict:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    tokenizer = _onnx_tokenizer(art)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, batch: int = 16):
+            self.it = iter(
+                tokenizer(calib_texts[i : i + batch]) for i in range(0, len(calib_texts), batch)
+            )
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {k: b[k] for k in ("input_ids", "attention_mask")}
+
+    pre = tmp / "pre.onnx"
+
+    def static(method, **extra):
+        def run(dst):
+            if not pre.exists():
+                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                op_types_to_quantize=["MatMul"],
+                **extra,
+            )
+
+        return run
+
+    return {
+        "dynamic, per tensor": lambda dst: quantize_dynamic(
+            str(fp32), str(dst), weight_type=QuantType.QInt8
+        ),
+        "dynamic, per channel (the export)": lambda dst: quantize_dynamic(
+            str(fp32), str(dst), weight_type=QuantType.QInt8, per_channel=True
+        ),
+        "static QDQ, per channel, MinMax, MatMul only": static(CalibrationMethod.MinMax),
+        "static QDQ, per channel, percentile 99.99": static(
+            CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99}
+        ),
+    }
+
+
+def _speed(artifact: Path, kind: str, texts: list[str]) -> dict:
+    be = load_backend(ClassifierArtifact.load(artifact), kind)
+    for i in range(0, 256, 32):
+        be.run(texts[i : i + 32])
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for i in range(0, 1024, 32):
+            be.run(texts[i : i + 32])
+        best = max(best, 1024 / (time.perf_counter() - t))
+    single = []
+    for text in texts[:200]:
+        t = time.perf_counter()
+        be.run([text])
+        single.append(time.perf_counter() - t)
+    return {"texts_per_s_b32": round(best), "p50_b1_ms": round(1000 * statistics.median(single), 2)}
+
+
+def _batch_dependence(artifact: Path, kind: str, texts: list[str]) -> dict:
+    model = ClassifierModel(str(artifact), kind, int8_max_drop=1.0)
+    one = [model.predict_batch([(t, 1)])[0] for t in texts]
+    many = [
+        p
+        for i in range(0, len(texts), 32)
+        for p in model.predict_batch([(t, 1) for t in texts[i : i + 32]])
+    ]
+    diff = np.abs([a.confidence - b.confidence for a, b in zip(one, many, strict=True)])
+    return {
+        "backend": model.backend.name,
+        "queries": len(texts),
+        "decisions_changed": sum(a.intent != b.intent for a, b in zip(one, many, strict=True)),
+        "max_confidence_change": round(float(diff.max()), 4),
+        "mean_confidence_change": round(float(diff.mean()), 5),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--artifact", default="artifacts/classifier")
+    p.add_argument("--data-dir", default=None, help="default $CLINC150_DIR")
+    p.add_argument("--calibration-texts", type=int, default=512)
+    args = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs every tensor
+    src = Path(args.artifact)
+    art = ClassifierArtifact.load(src)
+    _, data = evaluation_data(art, data_dir=args.data_dir)
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(data.train.texts), args.calibration_texts, replace=False)
+    calib = [data.train.texts[i] for i in picks]
+    texts = data.test.texts
+    rows = []
+
+    def row(name, artifact, kind):
+        r = evaluate_artifact(artifact, data, kind, splits=("test",))["test"]
+        out = {
+            "variant": name,
+            "inscope_accuracy": round(100 * r["inscope_accuracy"], 2),
+            "oos_recall": round(100 * r["oos_recall"], 2),
+            **_speed(artifact, kind, texts),
+        }
+        print(json.dumps(out), flush=True)
+        rows.append(out)
+
+    row("fp32", src, "onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, quantise in _variants(art.onnx_path(False), art, calib, Path(tmp)).items():
+            copy = Path(tmp) / "artifact"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(src, copy, ignore=shutil.ignore_patterns("eval"))
+            try:
+                quantise(copy / "onnx" / "model.int8.onnx")
+                row(name, copy, "onnx-int8")
+            except Exception as e:  # noqa: BLE001 - a variant the quantiser cannot make
+                rows.append({"variant": name, "error": repr(e)[:200]})
+                print(json.dumps(rows[-1]), flush=True)
+    dependence = [_batch_dependence(src, kind, texts[:2000]) for kind in ("onnx", "onnx-int8")]
+    for d in dependence:
+        print(json.dumps(d), flush=True)
+    out = Path("docs/int8.json")
+    out.write_text(
+        json.dumps(
+            {"artifact": art.version, "variants": rows, "batch_dependence": dependence}, indent=1
+        )
+    )
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
