@@ -52,8 +52,14 @@ class Guard:
             from limits.storage import storage_from_string
 
             self.limit = parse(settings.rate_limit)
-            uri = ("async+" + settings.redis_url) if settings.redis_url else "async+memory://"
-            self.limiter = MovingWindowRateLimiter(storage_from_string(uri))
+            if settings.redis_url:
+                # redis-py (a serving dependency already), not limits' default coredis
+                storage = storage_from_string(
+                    "async+" + settings.redis_url, implementation="redispy"
+                )
+            else:
+                storage = storage_from_string("async+memory://")
+            self.limiter = MovingWindowRateLimiter(storage)
 
     def authenticate(self, request: Request) -> str:
         """The caller's identity for rate limiting; raises 401 when keys are configured and

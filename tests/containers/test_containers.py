@@ -1,0 +1,342 @@
+"""The real images, built here with podman from docker/Dockerfile on a stand-in base image,
+and the compose stack run from them: `make test-containers` (tests/containers/podman.py
+says how, and why a machine without systemd needs a health-check runner of ours).
+
+Timings and image sizes go to runs/containers.json (docs/deploy.md quotes one run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import GENERATOR_INTENTS, SMALL_INTENTS, clinc_dir
+from tests.containers import podman as pm
+from tests.flags import flags
+from tests.servers import free_port
+from tests.test_gateway_dialogue import Conversation
+
+pytestmark = pytest.mark.containers
+REPORT: dict = {"built_s": {}, "size_mb": {}}
+PROJECT = "parlance-ci"
+IMAGES = {
+    "classifier": "localhost/parlance-classifier:latest",
+    "generator": "localhost/parlance-generator:latest",
+    "gateway": "localhost/parlance-gateway:latest",
+    "trainer": "localhost/parlance-trainer:latest",
+    "gateway-lambda": "localhost/parlance-gateway-lambda:latest",
+}
+TRAINING_PACKAGES = ["peft", "datasets", "sklearn", "accelerate", "matplotlib", "seqeval"]
+
+
+def save_report() -> None:
+    out = pm.REPO / "runs" / "containers.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(REPORT, indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory):
+    reason = pm.why_unusable()
+    if reason:
+        pytest.fail(reason)  # never a silent pass: CI must say why the images were not run
+    REPORT["base_image_s"] = round(pm.ensure_base(), 1)
+    if reason := pm.why_unusable():
+        pytest.fail(reason)
+    pip = pm.pip_context(tmp_path_factory.mktemp("pip") / "ctx")
+    for target, tag in IMAGES.items():
+        REPORT["built_s"][target] = round(pm.build(target, tag, pip), 1)
+        REPORT["size_mb"][target] = round(pm.image_size_mb(tag))
+    for tag, containerfile in pm.STANDINS.items():
+        REPORT["built_s"][tag] = round(pm.build_standin(tag, containerfile), 1)
+    REPORT["size_mb"]["base"] = round(pm.image_size_mb(pm.BASE_IMAGE))
+    save_report()
+    return IMAGES
+
+
+def run_in(image: str, code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["podman", "run", "--rm", "--network", "none", "--entrypoint", "python", *args]
+        + [image, "-c", code],
+        env=pm.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_serving_images_run_as_non_root_without_training_packages(images):
+    probe = (
+        "import importlib.util, json, os; "
+        f"print(json.dumps({{'uid': os.getuid(), 'present': [m for m in {TRAINING_PACKAGES!r}"
+        " + ['torch'] if importlib.util.find_spec(m)]}))"
+    )
+    seen = {}
+    for name in ("classifier", "generator", "gateway", "trainer"):
+        r = run_in(images[name], probe, "--read-only")
+        assert r.returncode == 0, r.stderr
+        seen[name] = json.loads(r.stdout)
+        assert seen[name]["uid"] == 10001, name
+    assert seen["classifier"]["present"] == ["torch"] and seen["generator"]["present"] == ["torch"]
+    assert seen["gateway"]["present"] == []
+    assert set(seen["trainer"]["present"]) == {*TRAINING_PACKAGES, "torch"}
+    # the pip context was mounted for the builds only: no trace of it in any image
+    for name, tag in images.items():
+        history = pm.podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", tag)
+        assert "/run/pip" not in history.replace("target=/run/pip", ""), name
+        r = run_in(tag, "import os; print(os.path.exists('/run/pip/pip.conf'))")
+        assert r.stdout.strip() == "False", name
+
+
+@pytest.fixture(scope="session")
+def models_volume(images):
+    """Small real artifacts trained by the trainer image (the recipes of tests/conftest.py)
+    into the compose project's `models` volume."""
+    volume = f"{PROJECT}_models"
+    pm.podman("volume", "rm", "-f", volume, check=False)
+    pm.podman(
+        "volume",
+        "create",
+        "--label",
+        f"com.docker.compose.project={PROJECT}",
+        "--label",
+        "com.docker.compose.volume=models",
+        volume,
+    )
+    common = dict(preset="cpu", data_dir="/data/clinc150", variant="full", min_train_steps=0)
+    common |= dict(learning_rate="2e-4", per_device_train_batch_size=16, seed=13)
+    clf = flags(**common, output_dir="/opt/ml/model/classifier", disable_tqdm=True)
+    clf += flags(intents=",".join(SMALL_INTENTS), max_train_per_intent=40, num_train_epochs=3)
+    gen = flags(**common, output_dir="/opt/ml/model/generator", disable_tqdm=True)
+    gen += flags(intents=",".join(GENERATOR_INTENTS), max_train_per_intent=60)
+    gen += flags(max_eval_per_intent=10, num_train_epochs=4, latency_samples=5)
+    script = (
+        f"python -m training.classifier {' '.join(clf)}"
+        f" && python -m training.generator {' '.join(gen)}"
+    )
+    t0 = time.perf_counter()
+    pm.podman(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{volume}:/opt/ml/model",
+        "-v",
+        f"{clinc_dir()}:/data/clinc150:ro",
+        "--entrypoint",
+        "sh",
+        images["trainer"],
+        "-c",
+        script,
+        timeout=1800,
+    )
+    REPORT["trainer_small_artifacts_s"] = round(time.perf_counter() - t0, 1)
+    save_report()
+    yield volume
+    pm.podman("volume", "rm", "-f", volume, check=False)
+
+
+def compose(sock: str, *args: str, timeout: float = 900, **extra: str):
+    return subprocess.run(
+        ["docker-compose", "-p", PROJECT, "-f", "docker-compose.yml"]
+        + ["-f", "deploy/podman/compose.standins.yml", *args],
+        cwd=pm.REPO,
+        env={**pm.env(), "DOCKER_HOST": sock, "CLINC150_DIR": str(clinc_dir()), **extra},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+SERVICES = ["trainer", "classifier", "generator", "gateway", "redis", "prometheus"]
+
+
+@pytest.fixture(scope="session")
+def stack(models_volume, tmp_path_factory):
+    ports = {"gateway": free_port(), "prometheus": free_port()}
+    publish = {
+        "GATEWAY_PUBLISH": f"127.0.0.1:{ports['gateway']}",
+        "PROMETHEUS_PUBLISH": f"127.0.0.1:{ports['prometheus']}",
+    }
+    sock = tmp_path_factory.mktemp("api") / "podman.sock"
+    checks = pm.HealthChecks()
+    checks.start()
+    with pm.ApiSocket(sock) as host:
+        t0 = time.perf_counter()
+        up = compose(host, "up", "-d", "--no-build", *SERVICES, **publish)
+        REPORT["stack_up_s"] = round(time.perf_counter() - t0, 1)
+        save_report()
+        try:
+            assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+            yield {
+                "gateway": f"http://127.0.0.1:{ports['gateway']}",
+                "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
+                "compose": lambda *a, **kw: compose(host, *a, **publish, **kw),
+            }
+        finally:
+            logs = compose(host, "logs", "--no-color", "--tail", "40", **publish)
+            (pm.REPO / "runs").mkdir(exist_ok=True)
+            (pm.REPO / "runs" / "containers-stack.log").write_text(logs.stdout + logs.stderr)
+            down = compose(host, "down", "-v", "--remove-orphans", **publish)
+            checks.stop()
+            assert down.returncode == 0, down.stderr[-3000:]
+            left = pm.podman("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}")
+            assert len(left.strip().splitlines()) <= 1, left  # only the header line
+
+
+def container(service: str) -> str:
+    return f"{PROJECT}_{service}_1"
+
+
+def test_services_become_healthy_in_order(stack):
+    started = {}
+    for s in ("classifier", "generator", "gateway"):
+        info = pm.inspect(container(s))
+        assert info["State"]["Health"]["Status"] == "healthy", (s, info["State"])
+        assert info["Config"]["User"] == "10001"
+        assert info["HostConfig"]["ReadonlyRootfs"] is True, s
+        started[s] = info["State"]["StartedAt"]
+    trainer = pm.inspect(container("trainer"))["State"]
+    assert trainer["Status"] == "exited" and trainer["ExitCode"] == 0
+    # the gateway starts only once both model services are healthy
+    assert started["gateway"] > started["classifier"] and started["gateway"] > started["generator"]
+
+
+def test_a_conversation_fills_a_form_and_gets_generated_replies(stack):
+    c = Conversation(stack["gateway"])
+    r = c.say("start a timer for 10 minutes")
+    assert r["intent"]["raw"] == "timer" and r["source"] == "generator"
+    assert "10 minutes" in r["reply"]
+    r = c.say("book a flight from boston to tokyo")
+    assert r["state"]["active_form"] == "book_flight"
+    assert r["state"]["slots"] == {"origin": "Boston", "destination": "Tokyo"}
+    assert "what day" in r["reply"].lower()
+    r = c.say("next friday")
+    assert "shall i book it" in r["reply"].lower() and "Boston" in r["reply"]
+    r = c.say("yes")
+    assert "is booked" in r["reply"] and r["state"]["active_form"] is None
+    # the session lives in the Redis container: a gateway restart keeps it
+    c2 = Conversation(stack["gateway"])
+    c2.say("book a flight from boston to tokyo")
+    assert stack["compose"]("restart", "gateway").returncode == 0
+    wait_healthy(container("gateway"))
+    assert "shall i book it" in c2.say("next friday")["reply"].lower()
+
+
+def wait_healthy(name: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pm.inspect(name)["State"].get("Health", {}).get("Status") == "healthy":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name} not healthy after {timeout} s")
+
+
+def prom_query(url: str, expr: str) -> list:
+    r = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["result"]
+
+
+def test_prometheus_scrapes_all_three_and_the_dashboard_has_data(stack):
+    for _ in range(3):  # traffic over a few scrape intervals, as tests/test_dashboard_prometheus
+        c = Conversation(stack["gateway"])
+        for text in ("start a timer for 10 minutes", "hello there", "who painted the mona lisa"):
+            c.say(text)
+        c.say("book a flight from boston to tokyo")
+        c.say("cancel")
+        time.sleep(1.5)
+    dash = json.loads((pm.REPO / "deploy/grafana/dashboards/parlance.json").read_text())
+    exprs = {p["title"]: t["expr"] for p in dash["panels"] for t in p["targets"]}
+    deadline = time.monotonic() + 60
+    while True:
+        up = {s["metric"]["job"]: s["value"][1] for s in prom_query(stack["prometheus"], "up")}
+        empty = [k for k, q in exprs.items() if not prom_query(stack["prometheus"], q)]
+        done = up == {"classifier": "1", "generator": "1", "gateway": "1"} and not empty
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert up == {"classifier": "1", "generator": "1", "gateway": "1"}
+    assert not empty, f"panels without data: {empty}"
+
+
+def test_sigterm_drains_in_flight_turns(stack):
+    """`podman stop` (SIGTERM, then SIGKILL after the grace period) of the gateway while
+    turns are in flight: every turn that was sent gets its answer, the container exits 0."""
+    url = stack["gateway"]
+    results: list[int | str] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                r = httpx.post(
+                    f"{url}/v1/chat",
+                    json={"session_id": f"t{i}-{n}", "text": "start a timer for 2 minutes"},
+                    timeout=30,
+                )
+                results.append(r.status_code)
+            except httpx.ConnectError:
+                results.append("refused")  # after the listener closed: never sent
+            except httpx.HTTPError as e:
+                results.append(type(e).__name__)  # sent, then lost
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    t0 = time.perf_counter()
+    pm.podman("stop", "--time", "30", container("gateway"))
+    REPORT["gateway_stop_s"] = round(time.perf_counter() - t0, 2)
+    stop.set()
+    for t in threads:
+        t.join()
+    state = pm.inspect(container("gateway"))["State"]
+    lost = [r for r in results if r not in (200, "refused")]
+    REPORT["sigterm"] = {"answered": results.count(200), "lost": len(lost)}
+    save_report()
+    assert results.count(200) > 10
+    assert not lost, lost
+    assert state["ExitCode"] == 0, state
+    assert REPORT["gateway_stop_s"] < 30
+    assert stack["compose"]("start", "gateway").returncode == 0
+    wait_healthy(container("gateway"))
+
+
+def test_the_gateway_lambda_image_answers_the_test_events(images, standin, tmp_path):
+    """No Runtime Interface Emulator in any registry here: the image's own Python runs the
+    handler on the events tests/test_lambda.py uses (services.common.lambda_adapter)."""
+    events = pm.REPO / "tests" / "data" / "lambda"
+    tmp_path.chmod(0o777)
+    env = {
+        "CLASSIFIER_URL": standin.url,
+        "GENERATOR_URL": "http://127.0.0.1:9",
+        "GATEWAY_API_KEYS": "lambda-test-key",
+        "GATEWAY_RATE_LIMIT": "",
+    }
+    r = subprocess.run(
+        ["podman", "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp"]
+        + ["-v", f"{events}:/events:ro", "-v", f"{tmp_path}:/out", "--entrypoint", "python"]
+        + [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
+        + [images["gateway-lambda"], "-m", "services.common.lambda_adapter"]
+        + ["services.gateway.lambda_handler", "/events/chat.json", "/events/chat_no_key.json"]
+        + ["--output", "/out/r.json"],
+        env=pm.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "r.json").read_text())
+    chat, no_key = [c["response"] for c in out["invocations"]]
+    assert chat["statusCode"] == 200 and no_key["statusCode"] == 401
+    assert out["torch_imported"] is False
+    probe = run_in(images["gateway-lambda"], "import awslambdaric, mangum; print('ok')")
+    assert probe.stdout.strip() == "ok", probe.stderr
