@@ -158,30 +158,15 @@ def pip_context(dest: Path) -> Path:
     return dest
 
 
+BUILD = ["build", "--format", "docker", "--network", "host"]  # HEALTHCHECK: Docker format
+
+
 def build(target: str, tag: str, pip: Path, extra: list[str] | None = None) -> float:
     """`podman build` of one docker/Dockerfile target from the stand-in base; seconds."""
     t0 = time.perf_counter()
-    podman(
-        "build",
-        "--format",
-        "docker",
-        "--network",
-        "host",
-        "--build-context",
-        f"pip={pip}",
-        "--build-arg",
-        f"PYTHON_IMAGE={BASE_IMAGE}",
-        "--build-arg",
-        "TORCH_INDEX_URL=",
-        *(extra or []),
-        "-f",
-        "docker/Dockerfile",
-        "--target",
-        target,
-        "-t",
-        tag,
-        str(REPO),
-    )
+    args = ["--build-context", f"pip={pip}", "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}"]
+    args += ["--build-arg", "TORCH_INDEX_URL=", *(extra or [])]
+    podman(*BUILD, *args, "-f", "docker/Dockerfile", "--target", target, "-t", tag, str(REPO))
     return time.perf_counter() - t0
 
 
@@ -189,20 +174,8 @@ def build_standin(tag: str, containerfile: str) -> float:
     if image_exists(tag):
         return 0.0
     t0 = time.perf_counter()
-    podman(
-        "build",
-        "--format",
-        "docker",
-        "--network",
-        "host",
-        "--build-arg",
-        f"BASE_IMAGE={BASE_IMAGE}",
-        "-f",
-        containerfile,
-        "-t",
-        tag,
-        str(REPO / "deploy" / "podman"),
-    )
+    args = ["--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-f", containerfile, "-t", tag]
+    podman(*BUILD, *args, str(REPO / "deploy" / "podman"))
     return time.perf_counter() - t0
 
 
