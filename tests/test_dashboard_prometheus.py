@@ -50,6 +50,25 @@ def query(url: str, expr: str) -> list:
     return body["data"]["result"]
 
 
+def panel_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target of every panel of the provisioned dashboard."""
+    dash = json.loads((REPO / "deploy/grafana/dashboards/parlance.json").read_text())
+    return [(p["title"], t["expr"]) for p in dash["panels"] for t in p["targets"]]
+
+
+def dashboard_traffic(gateway_url: str, rounds: int = 3) -> None:
+    """Turns that feed every panel (generated, small talk, out of scope, a form and its
+    cancellation), spread over a few scrape intervals."""
+    for _ in range(rounds):
+        c = Conversation(gateway_url)
+        c.say("start a timer for 10 minutes")
+        c.say("hello there")
+        c.say("who painted the mona lisa")
+        c.say("book a flight from boston to tokyo")
+        c.say("cancel")
+        time.sleep(1.5)
+
+
 def test_every_panel_returns_data(small_artifact, small_generator, tmp_path):
     with (
         running(["services.classifier", "--artifact", str(small_artifact)], {}, tmp_path) as clf,
@@ -74,22 +93,9 @@ def test_every_panel_returns_data(small_artifact, small_generator, tmp_path):
                     time.sleep(0.5)
                 else:
                     pytest.fail("prometheus did not scrape the three services")
-                for _ in range(3):  # traffic over a few scrape intervals
-                    c = Conversation(gw.url)
-                    c.say("start a timer for 10 minutes")
-                    c.say("hello there")
-                    c.say("who painted the mona lisa")
-                    c.say("book a flight from boston to tokyo")
-                    c.say("cancel")
-                    time.sleep(1.5)
+                dashboard_traffic(gw.url)
                 time.sleep(3)
-                dash = json.loads((REPO / "deploy/grafana/dashboards/parlance.json").read_text())
-                empty = [
-                    p["title"]
-                    for p in dash["panels"]
-                    for t in p["targets"]
-                    if not query(prom, t["expr"])
-                ]
+                empty = [title for title, expr in panel_queries() if not query(prom, expr)]
                 assert not empty, f"panels without data: {empty}"
             finally:
                 proc.terminate()

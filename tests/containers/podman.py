@@ -33,7 +33,6 @@ STANDINS = {
     "localhost/parlance-standin/prometheus:bookworm": "deploy/podman/prometheus.Containerfile",
 }
 MIRROR = os.environ.get("PARLANCE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-CACHE = Path(os.environ.get("PARLANCE_CONTAINER_CACHE", "/var/tmp/parlance-containers"))
 
 
 class PodmanError(RuntimeError):
@@ -161,11 +160,11 @@ def pip_context(dest: Path) -> Path:
 BUILD = ["build", "--format", "docker", "--network", "host"]  # HEALTHCHECK: Docker format
 
 
-def build(target: str, tag: str, pip: Path, extra: list[str] | None = None) -> float:
+def build(target: str, tag: str, pip: Path) -> float:
     """`podman build` of one docker/Dockerfile target from the stand-in base; seconds."""
     t0 = time.perf_counter()
     args = ["--build-context", f"pip={pip}", "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}"]
-    args += ["--build-arg", "TORCH_INDEX_URL=", *(extra or [])]
+    args += ["--build-arg", "TORCH_INDEX_URL="]
     podman(*BUILD, *args, "-f", "docker/Dockerfile", "--target", target, "-t", tag, str(REPO))
     return time.perf_counter() - t0
 
@@ -202,13 +201,8 @@ class HealthChecks(threading.Thread):
                 ids = podman("ps", "-q", "--filter", "status=running", timeout=30).split()
             except Exception:
                 continue
-            for cid in ids:
-                subprocess.run(
-                    ["podman", "healthcheck", "run", cid],
-                    env=env(),
-                    capture_output=True,
-                    timeout=30,
-                )
+            for cid in ids:  # an unhealthy answer is the container's state, not our error
+                podman("healthcheck", "run", cid, timeout=30, check=False)
 
     def stop(self) -> None:
         self.stopped.set()

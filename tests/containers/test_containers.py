@@ -18,6 +18,7 @@ from tests.conftest import GENERATOR_INTENTS, SMALL_INTENTS, clinc_dir
 from tests.containers import podman as pm
 from tests.flags import flags
 from tests.servers import free_port
+from tests.test_dashboard_prometheus import dashboard_traffic, panel_queries, query
 from tests.test_gateway_dialogue import Conversation
 
 pytestmark = pytest.mark.containers
@@ -41,8 +42,7 @@ def save_report() -> None:
 
 @pytest.fixture(scope="session")
 def images(tmp_path_factory):
-    reason = pm.why_unusable()
-    if reason:
+    if reason := pm.why_unusable():
         pytest.fail(reason)  # never a silent pass: CI must say why the images were not run
     REPORT["base_image_s"] = round(pm.ensure_base(), 1)
     if reason := pm.why_unusable():
@@ -237,26 +237,13 @@ def wait_healthy(name: str, timeout: float = 120) -> None:
     raise AssertionError(f"{name} not healthy after {timeout} s")
 
 
-def prom_query(url: str, expr: str) -> list:
-    r = httpx.get(f"{url}/api/v1/query", params={"query": expr}, timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()["data"]["result"]
-
-
 def test_prometheus_scrapes_all_three_and_the_dashboard_has_data(stack):
-    for _ in range(3):  # traffic over a few scrape intervals, as tests/test_dashboard_prometheus
-        c = Conversation(stack["gateway"])
-        for text in ("start a timer for 10 minutes", "hello there", "who painted the mona lisa"):
-            c.say(text)
-        c.say("book a flight from boston to tokyo")
-        c.say("cancel")
-        time.sleep(1.5)
-    dash = json.loads((pm.REPO / "deploy/grafana/dashboards/parlance.json").read_text())
-    exprs = {p["title"]: t["expr"] for p in dash["panels"] for t in p["targets"]}
+    dashboard_traffic(stack["gateway"])
+    prom = stack["prometheus"]
     deadline = time.monotonic() + 60
     while True:
-        up = {s["metric"]["job"]: s["value"][1] for s in prom_query(stack["prometheus"], "up")}
-        empty = [k for k, q in exprs.items() if not prom_query(stack["prometheus"], q)]
+        up = {s["metric"]["job"]: s["value"][1] for s in query(prom, "up")}
+        empty = [title for title, expr in panel_queries() if not query(prom, expr)]
         done = up == {"classifier": "1", "generator": "1", "gateway": "1"} and not empty
         if done or time.monotonic() > deadline:
             break
