@@ -141,6 +141,18 @@ def test_hub_schema_gives_the_same_data_as_the_directory(tmp_path):
     assert len(from_hub.domains) == 10  # the packaged copy of domains.json
 
 
+def test_two_local_hub_copies_of_the_same_name_each_load_their_own_rows(tmp_path):
+    """datasets caches a local copy by folder name: a second copy must not read the first."""
+    splits = tiny_splits()
+    write_hub_copy(tmp_path / "a" / "hub", splits)
+    more = {k: v * (2 if k == "train" else 1) for k, v in splits.items()}
+    write_hub_copy(tmp_path / "b" / "hub", more)
+    first = load_from_hub("plus", name=str(tmp_path / "a" / "hub"))
+    second = load_from_hub("plus", name=str(tmp_path / "b" / "hub"))
+    assert len(first.train) == len(splits["train"]) + len(splits["oos_train"])
+    assert len(second.train) == 2 * len(splits["train"]) + len(splits["oos_train"])
+
+
 def test_hub_has_no_full_config():
     with pytest.raises(DataError, match="use 'plus'"):
         load_from_hub("full")

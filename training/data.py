@@ -9,9 +9,11 @@ integer ids, so a model trained from either source has the same ``labels`` in it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -250,17 +252,7 @@ def load_from_dir(data_dir: str | os.PathLike, variant: str = "full") -> ClincDa
     return _finish(splits, f"dir:{path.resolve()}", load_domains(data_dir))
 
 
-def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> ClincData:
-    """Load the hub dataset (or a local copy in its layout: `name` may be a directory)."""
-    if variant not in HUB_CONFIGS:
-        raise DataError(
-            f"the hub dataset has configs {list(HUB_CONFIGS)}, not {variant!r}"
-            + (" (use 'plus', or --data-dir for the original 'full')" if variant == "full" else "")
-        )
-    try:
-        import datasets  # training extra; imported lazily so serving code never needs it
-    except ImportError as e:  # pragma: no cover - environment problem
-        raise DataError("loading from the hub needs the `datasets` package") from e
+def _hub_splits(datasets, name: str, variant: str, kwargs: dict) -> dict[str, Split]:
     try:
         ds = datasets.load_dataset(name, variant, **kwargs)
     except Exception as e:  # network errors, missing dataset: surface one clear message
@@ -278,6 +270,27 @@ def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> C
         if names is None or "text" not in part.column_names:
             raise DataError(f"hub dataset {name!r}: expected columns text + intent (ClassLabel)")
         splits[ours] = Split(list(part["text"]), [names[i] for i in part["intent"]])
+    return splits
+
+
+def load_from_hub(variant: str = "plus", name: str = "clinc_oos", **kwargs) -> ClincData:
+    """Load the hub dataset (or a local copy in its layout: `name` may be a directory)."""
+    if variant not in HUB_CONFIGS:
+        raise DataError(
+            f"the hub dataset has configs {list(HUB_CONFIGS)}, not {variant!r}"
+            + (" (use 'plus', or --data-dir for the original 'full')" if variant == "full" else "")
+        )
+    try:
+        import datasets  # training extra; imported lazily so serving code never needs it
+    except ImportError as e:  # pragma: no cover - environment problem
+        raise DataError("loading from the hub needs the `datasets` package") from e
+    with contextlib.ExitStack() as stack:
+        if Path(name).is_dir() and "cache_dir" not in kwargs:
+            # datasets keys its cache of a local copy on the folder's name and config, not
+            # on the files' contents, so an edited copy (or another folder of the same
+            # name) would load stale rows: read a local copy through a throwaway cache.
+            kwargs["cache_dir"] = stack.enter_context(tempfile.TemporaryDirectory())
+        splits = _hub_splits(datasets, name, variant, kwargs)
     # The hub carries no domain map; use the copy of the upstream domains.json in the pack.
     packaged = Path(__file__).resolve().parents[1] / "assistants" / "clinc150"
     return _finish(splits, f"hub:{name}/{variant}", load_domains(packaged, "domains.json"))
