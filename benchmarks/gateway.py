@@ -102,3 +102,24 @@ def markdown(r: dict) -> list[str]:
         f"{r['gateway_memory']['peak_rss_mb']:.0f} | reported |",
     ]
     return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The gateway's part of `make bench` on its own: `python -m benchmarks.gateway
+    --artifact artifacts/classifier` (the classifier artifact it runs behind)."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    p.add_argument("--artifact", required=True, help="classifier artifact directory")
+    p.add_argument("--seconds", type=int, default=10, help="wrk duration per load level")
+    p.add_argument("--json", default=None, help="also write the raw figures here")
+    args = p.parse_args(argv)
+    result = run(args.artifact, args.seconds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    print("\n".join(markdown(result)))
+
+
+if __name__ == "__main__":
+    main()

@@ -22,7 +22,7 @@ from services.gateway.api import router
 from services.gateway.capture import Recorder
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
-from services.gateway.security import Guard, GuardMiddleware
+from services.gateway.security import Guard, GuardMiddleware, TurnLedger
 from services.gateway.sessions import make_store
 from services.gateway.upstreams import Upstream
 
@@ -247,15 +247,28 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             for closer in closers:
                 with contextlib.suppress(Exception):
                     await closer()
+            # uvicorn has drained its connections by now: what a stop cost, in one line.
+            logger.info(
+                "shut down: %d turns taken on, %d answered",
+                ledger.started,
+                ledger.answered,
+                extra={"turns_started": ledger.started, "turns_answered": ledger.answered},
+            )
 
     guard = Guard(settings)
+    ledger = TurnLedger()
     app = build_app(
         title="Parlance gateway",
         version="1",
         settings=settings,
         lifespan=lifespan,
         routers=[router, review_api.router, review_api.page_router],
-        middleware=[(GuardMiddleware, {"guard": guard, "max_in_flight": settings.max_in_flight})],
+        middleware=[
+            (
+                GuardMiddleware,
+                {"guard": guard, "max_in_flight": settings.max_in_flight, "ledger": ledger},
+            )
+        ],
     )
     app.state.guard = guard
     app.state.not_ready_reason = "waiting for the classifier"

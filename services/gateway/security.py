@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 
 from starlette.requests import Request
 
@@ -103,15 +104,26 @@ ADMIN_PREFIX = "/v1/review/"
 TURN_PATHS = frozenset({"/v1/chat", "/v1/classify"})
 
 
+@dataclass
+class TurnLedger:
+    """Turns the gateway took on and turns it answered, for the shutdown log line: after a
+    SIGTERM the two must be equal (a connection reset before the app read its request was
+    never a turn; docs/deploy.md)."""
+
+    started: int = 0
+    answered: int = 0
+
+
 class GuardMiddleware:
     """Inside the common ServiceMiddleware, so a 401/429 still carries a request id and is
     counted in the HTTP metrics."""
 
-    def __init__(self, app, guard: Guard, max_in_flight: int):
+    def __init__(self, app, guard: Guard, max_in_flight: int, ledger: TurnLedger | None = None):
         self.app = app
         self.guard = guard
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.ledger = ledger if ledger is not None else TurnLedger()
 
     async def __call__(self, scope, receive, send):
         if (
@@ -142,9 +154,19 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         self.in_flight += 1
+        self.ledger.started += 1
         metrics.TURNS_IN_FLIGHT.set(self.in_flight)
+        answered = False
+
+        async def send_and_note(message):
+            nonlocal answered
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered = True
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_and_note)
         finally:
             self.in_flight -= 1
+            self.ledger.answered += answered
             metrics.TURNS_IN_FLIGHT.set(self.in_flight)
