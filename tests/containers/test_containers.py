@@ -20,6 +20,7 @@ from tests.flags import flags
 from tests.servers import free_port
 from tests.test_dashboard_prometheus import dashboard_traffic, panel_queries, query
 from tests.test_gateway_dialogue import Conversation
+from tests.test_gateway_shutdown import shutdown_line
 
 pytestmark = pytest.mark.containers
 REPORT: dict = {"built_s": {}, "size_mb": {}}
@@ -276,10 +277,7 @@ def shutdown_ledger(name: str) -> dict:
     r = subprocess.run(
         ["podman", "logs", name], env=pm.env(), capture_output=True, text=True, timeout=60
     )
-    for line in reversed((r.stdout + r.stderr).splitlines()):
-        if '"turns_started"' in line:
-            return json.loads(line)
-    raise AssertionError(f"no shutdown line in the logs of {name}")
+    return shutdown_line(r.stdout + r.stderr)
 
 
 def test_sigterm_drains_in_flight_turns(stack):
