@@ -4,6 +4,7 @@ held-out tests, and `parlance review` on the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -190,6 +191,41 @@ def test_the_schema_is_migrated_once_and_shared_by_replicas(store):
     with replica.engine.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
     replica.close()
+
+
+def _open_store_at_the_barrier(url, barrier) -> None:
+    barrier.wait()
+    ReviewStore(url).close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_replicas_opening_a_new_inbox_at_once_all_start(kind, tmp_path):
+    # A gateway and `parlance review` (or several gateways) opening one new inbox in the
+    # same instant: each migrates or waits for the other, none fails on "already exists".
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(3):  # several rounds: one lucky ordering proves little
+        with contextlib.ExitStack() as stack:
+            if kind == "sqlite":
+                url = str(tmp_path / f"inbox-{attempt}.db")
+            else:
+                url = stack.enter_context(postgres_database())
+            barrier = context.Barrier(4)
+            workers = [
+                context.Process(target=_open_store_at_the_barrier, args=(url, barrier))
+                for _ in range(4)
+            ]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(60)
+            assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+            store = ReviewStore(url)
+            with store.engine.connect() as c:
+                versions = c.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+            store.close()
+            assert [v for (v,) in versions] == ["0001"]
 
 
 def test_migrations_downgrade_and_upgrade_again(tmp_path):

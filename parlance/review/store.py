@@ -119,10 +119,15 @@ def migrate(engine: sa.Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        # Replicas (or a gateway and `parlance review`) opening a new inbox together: one
+        # migrates, the others wait for it (the lock ends with the transaction) and then
+        # find nothing to do. Without the lock both see no table and both create it.
         if connection.dialect.name == "postgresql":
-            # Replicas starting together on a new database: one migrates, the others wait
-            # for it (the lock ends with the transaction) and then find nothing to do.
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(7160516)"))
+        elif connection.dialect.name == "sqlite":
+            # pysqlite runs DDL outside any transaction unless one is begun by hand; an
+            # immediate one takes SQLite's write lock before Alembic reads its version.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
