@@ -73,17 +73,19 @@ async def _check_labels(app: FastAPI, again: bool = False) -> bool:
     s = app.state
     if s.labels_checked and not again:
         return s.label_error is None
-    try:
-        r = await s.classifier.client.get("/v1/model", timeout=2.0)
-    except Exception:  # noqa: BLE001 - not reachable yet: try again next tick
+    r = await s.classifier.get("/v1/model", 2.0)
+    if r is None:  # not reachable yet: try again next tick
         return s.labels_checked and s.label_error is None
     if r.status_code == 404:  # a classifier that does not describe itself: nothing to check
         s.labels_checked = True
         return True
     if r.status_code != 200:
         return s.labels_checked and s.label_error is None
+    try:
+        info = r.json()
+    except ValueError:  # not a Parlance classifier's answer: nothing to check against
+        info = {}
     s.labels_checked = True
-    info = r.json()
     version = info.get("version") if isinstance(info, dict) else None
     if again and version == s.classifier_version:
         return s.label_error is None

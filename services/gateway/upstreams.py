@@ -1,15 +1,24 @@
-"""Calls to the classifier and generator: one pooled `httpx.AsyncClient` each, per-call
+"""Calls to the classifier and generator: one pooled aiohttp session each, per-call
 timeouts, retries only where safe (tenacity: a connection that never reached the upstream),
 and a circuit breaker per upstream (aiobreaker), so a dead upstream costs one fast failure
-per call instead of a timeout."""
+per call instead of a timeout.
+
+aiohttp rather than httpx (which the gateway used before, and still uses for action
+webhooks): an upstream call is on every chat turn, and httpx's stack (httpcore, anyio, h11)
+cost about three times aiohttp's per call on this project's two-core machine
+(docs/benchmarks.md#gateway has the figures and the command).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-import httpx
+import aiohttp
 from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerState
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -17,6 +26,22 @@ from services.common.request_id import upstream_headers
 from services.gateway import metrics
 
 logger = logging.getLogger(__name__)
+
+_JSON = {"Content-Type": "application/json"}
+# Failures before any byte reached the upstream: safe to try again, even for a POST.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+
+
+@dataclass(frozen=True)
+class UpstreamReply:
+    """What an upstream answered: its status, headers and body (read whole)."""
+
+    status_code: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self):
+        return json.loads(self.body)
 
 
 class UpstreamError(Exception):
@@ -26,7 +51,7 @@ class UpstreamError(Exception):
         self,
         upstream: str,
         reason: str,
-        response: httpx.Response | None = None,
+        response: UpstreamReply | None = None,
         overloaded: bool = False,
     ):
         super().__init__(f"{upstream}: {reason}")
@@ -45,6 +70,22 @@ class UpstreamError(Exception):
             return 1
 
 
+class _ErrorStatus(Exception):
+    """An answer with a 4xx/5xx status (raised inside the breaker, so 5xx count)."""
+
+    def __init__(self, reply: UpstreamReply):
+        super().__init__(reply.status_code)
+        self.reply = reply
+
+
+class _PoolTimeout(Exception):
+    """Every connection stayed busy for the whole timeout: load, not a failure."""
+
+
+class _NotJson(Exception):
+    """A 2xx answer whose body is not JSON."""
+
+
 class Upstream:
     def __init__(
         self,
@@ -58,14 +99,19 @@ class Upstream:
         connections: int = 16,
     ):
         self.name = name
-        self.client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            # A small pool on purpose: httpcore checks every pooled connection for each
-            # request it places (measured: with 256 connections that check was ~35 % of the
-            # gateway's CPU at 64 clients); the upstreams batch anyway.
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        # The pool's size is a semaphore of ours, so that waiting for a connection (load:
+        # a 429) is told apart from connecting (a failure): aiohttp's own pool wait counts
+        # as connecting. A small pool on purpose: the upstreams batch anyway.
+        self._slots = asyncio.Semaphore(connections)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s),
+            # Service to service inside the deployment: no proxy from the environment.
+            trust_env=False,
         )
+        self._urls: dict[str, str] = {}
         self.retries = retries
         # A 4xx is the caller's fault and a full pool is load, not the upstream failing:
         # neither counts towards opening the breaker.
@@ -73,8 +119,8 @@ class Upstream:
             fail_max=fail_max,
             timeout_duration=timedelta(seconds=reset_s),
             exclude=[
-                lambda e: isinstance(e, httpx.HTTPStatusError) and e.response.status_code < 500,
-                lambda e: isinstance(e, httpx.PoolTimeout),
+                lambda e: isinstance(e, _ErrorStatus) and e.reply.status_code < 500,
+                lambda e: isinstance(e, _PoolTimeout),
             ],
         )
         metrics.BREAKER_STATE.labels(name).set(0)
@@ -87,18 +133,51 @@ class Upstream:
             CircuitBreakerState.HALF_OPEN: "half_open",
         }.get(self.breaker.current_state, "closed")
 
+    def _url(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.base_url + path
+        return url
+
+    async def _send(self, method: str, url: str, data: bytes | None, headers: dict, timeout):
+        # (aiohttp reads timeout=None as "no timeout": the session's applies unless given)
+        extra = {} if timeout is None else {"timeout": timeout}
+        async with self.session.request(method, url, data=data, headers=headers, **extra) as r:
+            body = await r.read()
+            return UpstreamReply(r.status, body, dict(r.headers) if r.status >= 400 else {})
+
     async def _post(self, path: str, body: dict) -> dict:
-        headers = upstream_headers()
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.retries + 1),
-            wait=wait_exponential(multiplier=0.05, max=0.5),
-            retry=retry_if_exception_type((httpx.ConnectError, httpx.ConnectTimeout)),
-            reraise=True,
-        ):
-            with attempt:
-                r = await self.client.post(path, json=body, headers=headers)
-        r.raise_for_status()
-        return r.json()
+        headers = {**_JSON, **upstream_headers()}
+        data = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
+        except TimeoutError:
+            raise _PoolTimeout() from None
+        try:
+            try:
+                # The first attempt runs bare: tenacity's machinery would cost every call,
+                # and only a connection that was never made is tried again.
+                reply = await self._send("POST", self._url(path), data, headers, None)
+            except _NOT_SENT:
+                if self.retries < 1:
+                    raise
+                await asyncio.sleep(0.05)  # the first of the backoff's waits
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self.retries),
+                    wait=wait_exponential(multiplier=0.05, max=0.5),
+                    retry=retry_if_exception_type(_NOT_SENT),
+                    reraise=True,
+                ):
+                    with attempt:
+                        reply = await self._send("POST", self._url(path), data, headers, None)
+        finally:
+            self._slots.release()
+        if reply.status_code >= 400:
+            raise _ErrorStatus(reply)
+        try:
+            return reply.json()
+        except ValueError:
+            raise _NotJson() from None
 
     async def post(self, path: str, body: dict) -> dict:
         started = time.perf_counter()
@@ -108,18 +187,21 @@ class Upstream:
         except CircuitBreakerError:
             outcome = "breaker_open"
             raise UpstreamError(self.name, "circuit breaker open (recent failures)") from None
-        except httpx.HTTPStatusError as e:
-            outcome = f"http_{e.response.status_code}"
-            raise UpstreamError(self.name, f"answered {e.response.status_code}", e.response) from e
-        except httpx.PoolTimeout as e:
+        except _ErrorStatus as e:
+            outcome = f"http_{e.reply.status_code}"
+            raise UpstreamError(self.name, f"answered {e.reply.status_code}", e.reply) from None
+        except _PoolTimeout:
             outcome = "pool_timeout"
-            raise UpstreamError(self.name, "all connections busy", overloaded=True) from e
-        except httpx.TimeoutException as e:
+            raise UpstreamError(self.name, "all connections busy", overloaded=True) from None
+        except _NotJson:
+            outcome = "not_json"
+            raise UpstreamError(self.name, "answered something that is not JSON") from None
+        except TimeoutError:  # the call's total time, or connecting (aiohttp's are both)
             outcome = "timeout"
-            raise UpstreamError(self.name, "timed out") from e
-        except httpx.HTTPError as e:
+            raise UpstreamError(self.name, "timed out") from None
+        except aiohttp.ClientError as e:
             outcome = "unreachable"
-            raise UpstreamError(self.name, f"unreachable ({type(e).__name__})") from e
+            raise UpstreamError(self.name, f"unreachable ({type(e).__name__})") from None
         finally:
             metrics.UPSTREAM_SECONDS.labels(self.name).observe(time.perf_counter() - started)
             if outcome != "ok":
@@ -128,15 +210,21 @@ class Upstream:
                 {"closed": 0, "half_open": 1, "open": 2}[self.state]
             )
 
+    async def get(self, path: str, timeout_s: float) -> UpstreamReply | None:
+        """A GET outside the breaker (health and model checks); None when unreachable."""
+        try:
+            return await self._send(
+                "GET", self._url(path), None, {}, aiohttp.ClientTimeout(total=timeout_s)
+            )
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
     async def ready(self) -> bool:
         """The upstream's /readyz. A ready answer also closes an open breaker: the upstream
         is back (restarted, resumed), so there is no reason to wait out the breaker's reset
         time and keep failing turns (measured: recovery 10 s -> about 1 s, docs/reliability.md)."""
-        try:
-            r = await self.client.get("/readyz", timeout=1.0)
-        except httpx.HTTPError:
-            return False
-        ok = r.status_code == 200
+        r = await self.get("/readyz", 1.0)
+        ok = r is not None and r.status_code == 200
         if ok and self.state != "closed":
             logger.info("%s ready again: closing its circuit breaker", self.name)
             self.breaker.close()
@@ -144,4 +232,4 @@ class Upstream:
         return ok
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.session.close()
