@@ -275,6 +275,27 @@ def test_classifier_down_or_slow_is_503_and_not_ready(standin, tmp_path):
         ) in m
 
 
+def test_all_upstream_connections_busy_is_429_not_a_failure(standin, tmp_path):
+    # One connection to the classifier, three slow turns at once (3 s each, timeout 5 s):
+    # the first two are answered in turn, the third waits longer than the timeout for the
+    # connection and is told to come back (load), while the breaker stays closed.
+    env = gateway_env(standin, GATEWAY_UPSTREAM_CONNECTIONS="1", GATEWAY_CLASSIFIER_TIMEOUT_S="5")
+    with running(["services.gateway"], env, tmp_path) as svc:
+
+        async def turns():
+            async with httpx.AsyncClient(base_url=svc.url, timeout=20) as c:
+                return await asyncio.gather(
+                    *(c.post("/v1/chat", json={"text": f"hello ##slow {n}"}) for n in range(3))
+                )
+
+        codes = sorted(r.status_code for r in asyncio.run(turns()))
+        assert codes == [200, 200, 429]
+        m = httpx.get(svc.url + "/metrics").text
+        assert 'outcome="pool_timeout",upstream="classifier"} 1.0' in m
+        assert 'parlance_gateway_circuit_breaker_state{upstream="classifier"} 0.0' in m
+        assert Conversation(svc.url).say("hello")["intent"]["raw"] == "greeting"
+
+
 def test_metrics(gw):
     Conversation(gw.url).say("I want to transfer money")
     m = httpx.get(gw.url + "/metrics").text
