@@ -31,11 +31,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0):
+def server(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+):
+    """`cwd`: another checkout to run the module from (the same interpreter and packages),
+    e.g. an older revision measured in the same run."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", *args, "--port", str(port)],
-        cwd=REPO,
+        cwd=cwd or REPO,
         env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

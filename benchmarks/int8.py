@@ -25,6 +25,7 @@ from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import _onnx_tokenizer, load_backend
 from services.classifier.model import ClassifierModel
 from training.evaluate import evaluate_artifact, evaluation_data
+from training.export import calibration_batches, calibration_texts, keeps_fp32, quantize_int8
 
 
 def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: Path) -> dict:
@@ -41,20 +42,14 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: 
     tokenizer = _onnx_tokenizer(art)
 
     class Reader(CalibrationDataReader):
-        """Calibration batches, padded to the artifact's longest input: the histogram
-        calibrators (percentile, entropy) need activations of one shape across batches."""
+        """The export's calibration batches, padded to the artifact's longest input (the
+        histogram calibrators need activations of one shape across batches)."""
 
-        def __init__(self, batch: int = 16):
-            self.it = iter(
-                tokenizer(calib_texts[i : i + batch]) for i in range(0, len(calib_texts), batch)
-            )
+        def __init__(self):
+            self.it = calibration_batches(tokenizer, calib_texts, art.max_seq_length)
 
         def get_next(self):
-            b = next(self.it, None)
-            if b is None:
-                return None
-            width = art.max_seq_length - b["input_ids"].shape[1]
-            return {k: np.pad(b[k], ((0, 0), (0, width))) for k in ("input_ids", "attention_mask")}
+            return next(self.it, None)
 
     pre = tmp / "pre.onnx"
 
@@ -86,11 +81,6 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: 
             )
 
         return run
-
-    def ffn_output(name: str) -> bool:
-        # the feed-forward block's second matrix: its inputs (after GELU) carry the
-        # outliers that one fixed scale handles worst
-        return "/output/dense/" in name and "/attention/" not in name
 
     # uint8 activations with int8 weights: the x86 int8 kernels without VNNI (AVX2) are
     # u8s8; QOperator: QLinearMatMul kernels instead of QDQ pairs left for fusion
@@ -133,7 +123,7 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: 
         "dynamic, per tensor": lambda dst: quantize_dynamic(
             str(fp32), str(dst), weight_type=QuantType.QInt8
         ),
-        "dynamic, per channel (the export)": lambda dst: quantize_dynamic(
+        "dynamic, per channel (the export until 2026-12-03)": lambda dst: quantize_dynamic(
             str(fp32), str(dst), weight_type=QuantType.QInt8, per_channel=True
         ),
         "static QDQ, per channel, MinMax, MatMul only": static(CalibrationMethod.MinMax),
@@ -141,15 +131,18 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: 
             CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99}
         ),
         "static QOperator u8s8, per channel, MinMax": static(CalibrationMethod.MinMax, **u8),
-        "static QOperator u8s8, per channel, MinMax, FFN outputs fp32": static(
-            CalibrationMethod.MinMax, keep=ffn_output, **u8
+        # the export's own recipe (training.export.quantize_int8), chosen on val
+        "static QOperator u8s8, per channel, MinMax, FFN outputs fp32 (the export)": (
+            lambda dst: quantize_int8(
+                fp32, dst, calibration_batches(tokenizer, calib_texts, art.max_seq_length)
+            )
         ),
         "static QOperator u8s8, per channel, percentile 99.999": static(
             CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.999}, **u8
         ),
         "static QOperator u8s8, per channel, percentile 99.999, FFN outputs fp32": static(
             CalibrationMethod.Percentile,
-            keep=ffn_output,
+            keep=keeps_fp32,
             extra_options={"CalibPercentile": 99.999},
             **u8,
         ),
@@ -198,16 +191,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--artifact", default="artifacts/classifier")
     p.add_argument("--data-dir", default=None, help="default $CLINC150_DIR")
     p.add_argument("--calibration-texts", type=int, default=512)
-    p.add_argument("--only", default=None, help="only the variants whose name has this text")
+    p.add_argument(
+        "--only",
+        action="append",
+        default=None,
+        help="only the variants whose name has this text (repeatable)",
+    )
     p.add_argument("--output", default="docs/int8.json")
     args = p.parse_args(argv)
     logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs every tensor
     src = Path(args.artifact)
     art = ClassifierArtifact.load(src)
     _, data = evaluation_data(art, data_dir=args.data_dir)
-    rng = np.random.default_rng(0)
-    picks = rng.choice(len(data.train.texts), args.calibration_texts, replace=False)
-    calib = [data.train.texts[i] for i in picks]
+    calib = calibration_texts(data.train.texts, args.calibration_texts)
     texts = data.test.texts
     rows = []
 
@@ -229,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     row("fp32", src, "onnx")
     with tempfile.TemporaryDirectory() as tmp:
         for name, quantise in _variants(art.onnx_path(False), art, calib, Path(tmp)).items():
-            if args.only and args.only not in name:
+            if args.only and not any(part in name for part in args.only):
                 continue
             copy = Path(tmp) / "artifact"
             shutil.rmtree(copy, ignore_errors=True)

@@ -865,7 +865,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     if oargs.export_onnx:
         fp32 = export.export_onnx(model.cpu(), out_dir / layout.ONNX_DIR / layout.ONNX_FP32)
-        export.quantize_int8(fp32, out_dir / layout.ONNX_DIR / layout.ONNX_INT8)
+        texts = export.calibration_texts(data.train.texts)
+
+        def tokenize_batch(batch: list[str]) -> dict:
+            return tokenizer(
+                batch, truncation=True, max_length=margs.max_seq_length, padding=True
+            ).data
+
+        batches = export.calibration_batches(tokenize_batch, texts, margs.max_seq_length)
+        export.quantize_int8(fp32, out_dir / layout.ONNX_DIR / layout.ONNX_INT8, batches)
 
     manifest = {
         "kind": "classifier",
@@ -936,6 +944,8 @@ def main(argv: list[str] | None = None) -> dict:
         manifest["backends"][kind]["agreement_with_torch"] = float(
             np.mean(reports[kind]["_pred"] == reports["torch"]["_pred"])
         )
+        if kind == "onnx-int8":
+            manifest["backends"][kind]["quantization"] = export.QUANTIZATION
     main_report = reports["onnx" if oargs.export_onnx else "torch"]
     if slots and "_spans_val" in main_report:
         from parlance.pack import load_pack

@@ -1,5 +1,5 @@
 """ONNX export of the merged classifier (with its slot tagger when it has one: a third
-output, `tag_logits`), and dynamic int8 quantisation.
+output, `tag_logits`), and static int8 quantisation.
 
 `torch.onnx.export` + `onnxruntime.quantization` directly: `optimum[onnxruntime]` would pin
 transformers back to 4.x, and this graph (encoder + pooling + linear head, two outputs) is
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,22 +79,99 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     return path
 
 
-def quantize_int8(src: str | Path, dst: str | Path) -> Path:
-    """Dynamic int8 with one scale per output channel of each weight matrix. Per-tensor
-    scales (one per matrix) cost CLINC150's cpu classifier 0.7 points of in-scope accuracy;
-    per channel it is within 0.1 point of fp32, at the same speed (docs/benchmarks.md)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+# What the artifact's int8 model is, recorded in its manifest (`backends.onnx-int8`); the
+# service serves int8 by default only when it is static (docs/results.md#backends).
+QUANTIZATION = "static per-channel u8s8, MinMax, FFN outputs fp32"
+CALIBRATION_TEXTS = 512
+
+
+def calibration_texts(texts: list[str], n: int = CALIBRATION_TEXTS, seed: int = 0) -> list[str]:
+    """The training texts that fix int8's activation scales: a seeded sample."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(texts), min(n, len(texts)), replace=False)
+    return [texts[i] for i in picks]
+
+
+def keeps_fp32(node_name: str) -> bool:
+    """The MatMuls left in fp32: each feed-forward block's second matrix, whose inputs
+    (after GELU) carry the outliers that one fixed scale handles worst. Quantised too, they
+    cost about a point of in-scope accuracy (docs/results.md#backends)."""
+    return "/output/dense/" in node_name and "/attention/" not in node_name
+
+
+def quantize_int8(
+    src: str | Path, dst: str | Path, batches: Iterable[dict[str, np.ndarray]]
+) -> Path:
+    """Static int8: activation scales fixed once from `batches` (tokenised calibration
+    texts, `input_ids` and `attention_mask`), one weight scale per output channel, uint8
+    activations and int8 weights (the u8s8 kernels x86 without VNNI has), QLinearMatMul
+    operators, the feed-forward outputs kept in fp32.
+
+    Static, not dynamic: dynamic quantisation computes each activation's scale over the
+    whole batch, so a query's answer changed with the queries batched with it (0.5 % of
+    CLINC150's decisions); with fixed scales it is the same in any batch. The variants
+    tried, with their figures: docs/results.md#backends (python -m benchmarks.int8)."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {k: b[k] for k in ("input_ids", "attention_mask")}
 
     # The quantiser logs every tensor at INFO on the root logger, and advises shape-inference
-    # pre-processing that only static quantisation needs: keep the training log readable.
+    # pre-processing (done here): keep the training log readable.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            pre = Path(tmp) / "pre.onnx"
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            kept = [
+                n.name
+                for n in onnx.load(str(pre)).graph.node
+                if n.op_type == "MatMul" and keeps_fp32(n.name)
+            ]
+            quantize_static(
+                str(pre),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QOperator,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=kept,
+            )
     finally:
         root.setLevel(level)
     return Path(dst)
+
+
+def calibration_batches(
+    tokenize, texts: list[str], max_length: int, batch_size: int = 16
+) -> Iterator[dict[str, np.ndarray]]:
+    """`tokenize(texts) -> {"input_ids", "attention_mask"}` as numpy, padded here to
+    `max_length` (the width a served batch can reach), `batch_size` texts at a time."""
+    for i in range(0, len(texts), batch_size):
+        b = tokenize(texts[i : i + batch_size])
+        arrays = {k: np.asarray(b[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
+        width = max(0, max_length - arrays["input_ids"].shape[1])
+        yield {k: np.pad(a, ((0, 0), (0, width))) for k, a in arrays.items()}
 
 
 def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
@@ -102,11 +181,14 @@ def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
     import json
 
     from services.classifier.artifact import MANIFEST, ClassifierArtifact
+    from services.classifier.backends import _onnx_tokenizer
     from training.evaluate import evaluate_artifact, evaluation_data
 
     art = ClassifierArtifact.load(artifact_dir)
-    quantize_int8(art.onnx_path(False), art.onnx_path(True))
     _, data = evaluation_data(art, data_dir=data_dir)
+    texts = calibration_texts(data.train.texts)
+    batches = calibration_batches(_onnx_tokenizer(art), texts, art.max_seq_length)
+    quantize_int8(art.onnx_path(False), art.onnx_path(True), batches)
     report = evaluate_artifact(artifact_dir, data, "onnx-int8", splits=("test",))["test"]
     figures = {
         k: report[k]
@@ -116,7 +198,7 @@ def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
     manifest = json.loads((Path(artifact_dir) / MANIFEST).read_text())
     manifest.setdefault("backends", {})["onnx-int8"] = {
         **figures,
-        "quantization": "dynamic per-channel",
+        "quantization": QUANTIZATION,
     }
     (Path(artifact_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest["backends"]
@@ -127,8 +209,9 @@ if __name__ == "__main__":
     import sys
 
     parser = argparse.ArgumentParser(
-        description="Quantise a classifier artifact's int8 model again (per channel) and "
-        "record its test figures: python -m training.export --requantize ARTIFACT"
+        description="Quantise a classifier artifact's int8 model again (static, calibrated "
+        "on its training texts) and record its test figures: "
+        "python -m training.export --requantize ARTIFACT"
     )
     parser.add_argument("--requantize", required=True, metavar="ARTIFACT")
     parser.add_argument("--data-dir", default=None, help="default $CLINC150_DIR")

@@ -13,12 +13,12 @@ class ClassifierSettings(ModelServiceSettings):
 
     port: int = Field(8001, ge=1, le=65535)
     artifact: str = Field(..., description="classifier artifact directory")
-    # "onnx" (fp32, the default), "onnx-int8" (used only if its recorded test figures,
-    # in-scope accuracy, out-of-scope recall and slot F1, are within `int8_max_drop` of
-    # fp32's, else fp32 with a warning), or "torch" (CUDA when present). Not int8 by
-    # default: dynamic quantisation scales activations per batch, so a query's answer
-    # depends on the queries batched with it (docs/results.md#backends).
-    backend: str = Field("onnx", pattern="^(onnx|onnx-int8|torch)$")
+    # "auto" (the default): ONNX int8 when the artifact's int8 model is static (a query's
+    # answer does not depend on the batch) and its recorded test figures, in-scope
+    # accuracy, out-of-scope recall and slot F1, are within `int8_max_drop` of fp32's; else
+    # ONNX fp32. "onnx-int8": int8 under the same figures rule, even dynamic (an older
+    # artifact). "onnx": fp32. "torch": CUDA when present (docs/results.md#backends).
+    backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch)$")
     int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
     ort_spinning: bool = Field(True, description="ONNX Runtime worker threads spin when idle")

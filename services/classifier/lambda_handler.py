@@ -17,7 +17,7 @@ from services.classifier.app import create_app
 from services.classifier.config import ClassifierSettings
 from services.common.lambda_adapter import lambda_handler
 
-LAMBDA_DEFAULTS = {"artifact": "/opt/ml/model", "backend": "onnx-int8", "ort_spinning": False}
+LAMBDA_DEFAULTS = {"artifact": "/opt/ml/model", "backend": "auto", "ort_spinning": False}
 
 
 def lambda_settings() -> ClassifierSettings:

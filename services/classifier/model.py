@@ -46,8 +46,29 @@ INT8_RULE = (
 )
 
 
+def batch_independent_int8(artifact: ClassifierArtifact) -> bool:
+    """The artifact's int8 model has fixed (static) activation scales, so a query's answer
+    does not depend on the queries batched with it. Older artifacts' dynamic int8 models
+    do not (python -m training.export --requantize ARTIFACT makes a static one)."""
+    int8 = artifact.manifest.get("backends", {}).get("onnx-int8", {})
+    return str(int8.get("quantization", "")).startswith("static")
+
+
 def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: float) -> str:
-    """int8 only when its recorded test figures are within `int8_max_drop` of fp32's."""
+    """int8 only when its recorded test figures are within `int8_max_drop` of fp32's.
+    `auto` (the default): int8 when it is also batch-independent, else ONNX fp32."""
+    if wanted == "auto":
+        if not artifact.onnx_path(False).is_file():
+            return "torch"  # trained with --export_onnx false
+        if not artifact.onnx_path(True).is_file():
+            return "onnx"
+        if not batch_independent_int8(artifact):
+            logger.info(
+                "serving ONNX fp32: this artifact's int8 model is dynamic (answers depend on "
+                "the batch); python -m training.export --requantize ARTIFACT makes a static one"
+            )
+            return "onnx"
+        wanted = "onnx-int8"
     if wanted != "onnx-int8":
         return wanted
     recorded = artifact.manifest.get("backends", {})
@@ -77,7 +98,7 @@ class ClassifierModel:
     def __init__(
         self,
         artifact_dir: str,
-        backend: str = "onnx",
+        backend: str = "auto",
         int8_max_drop: float = 0.003,
         threads: int | None = None,
         ort_spinning: bool = True,
