@@ -17,17 +17,22 @@ import httpx
 import pytest
 
 from services.local_stack import port_in_use
-from tests.servers import REPO, free_port
+from tests.servers import REPO
 
 pytestmark = pytest.mark.slow
 
 
 def free_port_run(n: int = 4) -> int:
     """A port p with p..p+n-1 all free (the demo uses p, p+1, p+2, and p+3 for the example
-    action back-end)."""
-    for _ in range(50):
-        p = free_port()
-        if p + n < 65535 and not any(port_in_use("127.0.0.1", p + i) for i in range(n)):
+    action back-end), below Linux's ephemeral range: a port from that range can be taken
+    by any outgoing connection between this check and the service's bind (seen: a
+    classifier that exited with "address in use")."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        p = rng.randrange(20000, 32000 - n)
+        if not any(port_in_use("127.0.0.1", p + i) for i in range(n)):
             return p
     raise RuntimeError("no free port run")
 

@@ -37,7 +37,8 @@ def models(small_artifact, tmp_path_factory) -> Path:
     versioned_copy(small_artifact, root / "v1", "swap-v1")
     versioned_copy(small_artifact, root / "v2", "swap-v2")
     broken = versioned_copy(small_artifact, root / "broken", "swap-broken")
-    (broken / "onnx" / "model.onnx").write_bytes(b"not an onnx model")
+    for name in ("model.onnx", "model.int8.onnx"):  # broken whichever backend serves
+        (broken / "onnx" / name).write_bytes(b"not an onnx model")
     labels = json.loads((small_artifact / "manifest.json").read_text())["labels"]
     renamed = [("account_balance" if x == "balance" else x) for x in labels]
     versioned_copy(small_artifact, root / "renamed", "swap-renamed", labels=renamed)
