@@ -25,58 +25,39 @@ from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import _onnx_tokenizer, load_backend
 from services.classifier.model import ClassifierModel
 from training.evaluate import evaluate_artifact, evaluation_data
-from training.export import calibration_batches, calibration_texts, keeps_fp32, quantize_int8
+from training.export import (
+    calibration_batches,
+    calibration_texts,
+    keeps_fp32,
+    quantize_int8,
+    quantize_static_int8,
+)
 
 
-def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str], tmp: Path) -> dict:
+def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str]) -> dict:
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_dynamic,
-        quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     tokenizer = _onnx_tokenizer(art)
 
-    class Reader(CalibrationDataReader):
-        """The export's calibration batches, padded to the artifact's longest input (the
-        histogram calibrators need activations of one shape across batches)."""
-
-        def __init__(self):
-            self.it = calibration_batches(tokenizer, calib_texts, art.max_seq_length)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    pre = tmp / "pre.onnx"
-
     def static(method, fmt=QuantFormat.QDQ, activations=QuantType.QInt8, keep=None, **extra):
-        """`keep`: a test on MatMul node names, those left in fp32."""
+        """`keep`: a test on MatMul node names, those left in fp32. The calibration
+        batches are the export's, padded to the artifact's longest input (the histogram
+        calibrators need activations of one shape across batches)."""
 
         def run(dst):
-            import onnx
-
-            if not pre.exists():
-                quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-            kept = [
-                n.name
-                for n in onnx.load(str(pre)).graph.node
-                if n.op_type == "MatMul" and keep is not None and keep(n.name)
-            ]
-            quantize_static(
-                str(pre),
-                str(dst),
-                Reader(),
+            quantize_static_int8(
+                fp32,
+                dst,
+                calibration_batches(tokenizer, calib_texts, art.max_seq_length),
                 quant_format=fmt,
-                per_channel=True,
                 activation_type=activations,
-                weight_type=QuantType.QInt8,
-                calibrate_method=method,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=kept,
+                method=method,
+                keep=keep,
                 **extra,
             )
 
@@ -224,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
 
     row("fp32", src, "onnx")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, quantise in _variants(art.onnx_path(False), art, calib, Path(tmp)).items():
+        for name, quantise in _variants(art.onnx_path(False), art, calib).items():
             if args.only and not any(part in name for part in args.only):
                 continue
             copy = Path(tmp) / "artifact"

@@ -111,16 +111,37 @@ def quantize_int8(
     whole batch, so a query's answer changed with the queries batched with it (0.5 % of
     CLINC150's decisions); with fixed scales it is the same in any batch. The variants
     tried, with their figures: docs/results.md#backends (python -m benchmarks.int8)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    return quantize_static_int8(
+        src,
+        dst,
+        batches,
+        quant_format=QuantFormat.QOperator,
+        activation_type=QuantType.QUInt8,
+        method=CalibrationMethod.MinMax,
+        keep=keeps_fp32,
+    )
+
+
+def quantize_static_int8(
+    src: str | Path,
+    dst: str | Path,
+    batches: Iterable[dict[str, np.ndarray]],
+    *,
+    quant_format,
+    activation_type,
+    method,
+    keep=None,
+    extra_options: dict | None = None,
+) -> Path:
+    """ONNX Runtime's static quantiser on the MatMuls, per-channel int8 weights, after its
+    shape-inference pre-processing; `keep(node_name)` names the MatMuls left in fp32. The
+    export's recipe is `quantize_int8`; benchmarks.int8 tries others through this."""
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -143,19 +164,20 @@ def quantize_int8(
             kept = [
                 n.name
                 for n in onnx.load(str(pre)).graph.node
-                if n.op_type == "MatMul" and keeps_fp32(n.name)
+                if n.op_type == "MatMul" and keep is not None and keep(n.name)
             ]
             quantize_static(
                 str(pre),
                 str(dst),
                 Reader(),
-                quant_format=QuantFormat.QOperator,
+                quant_format=quant_format,
                 per_channel=True,
-                activation_type=QuantType.QUInt8,
+                activation_type=activation_type,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=method,
                 op_types_to_quantize=["MatMul"],
                 nodes_to_exclude=kept,
+                extra_options=extra_options or {},
             )
     finally:
         root.setLevel(level)

@@ -34,7 +34,8 @@ _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 
 @dataclass(frozen=True)
 class UpstreamReply:
-    """What an upstream answered: its status, headers and body (read whole)."""
+    """What an upstream answered: its status, headers (names in lower case, as HTTP reads
+    them: case-insensitive) and body (read whole)."""
 
     status_code: int
     body: bytes
@@ -111,7 +112,6 @@ class Upstream:
             # Service to service inside the deployment: no proxy from the environment.
             trust_env=False,
         )
-        self._urls: dict[str, str] = {}
         self.retries = retries
         # A 4xx is the caller's fault and a full pool is load, not the upstream failing:
         # neither counts towards opening the breaker.
@@ -133,18 +133,13 @@ class Upstream:
             CircuitBreakerState.HALF_OPEN: "half_open",
         }.get(self.breaker.current_state, "closed")
 
-    def _url(self, path: str) -> str:
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self.base_url + path
-        return url
-
     async def _send(self, method: str, url: str, data: bytes | None, headers: dict, timeout):
         # (aiohttp reads timeout=None as "no timeout": the session's applies unless given)
         extra = {} if timeout is None else {"timeout": timeout}
         async with self.session.request(method, url, data=data, headers=headers, **extra) as r:
             body = await r.read()
-            return UpstreamReply(r.status, body, dict(r.headers) if r.status >= 400 else {})
+            headers = {k.lower(): v for k, v in r.headers.items()} if r.status >= 400 else {}
+            return UpstreamReply(r.status, body, headers)
 
     async def _post(self, path: str, body: dict) -> dict:
         headers = {**_JSON, **upstream_headers()}
@@ -157,7 +152,7 @@ class Upstream:
             try:
                 # The first attempt runs bare: tenacity's machinery would cost every call,
                 # and only a connection that was never made is tried again.
-                reply = await self._send("POST", self._url(path), data, headers, None)
+                reply = await self._send("POST", self.base_url + path, data, headers, None)
             except _NOT_SENT:
                 if self.retries < 1:
                     raise
@@ -169,7 +164,7 @@ class Upstream:
                     reraise=True,
                 ):
                     with attempt:
-                        reply = await self._send("POST", self._url(path), data, headers, None)
+                        reply = await self._send("POST", self.base_url + path, data, headers, None)
         finally:
             self._slots.release()
         if reply.status_code >= 400:
@@ -214,7 +209,7 @@ class Upstream:
         """A GET outside the breaker (health and model checks); None when unreachable."""
         try:
             return await self._send(
-                "GET", self._url(path), None, {}, aiohttp.ClientTimeout(total=timeout_s)
+                "GET", self.base_url + path, None, {}, aiohttp.ClientTimeout(total=timeout_s)
             )
         except (aiohttp.ClientError, TimeoutError):
             return None
