@@ -1,5 +1,9 @@
-"""Generator benchmarks: the raw model (batch-1 latency, tokens/s, batched throughput) and
-the service over real HTTP (1 client vs 16 concurrent clients), with its memory.
+"""Generator benchmarks, each backend side by side in one run (torch `generate` and the ONNX
+decoder): the raw model (batch-1 latency, tokens/s, batched throughput), the service over
+real HTTP (1 client vs 16 concurrent clients) with its memory, and the quality of the
+model's own replies on the test requests.
+
+    python -m benchmarks.generator --artifact artifacts/generator [--output F.json]
 
 The requests are the generator's real test inputs (CLINC150 test utterances of the generated
 intents, with the slots and facts the builder gives them). The load generator is an async
@@ -11,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-import resource
 import statistics
 import time
+from pathlib import Path
 
 import httpx
 
@@ -40,10 +44,10 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def bench_model(artifact: str, bodies: list[dict], n: int = 200) -> dict:
+def bench_model(artifact: str, bodies: list[dict], backend: str, n: int = 200) -> dict:
     from services.generator.model import GenerationRequest, GeneratorModel
 
-    gen = GeneratorModel(artifact)
+    gen = GeneratorModel(artifact, backend=backend)
     reqs = [GenerationRequest(**b) for b in bodies]
     gen.warmup()
     lat, tokens = [], []
@@ -69,8 +73,19 @@ def bench_model(artifact: str, bodies: list[dict], n: int = 200) -> dict:
         "mean_tokens": statistics.mean(tokens),
         "tokens_per_s_batch1": sum(tokens) / sum(lat),
         "replies_per_s": batched,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def quality(artifact: str, backend: str) -> dict:
+    """The model's own replies (before any fallback) on all the generator's test requests."""
+    from training.generator import GenerationArguments, evaluate_artifact
+    from training.generator_eval import artifact_examples
+
+    _, examples = artifact_examples(artifact)
+    report = evaluate_artifact(
+        Path(artifact), examples["test"], GenerationArguments(latency_samples=5), backend=backend
+    )
+    return {k: report[k] for k in ("model", "served")}
 
 
 async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
@@ -116,67 +131,153 @@ async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> d
     }
 
 
-def bench_http(artifact: str, bodies: list[dict], seconds: int) -> dict:
-    env = {"GENERATOR_LOG_LEVEL": "WARNING"}
+def bench_http(artifact: str, bodies: list[dict], seconds: int, backend: str) -> dict:
+    env = {"GENERATOR_LOG_LEVEL": "WARNING", "GENERATOR_BACKEND": backend}
     with server(["services.generator", "--artifact", artifact], env) as (url, pid):
         asyncio.run(_load(url, bodies, 4, 3))  # warm-up
         rows = [asyncio.run(_load(url, bodies, c, seconds)) for c in (1, CONCURRENCY)]
         return {"rows": rows, "memory": rss_mb(pid)}
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
 def run(artifact: str, seconds: int = 15) -> dict:
+    """Each backend's figures; the model benchmarks of the two interleaved with their
+    services' loads would share nothing, so they run one backend after the other."""
+    from services.generator.model import GeneratorModel
+
     bodies = test_requests()
-    return {"model": bench_model(artifact, bodies), "http": bench_http(artifact, bodies, seconds)}
+    return {
+        "default": GeneratorModel(artifact).backend,  # what GENERATOR_BACKEND=auto serves
+        **{
+            backend: {
+                "model": bench_model(artifact, bodies, backend),
+                "http": bench_http(artifact, bodies, seconds, backend),
+                "quality": quality(artifact, backend),
+            }
+            for backend in BACKENDS
+        },
+    }
 
 
 def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
-    m, rows = result["model"], result["http"]["rows"]
-    by_c = {r["clients"]: r for r in rows}
     ev = manifest.get("evaluation", {}).get("latency", {})
+    models = {b: result[b]["model"] for b in BACKENDS}
+    backends = manifest.get("backends", {})
+    by_c = {b: {r["clients"]: r for r in result[b]["http"]["rows"]} for b in BACKENDS}
+    agreement = manifest.get("backends", {}).get("onnx", {}).get("agreement", {})
+
+    def row(label: str, fmt) -> str:
+        return f"| {label} | " + " | ".join(fmt(models[b]) for b in BACKENDS) + " |"
+
     lines = [
         "",
         "## Generator",
         "",
         f"Artifact: `{artifact}` ({manifest['base_model']}, {manifest['architecture']}, "
-        f"{manifest['preset']} preset, version {manifest['version']}); greedy decoding, KV "
-        "cache, `no_repeat_ngram_size` 3. Inputs: the generator's test requests (CLINC150 "
-        "test utterances with their slots and facts).",
+        f"{manifest['preset']} preset, version {manifest['version']}); greedy decoding with "
+        "the key/value cache, `no_repeat_ngram_size` 3. Inputs: the generator's test requests "
+        "(CLINC150 test utterances with their slots and facts). Two backends in the same run: "
+        "`torch` (PyTorch `generate`, the service's only path before), `onnx` (the "
+        "artifact's ONNX decoder: encoder once, one cached decoder step per token, "
+        "services/generator/onnx_decoding.py) and `onnx-int8` (its int8 graphs); "
+        f"`GENERATOR_BACKEND=auto` serves `{result['default']}` for this artifact.",
         "",
-        "| model (no HTTP) | value |",
-        "|---|---|",
-        f"| batch-1 p50 / p95 ms ({m['n']} requests) | {m['p50_ms']:.1f} / {m['p95_ms']:.1f} |",
-        f"| batch-1 p50 ms, replies of 16-24 tokens ({m['long_n']} of them) | "
-        f"{m['long_p50_ms']:.1f} |",
-        f"| mean tokens per reply | {m['mean_tokens']:.1f} |",
-        f"| tokens/s at batch 1 | {m['tokens_per_s_batch1']:.0f} |",
-        f"| replies/s at batch 8 / 16 | {m['replies_per_s'][8]:.1f} / "
-        f"{m['replies_per_s'][16]:.1f} |",
-        f"| peak RSS MB (model process) | {m['rss_mb']:.0f} |",
-        f"| rule-based template filler p50 ms (from the artifact's evaluation) | "
-        f"{ev.get('baseline_p50_ms', float('nan')):.3f} |",
+        "| model (no HTTP) | " + " | ".join(BACKENDS) + " |",
+        "|---|" + "---|" * len(BACKENDS),
+        row(
+            f"batch-1 p50 / p95 ms ({models['torch']['n']} requests)",
+            lambda m: f"{m['p50_ms']:.1f} / {m['p95_ms']:.1f}",
+        ),
+        row(
+            "batch-1 p50 ms, replies of 16-24 tokens",
+            lambda m: f"{m['long_p50_ms']:.1f} ({m['long_n']})",
+        ),
+        row("mean tokens per reply", lambda m: f"{m['mean_tokens']:.1f}"),
+        row("tokens/s at batch 1", lambda m: f"{m['tokens_per_s_batch1']:.0f}"),
+        row(
+            "replies/s at batch 8 / 16",
+            lambda m: f"{m['replies_per_s'][8]:.1f} / {m['replies_per_s'][16]:.1f}",
+        ),
+        "| model's own replies: template exact match / slot fidelity / chrF (test) | "
+        + " | ".join(
+            f"{100 * q['template_exact_match']:.2f} / {100 * q['slot_fidelity']:.2f} / "
+            f"{q['chrf']:.1f}"
+            for q in (result[b]["quality"]["model"] for b in BACKENDS)
+        )
+        + " |",
+        "| served replies (after fallback): fallback rate | "
+        + " | ".join(
+            f"{100 * result[b]['quality']['served']['fallback_rate']:.2f} %" for b in BACKENDS
+        )
+        + " |",
+        "",
+        f"Rule-based template filler p50 (from the artifact's evaluation): "
+        f"{ev.get('baseline_p50_ms', float('nan')):.3f} ms. The ONNX decoder's replies were "
+        f"token for token those of `generate` on {100 * agreement.get('identical', 0):.1f} % "
+        f"of {agreement.get('compared', 0)} validation requests at export. Validation "
+        "figures recorded at export, which `auto` reads (int8 when its exact match and slot "
+        "fidelity are within 0.5 points of fp32's): "
+        + "; ".join(
+            f"{k} {100 * v['val']['template_exact_match']:.2f} % exact match, "
+            f"{100 * v['val']['slot_fidelity']:.2f} % slot fidelity"
+            for k, v in backends.items()
+            if "val" in v
+        )
+        + ".",
         "",
         "Service over HTTP (`POST /v1/generate`, async httpx client on 127.0.0.1, closed loop):",
         "",
-        "| clients | replies/s | p50 ms | p95 ms | p99 ms | tokens/s | errors | client CPU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| backend | clients | replies/s | p50 ms | p95 ms | p99 ms | tokens/s | errors "
+        "| client CPU | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        errors = ", ".join(f"{n} x {k}" for k, n in r["status_codes"].items() if k != "200")
-        lines.append(
-            f"| {r['clients']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
-            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['tokens_per_s']:.0f} | "
-            f"{errors or 0} | {r['client_cpu_share']:.0%} |"
-        )
-    mem = result["http"]["memory"]
-    ratio = by_c[CONCURRENCY]["throughput"] / by_c[1]["throughput"]
+    for b in BACKENDS:
+        for r in result[b]["http"]["rows"]:
+            errors = ", ".join(f"{n} x {k}" for k, n in r["status_codes"].items() if k != "200")
+            lines.append(
+                f"| {b} | {r['clients']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
+                f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+                f"{errors or 0} | {r['client_cpu_share']:.0%} | "
+                f"{result[b]['http']['memory']['peak_rss_mb']:.0f} |"
+            )
+    default = result["default"]
+    onnx, torch_ = by_c[default], by_c["torch"]
+    q = {b: result[b]["quality"]["model"] for b in BACKENDS}
     lines += [
         "",
-        "| check | measured | target |",
+        f"| check ({default}, the default) | measured | target |",
         "|---|---|---|",
-        f"| p50 at 1 client, typical (~{m['mean_tokens']:.0f}-token) replies (ms) | "
-        f"{by_c[1]['p50_ms']:.1f} | <= 150 |",
-        f"| model batch-1 p50 for 16-24-token replies (ms) | {m['long_p50_ms']:.1f} | <= 150 |",
-        f"| throughput at {CONCURRENCY} clients / sequential | {ratio:.2f} | >= 3 |",
-        f"| service peak resident memory (MB) | {mem['peak_rss_mb']:.0f} | reported |",
+        f"| p50 at 1 client, typical (~{models[default]['mean_tokens']:.0f}-token) replies "
+        f"(ms) | {onnx[1]['p50_ms']:.1f} | <= 40 |",
+        f"| replies/s at {CONCURRENCY} clients, {default} / torch (same run) | "
+        f"{onnx[CONCURRENCY]['throughput'] / torch_[CONCURRENCY]['throughput']:.2f} | >= 2 |",
+        f"| template exact match, {default} - torch (points) | "
+        f"{100 * (q[default]['template_exact_match'] - q['torch']['template_exact_match']):+.2f}"
+        " | within 0.5 |",
+        f"| slot fidelity, {default} - torch (points) | "
+        f"{100 * (q[default]['slot_fidelity'] - q['torch']['slot_fidelity']):+.2f} "
+        "| within 0.5 |",
+        f"| model batch-1 p50 for 16-24-token replies (ms) | "
+        f"{models[default]['long_p50_ms']:.1f} | <= 150 |",
+        f"| throughput at {CONCURRENCY} clients / sequential | "
+        f"{onnx[CONCURRENCY]['throughput'] / onnx[1]['throughput']:.2f} | >= 3 |",
     ]
     return lines
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifact", default="artifacts/generator")
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--output", default=None, help="also write the figures as JSON")
+    args = parser.parse_args()
+    result = run(args.artifact, args.seconds)
+    manifest = json.loads((Path(args.artifact) / "manifest.json").read_text())
+    print("\n".join(markdown(result, args.artifact, manifest)))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2))

@@ -27,6 +27,7 @@ def quiet_libraries() -> None:
     """Keep the terminal to our log and the Trainer's progress bar: no per-file weight
     loading bars, no `datasets` map bars, and no load report for the encoder's unused
     pooler (the classifier pools itself, so those weights are dropped on purpose)."""
+    import logging
     import warnings
 
     import datasets
@@ -38,6 +39,8 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    # rouge-score logs "Using default tokenizer." at INFO for every scorer it builds
+    logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def parse_with_presets(

@@ -51,6 +51,7 @@ from training.classifier import OFFLINE_MINILM, base_model_name, git_commit, res
 from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
 from training.data import load_pack_data
 from training.generation_metrics import reply_metrics
+from training.generator_export import add_onnx
 from training.response_data import ResponseExample, build_examples, checksum, summary
 
 logger = logging.getLogger("training.generator")
@@ -190,6 +191,10 @@ class GenerationArguments:
     eval_batch_size: int = field(default=64, metadata={"help": "batch size for evaluation"})
     latency_samples: int = field(default=40, metadata={"help": "batch-1 latency sample"})
     keep_checkpoints: bool = field(default=False, metadata={"help": "keep OUT/checkpoints"})
+    onnx: bool = field(
+        default=True,
+        metadata={"help": "export the ONNX decoder the service serves (bert2bert only)"},
+    )
 
 
 def parse_args(argv: list[str] | None = None):
@@ -352,6 +357,7 @@ def evaluate_artifact(
     quantize: str = "none",
     train_examples: list[ResponseExample] | None = None,
     compact_vocabulary: bool = True,
+    backend: str = "auto",
 ) -> dict:
     """The saved artifact as the service runs it: the model's own replies (checked, before
     any fallback), what the service would answer (after fallback), and the baseline."""
@@ -360,6 +366,7 @@ def evaluate_artifact(
         num_beams=gargs.num_beams,
         quantize=quantize,
         compact_vocabulary=compact_vocabulary,
+        backend=backend,
     )
     reqs = requests_of(examples, gargs.max_new_tokens)
     results = []
@@ -418,6 +425,7 @@ def evaluate_artifact(
             "batched_replies_per_s": round(len(reqs) / batch_seconds, 1),
             "eval_batch_size": gargs.eval_batch_size,
             "torch_threads": torch.get_num_threads(),
+            "backend": gen.backend,
         },
         "_results": results,
     }
@@ -573,6 +581,15 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics": {},
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    # -- the ONNX decoder the service serves by default, checked and scored on val -------
+    if gargs.onnx:
+        train_sources = [
+            source_text(e.core_intent, e.text, e.slots, e.facts) for e in examples["train"]
+        ]
+        backends = add_onnx(out_dir, train_sources, examples["val"])
+        if backends:
+            manifest["backends"] = backends
 
     # -- evaluate the saved artifact as served -------------------------------------------
     report = evaluate_artifact(out_dir, examples["test"], gargs, train_examples=examples["train"])

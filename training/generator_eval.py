@@ -1,6 +1,7 @@
 """Re-evaluate a generator artifact on its test examples, as the service would run it.
 
     python -m training.generator_eval --artifact OUT [--num-beams 4] [--quantize int8]
+                                      [--backend torch|onnx]
 
 The test examples are rebuilt from CLINC150 with the artifact's own data arguments and seed
 (and their checksum compared with the manifest's), so a changed check or decoding setting
@@ -27,33 +28,16 @@ def write_evaluation(artifact: str, manifest: dict, report: dict, test, results)
     write_test_replies(Path(artifact), test, results)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--artifact", required=True)
-    p.add_argument("--data-dir", default=None, help="CLINC150 directory (default: as trained)")
-    p.add_argument("--num-beams", type=int, default=None)
-    p.add_argument("--quantize", default="none", choices=["none", "int8"])
-    p.add_argument(
-        "--compact-vocabulary",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="narrow a bert2bert decoder to the templates' tokens (as served)",
-    )
-    p.add_argument("--latency-samples", type=int, default=40)
-    p.add_argument(
-        "--write",
-        action="store_true",
-        help="store the report as the manifest's evaluation (default settings only)",
-    )
-    args = p.parse_args(argv)
-    manifest = read_manifest(args.artifact)
+def artifact_examples(artifact: str, data_dir: str | None = None) -> tuple[dict, dict]:
+    """(manifest, {split: examples}) rebuilt as the artifact was trained."""
+    manifest = read_manifest(artifact)
     targs = manifest["training"]["args"]
     from services.generator.model import load_domain
 
-    pack = load_domain(args.artifact).pack  # the artifact's own copy of its pack
+    pack = load_domain(artifact).pack  # the artifact's own copy of its pack
     data = load_pack_data(
         pack,
-        args.data_dir or targs.get("data_dir"),
+        data_dir or targs.get("data_dir"),
         targs.get("variant"),
         targs.get("hub_dataset", "clinc_oos"),
         targs["seed"],
@@ -72,6 +56,35 @@ def main(argv: list[str] | None = None) -> dict:
         intents=intents,
         max_per_intent={k: v for k, v in caps.items() if v},
     )
+    return manifest, examples
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--data-dir", default=None, help="CLINC150 directory (default: as trained)")
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--quantize", default="none", choices=["none", "int8"])
+    p.add_argument(
+        "--compact-vocabulary",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="narrow a bert2bert decoder to the templates' tokens (as served)",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "onnx", "torch"],
+        help="the ONNX decoder or torch generate (auto: as the service chooses)",
+    )
+    p.add_argument("--latency-samples", type=int, default=40)
+    p.add_argument(
+        "--write",
+        action="store_true",
+        help="store the report as the manifest's evaluation (default settings only)",
+    )
+    args = p.parse_args(argv)
+    manifest, examples = artifact_examples(args.artifact, args.data_dir)
     gargs = GenerationArguments(
         num_beams=args.num_beams or manifest["generation"]["num_beams"],
         latency_samples=args.latency_samples,
@@ -83,16 +96,23 @@ def main(argv: list[str] | None = None) -> dict:
         args.quantize,
         train_examples=examples["train"],
         compact_vocabulary=args.compact_vocabulary,
+        backend=args.backend,
     )
     results = report.pop("_results")
     if args.write:
-        if args.num_beams or args.quantize != "none" or not args.compact_vocabulary:
+        if (
+            args.num_beams
+            or args.quantize != "none"
+            or not args.compact_vocabulary
+            or args.backend != "auto"
+        ):
             p.error("--write stores the artifact's own settings only")
         write_evaluation(args.artifact, manifest, report, examples["test"], results)
     report["settings"] = {
         "num_beams": gargs.num_beams,
         "quantize": args.quantize,
         "compact_vocabulary": args.compact_vocabulary,
+        "backend": report["latency"]["backend"],
     }
     from training.response_data import checksum
 

@@ -34,6 +34,7 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
             threads=settings.threads,
             quantize=settings.quantize,
             compact_vocabulary=settings.compact_vocabulary,
+            backend=settings.backend,
             # the start-up artifact's domain was read (and checked) above: not again
             domain=domain if artifact == initial else None,
         )
@@ -46,6 +47,7 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
                 "device": info["device"],
                 "base_model": str(info["base_model"]),
                 "num_beams": str(info["num_beams"]),
+                "backend": info["backend"],
             }
         )
 

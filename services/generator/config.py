@@ -15,6 +15,10 @@ class GeneratorSettings(ModelServiceSettings):
     artifact: str = Field(..., description="generator artifact directory")
     device: str | None = Field(None, description="'cpu' or 'cuda' (default: CUDA when present)")
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
+    # "auto": the artifact's ONNX decoder (encoder once, one cached step per token) where it
+    # has one and the settings allow it (greedy, no torch int8, CPU), its int8 graphs when
+    # their validation figures hold (services/generator/model.py), else torch generate.
+    backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch)$")
     # Decoding: greedy (1) or beam search; None keeps the artifact's setting.
     num_beams: int | None = Field(None, ge=1, le=8)
     # "int8": dynamic int8 Linear layers (CPU); see docs/results.md for its cost in quality.

@@ -74,13 +74,19 @@ def load_domain(artifact_dir: str | Path) -> ReplyDomain:
         raise ArtifactError(f"{artifact_dir}: its pack copy is broken: {e}") from e
 
 
+def compact_ids(token_ids: list[int], tokenizer) -> torch.Tensor:
+    """The compact decoder's vocabulary: `token_ids` and the special tokens, sorted; row i of
+    the compact embedding is tokenizer id `ids[i]`."""
+    specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+    return torch.tensor(sorted(set(token_ids) | {t for t in specials if t is not None}))
+
+
 def compact_decoder(model, token_ids: list[int], tokenizer) -> torch.Tensor:
     """Narrow an EncoderDecoderModel's decoder vocabulary to `token_ids` (plus its special
     tokens), in place; returns the compact-id -> tokenizer-id map. Greedy outputs are
     unchanged whenever the full model's choice lies in `token_ids`; otherwise the model is
     kept from writing a token no template contains."""
-    specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
-    ids = torch.tensor(sorted(set(token_ids) | {t for t in specials if t is not None}))
+    ids = compact_ids(token_ids, tokenizer)
     dec = model.decoder
     emb, head = dec.get_input_embeddings(), dec.get_output_embeddings()
     new_emb = torch.nn.Embedding(len(ids), emb.weight.shape[1])
@@ -100,6 +106,46 @@ def compact_decoder(model, token_ids: list[int], tokenizer) -> torch.Tensor:
     return ids
 
 
+BACKENDS = ("auto", "onnx", "onnx-int8", "torch")
+# int8 is served by default when its replies on val are this close to fp32's (exact match
+# with the template and slot fidelity, as shares): the quality bar the issue set for speed.
+INT8_TOLERANCE = 0.005
+
+
+def onnx_unavailable(
+    kind: str, artifact_dir: Path, manifest: dict, *, quantize: str, compact_vocabulary: bool,
+    num_beams: int, device: torch.device,
+) -> str | None:  # fmt: skip
+    """Why the ONNX decoder `kind` ("onnx" or "onnx-int8") cannot serve this artifact with
+    these settings (None: it can)."""
+    record = manifest.get("backends", {}).get(kind)
+    if not record:
+        return f"the artifact has no {kind} decoder (python -m training.generator_export adds it)"
+    for key in ("encoder", "decoder_step"):
+        if not (artifact_dir / record[key]).is_file():
+            return f"{artifact_dir / record[key]}: missing"
+    if num_beams != 1:
+        return f"num_beams {num_beams}: the ONNX decoder is greedy"
+    if quantize != "none":
+        return f"quantize {quantize!r} is torch's"
+    if not compact_vocabulary:
+        return "it is exported with the compact vocabulary"
+    if device.type != "cpu":
+        return f"device {device}: the ONNX decoder runs on the CPU"
+    return None
+
+
+def int8_holds(manifest: dict) -> bool:
+    """int8's validation figures within INT8_TOLERANCE of fp32's (both recorded at export)."""
+    backends = manifest.get("backends", {})
+    fp32, int8 = (backends.get(k, {}).get("val") for k in ("onnx", "onnx-int8"))
+    if not fp32 or not int8:
+        return False
+    return all(
+        int8[k] >= fp32[k] - INT8_TOLERANCE for k in ("template_exact_match", "slot_fidelity")
+    )
+
+
 class GeneratorModel:
     def __init__(
         self,
@@ -110,39 +156,104 @@ class GeneratorModel:
         quantize: str = "none",
         compact_vocabulary: bool = True,
         domain: ReplyDomain | None = None,
+        backend: str = "auto",
     ):
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
         self.artifact_dir = Path(artifact_dir)
         self.manifest = read_manifest(artifact_dir)
+        self.threads = threads
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model_dir = self.artifact_dir / MODEL_DIR
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.artifact_dir / MODEL_DIR))
         gen = self.manifest.get("generation", {})
-        # A bert2bert decoder only ever needs the templates' tokens: narrowing its embedding
-        # and output layer to them (from ~30.5k rows to ~500) takes the LM head, half of
-        # each decoding step, off the critical path (docs/results.md measures it).
-        self._vocab: torch.Tensor | None = None
-        vocab = gen.get("decoder_vocabulary")
-        if vocab and compact_vocabulary and self.manifest.get("architecture") == "bert2bert":
-            self._vocab = compact_decoder(self.model, vocab, self.tokenizer).to(self.device)
-        self.quantize = quantize
-        if quantize == "int8":
-            # Dynamic int8 for the Linear layers (CPU only); measured in docs/results.md.
-            self.model = torch.ao.quantization.quantize_dynamic(
-                self.model.cpu(), {torch.nn.Linear}, dtype=torch.qint8
-            )
-            self.device = torch.device("cpu")
-        elif quantize != "none":
-            raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
         self.max_source_length = int(gen.get("max_source_length", 96))
         self.no_repeat_ngram_size = int(gen.get("no_repeat_ngram_size", 3))
         self.num_beams = int(num_beams or gen.get("num_beams", 1))
+        self.quantize = quantize
+        # A bert2bert decoder only ever needs the templates' tokens: narrowing its embedding
+        # and output layer to them (from ~30.5k rows to ~500) takes the LM head, half of
+        # each decoding step, off the critical path (docs/results.md measures it).
+        vocab = gen.get("decoder_vocabulary")
+        self._compact_vocabulary = bool(
+            vocab and compact_vocabulary and self.manifest.get("architecture") == "bert2bert"
+        )
+        self._vocab: torch.Tensor | None = (
+            compact_ids(vocab, self.tokenizer) if self._compact_vocabulary else None
+        )
+
+        def why_not(kind: str) -> str | None:
+            return onnx_unavailable(
+                kind,
+                self.artifact_dir,
+                self.manifest,
+                quantize=quantize,
+                compact_vocabulary=self._compact_vocabulary,
+                num_beams=self.num_beams,
+                device=self.device,
+            )
+
+        if backend == "auto":
+            candidates = ["onnx-int8", "onnx"] if int8_holds(self.manifest) else ["onnx"]
+            backend = next((k for k in candidates if not why_not(k)), "torch")
+        elif backend != "torch" and why_not(backend):
+            raise ArtifactError(
+                f"{artifact_dir}: the {backend} backend cannot serve it: {why_not(backend)}"
+            )
+        self.backend = backend
+        self._model = None
+        self._onnx = self._load_onnx(backend) if backend != "torch" else None
+        if self.backend == "torch":
+            self._load_torch()
         self.domain = domain or load_domain(self.artifact_dir)
         self.filler = self.domain.filler
+
+    def _load_torch(self):
+        """The PyTorch model: the torch backend's, and beam search's on the ONNX one (loaded
+        when a caller first asks for beams)."""
+        from transformers import AutoModelForSeq2SeqLM
+
+        if self._model is not None:
+            return self._model
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(self.artifact_dir / MODEL_DIR))
+        model = model.to(self.device).eval()
+        if self._vocab is not None:
+            self._vocab = compact_decoder(
+                model, self.manifest["generation"]["decoder_vocabulary"], self.tokenizer
+            ).to(self.device)
+        if self.quantize == "int8":
+            # Dynamic int8 for the Linear layers (CPU only); measured in docs/results.md.
+            model = torch.ao.quantization.quantize_dynamic(
+                model.cpu(), {torch.nn.Linear}, dtype=torch.qint8
+            )
+            self.device = torch.device("cpu")
+        self._model = model
+        return model
+
+    @property
+    def model(self):
+        return self._load_torch()
+
+    def _load_onnx(self, kind: str):
+        from services.generator.onnx_decoding import OnnxGreedyDecoder
+
+        record = self.manifest["backends"][kind]
+        position = {int(t): i for i, t in enumerate(self._vocab.tolist())}
+        tok = self.tokenizer
+        return OnnxGreedyDecoder(
+            self.artifact_dir / record["encoder"],
+            self.artifact_dir / record["decoder_step"],
+            start_id=position[tok.cls_token_id],
+            end_id=position[tok.sep_token_id],
+            pad_id=position[tok.pad_token_id],
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            threads=self.threads,
+        )
 
     @property
     def version(self) -> str:
@@ -155,6 +266,7 @@ class GeneratorModel:
             "preset": self.manifest.get("preset"),
             "num_beams": self.num_beams,
             "quantize": self.quantize,
+            "backend": self.backend,
             "compact_vocabulary": self._vocab is not None,
             "device": str(self.device),
             "metrics": self.manifest.get("metrics", {}),
@@ -169,23 +281,36 @@ class GeneratorModel:
         One `generate` call with the largest budget; each row is then cut to its own budget.
         With greedy decoding that equals generating it alone with that budget (a row's tokens
         do not depend on how long the others run); beam search gets the same treatment."""
-        enc = self.tokenizer(
-            sources,
-            padding=True,
-            truncation=True,
-            max_length=self.max_source_length,
-            return_tensors="pt",
-        ).to(self.device)
-        out = self.model.generate(
-            input_ids=enc["input_ids"],
-            attention_mask=enc["attention_mask"],
-            max_new_tokens=max(max_new_tokens),
-            num_beams=num_beams or self.num_beams,
-            do_sample=False,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-        )
+        beams = num_beams or self.num_beams
+        if self._onnx is not None and beams == 1:
+            enc = self.tokenizer(
+                sources,
+                padding=True,
+                truncation=True,
+                max_length=self.max_source_length,
+                return_tensors="np",
+            )
+            rows = self._onnx.generate(enc["input_ids"], enc["attention_mask"], max(max_new_tokens))
+            out = torch.tensor(rows)
+        else:
+            model = self._load_torch()
+            enc = self.tokenizer(
+                sources,
+                padding=True,
+                truncation=True,
+                max_length=self.max_source_length,
+                return_tensors="pt",
+            ).to(self.device)
+            out = model.generate(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                max_new_tokens=max(max_new_tokens),
+                num_beams=beams,
+                do_sample=False,
+                no_repeat_ngram_size=self.no_repeat_ngram_size,
+            ).cpu()
         if self._vocab is not None:
-            out = self._vocab[out]  # compact decoder ids -> tokenizer ids
+            out = self._vocab.cpu()[out]  # compact decoder ids -> tokenizer ids
         stop = {
             self.tokenizer.pad_token_id,
             self.tokenizer.eos_token_id,

@@ -1,0 +1,157 @@
+"""The ONNX decoder (training.generator_export + services.generator.onnx_decoding): the same
+tokens as torch `generate`, on a random bert2bert (fast) and on the trained cpu artifact,
+and the service's choice of backend."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from services.generator.model import (
+    ArtifactError,
+    GenerationRequest,
+    GeneratorModel,
+    int8_holds,
+)
+from services.generator.onnx_decoding import NoRepeatNGrams, OnnxGreedyDecoder
+from training.generator_export import DECODER_STEP, ENCODER, export_generator
+
+
+def random_bert2bert(vocab: int = 60, layers: int = 2):
+    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=vocab, hidden_size=32, num_attention_heads=4, intermediate_size=64)
+    enc = BertConfig(num_hidden_layers=layers, **common)
+    dec = BertConfig(num_hidden_layers=layers, is_decoder=True, add_cross_attention=True, **common)
+    model = EncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec))
+    for cfg in (model.config, model.generation_config):
+        cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id = 1, 0, 2
+    return model.eval()
+
+
+@pytest.mark.parametrize("no_repeat", [0, 3])
+def test_onnx_greedy_decoding_is_generate_token_for_token(tmp_path, no_repeat):
+    model = random_bert2bert()
+    export_generator(model, tmp_path)
+    decoder = OnnxGreedyDecoder(
+        tmp_path / ENCODER,
+        tmp_path / DECODER_STEP,
+        start_id=1,
+        end_id=2,
+        pad_id=0,
+        no_repeat_ngram_size=no_repeat,
+    )
+    gen = torch.Generator().manual_seed(1)
+    for batch, length, budget in ((1, 5, 16), (4, 9, 24), (3, 3, 1)):
+        ids = torch.randint(3, 60, (batch, length), generator=gen)
+        mask = torch.ones_like(ids)
+        if batch > 1:  # a padded row: the cross-attention mask must hold
+            mask[1, length // 2 :] = 0
+            ids[1, length // 2 :] = 0
+        ref = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=budget,
+            do_sample=False,
+            num_beams=1,
+            no_repeat_ngram_size=no_repeat,
+        )
+        assert decoder.generate(ids.numpy(), mask.numpy(), budget) == ref.tolist()
+
+
+def test_no_repeat_ngrams_bans_exactly_the_completing_token():
+    rows = [[1, 5, 6, 7, 5]]
+    ngrams = NoRepeatNGrams(3, rows)
+    for n in range(2, len(rows[0]) + 1):
+        ngrams.add(0, rows[0][:n])
+    assert ngrams.banned(0, [1, 5, 6, 7, 5]) == set()  # (7, 5) never continued
+    assert ngrams.banned(0, [1, 5, 6, 7, 5, 6]) == {7}  # (5, 6) was followed by 7
+    assert NoRepeatNGrams(0, rows).banned(0, rows[0]) == set()
+
+
+def test_encoder_outputs_are_independent_of_the_batch(tmp_path):
+    """A row's cross keys do not change with the rows padded beside it (the batcher mixes
+    requests)."""
+    export_generator(random_bert2bert(), tmp_path)
+    decoder = OnnxGreedyDecoder(
+        tmp_path / ENCODER, tmp_path / DECODER_STEP,
+        start_id=1, end_id=2, pad_id=0, no_repeat_ngram_size=3,
+    )  # fmt: skip
+    short = np.array([[5, 6, 7]])
+    alone = decoder.generate(short, np.ones_like(short), 12)
+    long = np.array([[5, 6, 7, 0, 0, 0], [9, 8, 7, 6, 5, 4]])
+    mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6])
+    assert decoder.generate(long, mask, 12)[0] == alone[0]
+
+
+@pytest.mark.slow
+def test_trained_artifact_is_served_by_onnx_with_generates_replies(small_generator, tmp_path):
+    manifest = json.loads((small_generator / "manifest.json").read_text())
+    backends = manifest["backends"]
+    for kind in ("onnx", "onnx-int8"):
+        assert (small_generator / backends[kind]["decoder_step"]).is_file()
+        assert 0 < backends[kind]["val"]["template_exact_match"] <= 1
+    assert backends["onnx"]["agreement"]["compared"] > 0
+    assert backends["onnx"]["agreement"]["identical"] >= 0.98
+
+    auto = GeneratorModel(small_generator)
+    assert auto.backend == ("onnx-int8" if int8_holds(manifest) else "onnx")
+    assert auto.info()["backend"] == auto.backend and auto._model is None  # no torch loaded
+    fp32 = GeneratorModel(small_generator, backend="onnx")
+    by_torch = GeneratorModel(small_generator, backend="torch")
+    int8 = GeneratorModel(small_generator, backend="onnx-int8")
+    reqs = [
+        GenerationRequest("timers_and_alarms", "set a timer for 12 minutes",
+                          {"duration": "12 minutes"}),
+        GenerationRequest("calculations_and_conversions", "what is 6 times 7",
+                          {"expression": "6 * 7"}, {"result": "42"}),
+        GenerationRequest("small_talk", "hello there"),
+        GenerationRequest("small_talk", "good morning to you my friend", max_new_tokens=3),
+    ]  # fmt: skip
+    fp32_out, torch_out = fp32.respond(reqs), by_torch.respond(reqs)
+    assert [(r.reply, r.generated_tokens) for r in fp32_out] == [
+        (r.reply, r.generated_tokens) for r in torch_out
+    ]
+    assert fp32_out[3].generated_tokens <= 3
+    for out in (fp32_out, int8.respond(reqs)):
+        assert "12 minutes" in out[0].reply and "42" in out[1].reply
+    # int8's scales are fixed (encoder) or per row (decoder step): a request's reply is the
+    # same in any batch.
+    assert [r.reply for r in int8.respond(reqs)] == [int8.respond([r])[0].reply for r in reqs]
+    # Beam search is torch's: asked for, the torch model loads and answers.
+    assert GeneratorModel(small_generator, num_beams=2).backend == "torch"
+
+    # Settings the ONNX decoder cannot honour: auto falls back, an explicit onnx says why.
+    assert GeneratorModel(small_generator, quantize="int8").backend == "torch"
+    with pytest.raises(ArtifactError, match="num_beams 2"):
+        GeneratorModel(small_generator, backend="onnx-int8", num_beams=2)
+    bare = tmp_path / "no-onnx"
+    shutil.copytree(small_generator, bare)
+    (bare / backends["onnx-int8"]["encoder"]).unlink()
+    assert GeneratorModel(bare).backend == "onnx"  # int8 incomplete: fp32
+    with pytest.raises(ArtifactError, match="encoder.int8.onnx: missing"):
+        GeneratorModel(bare, backend="onnx-int8")
+    shutil.rmtree(bare / "onnx")
+    assert GeneratorModel(bare).backend == "torch"
+
+
+def test_int8_is_served_only_when_its_validation_figures_hold():
+    def manifest(int8_match: float, int8_fidelity: float = 1.0) -> dict:
+        return {
+            "backends": {
+                "onnx": {"val": {"template_exact_match": 0.95, "slot_fidelity": 1.0}},
+                "onnx-int8": {
+                    "val": {"template_exact_match": int8_match, "slot_fidelity": int8_fidelity}
+                },
+            }
+        }
+
+    assert int8_holds(manifest(0.95)) and int8_holds(manifest(0.946))
+    assert not int8_holds(manifest(0.944))
+    assert not int8_holds(manifest(0.96, int8_fidelity=0.99))
+    assert not int8_holds({"backends": {"onnx": {"val": {}}}})
