@@ -131,8 +131,14 @@ async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> d
     }
 
 
-def bench_http(artifact: str, bodies: list[dict], seconds: int, backend: str) -> dict:
-    env = {"GENERATOR_LOG_LEVEL": "WARNING", "GENERATOR_BACKEND": backend}
+def bench_http(
+    artifact: str, bodies: list[dict], seconds: int, backend: str, continuous: bool = True
+) -> dict:
+    env = {
+        "GENERATOR_LOG_LEVEL": "WARNING",
+        "GENERATOR_BACKEND": backend,
+        "GENERATOR_CONTINUOUS_BATCHING": str(continuous).lower(),
+    }
     with server(["services.generator", "--artifact", artifact], env) as (url, pid):
         asyncio.run(_load(url, bodies, 4, 3))  # warm-up
         rows = [asyncio.run(_load(url, bodies, c, seconds)) for c in (1, CONCURRENCY)]
@@ -148,8 +154,11 @@ def run(artifact: str, seconds: int = 15) -> dict:
     from services.generator.model import GeneratorModel
 
     bodies = test_requests()
+    default = GeneratorModel(artifact).backend  # what GENERATOR_BACKEND=auto serves
     return {
-        "default": GeneratorModel(artifact).backend,  # what GENERATOR_BACKEND=auto serves
+        "default": default,
+        # the same backend with whole-batch scheduling: what continuous batching gives
+        "whole_batches": bench_http(artifact, bodies, seconds, default, continuous=False),
         **{
             backend: {
                 "model": bench_model(artifact, bodies, backend),
@@ -227,20 +236,26 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         )
         + ".",
         "",
-        "Service over HTTP (`POST /v1/generate`, async httpx client on 127.0.0.1, closed loop):",
+        "Service over HTTP (`POST /v1/generate`, async httpx client on 127.0.0.1, closed "
+        "loop). The ONNX backends batch continuously (services/generator/scheduler.py); the "
+        "last rows are the default backend with whole-batch scheduling "
+        "(`GENERATOR_CONTINUOUS_BATCHING=false`), as torch runs:",
         "",
         "| backend | clients | replies/s | p50 ms | p95 ms | p99 ms | tokens/s | errors "
         "| client CPU | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for b in BACKENDS:
-        for r in result[b]["http"]["rows"]:
+    runs = [(b, result[b]["http"]) for b in BACKENDS]
+    if "whole_batches" in result:
+        runs.append((f"{result['default']}, whole batches", result["whole_batches"]))
+    for label, http in runs:
+        for r in http["rows"]:
             errors = ", ".join(f"{n} x {k}" for k, n in r["status_codes"].items() if k != "200")
             lines.append(
-                f"| {b} | {r['clients']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
+                f"| {label} | {r['clients']} | {r['throughput']:.1f} | {r['p50_ms']:.1f} | "
                 f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['tokens_per_s']:.0f} | "
                 f"{errors or 0} | {r['client_cpu_share']:.0%} | "
-                f"{result[b]['http']['memory']['peak_rss_mb']:.0f} |"
+                f"{http['memory']['peak_rss_mb']:.0f} |"
             )
     default = result["default"]
     onnx, torch_ = by_c[default], by_c["torch"]

@@ -65,13 +65,13 @@ def test_onnx_greedy_decoding_is_generate_token_for_token(tmp_path, no_repeat):
 
 
 def test_no_repeat_ngrams_bans_exactly_the_completing_token():
-    rows = [[1, 5, 6, 7, 5]]
-    ngrams = NoRepeatNGrams(3, rows)
-    for n in range(2, len(rows[0]) + 1):
-        ngrams.add(0, rows[0][:n])
-    assert ngrams.banned(0, [1, 5, 6, 7, 5]) == set()  # (7, 5) never continued
-    assert ngrams.banned(0, [1, 5, 6, 7, 5, 6]) == {7}  # (5, 6) was followed by 7
-    assert NoRepeatNGrams(0, rows).banned(0, rows[0]) == set()
+    row = [1, 5, 6, 7, 5]
+    ngrams = NoRepeatNGrams(3)
+    for n in range(2, len(row) + 1):
+        ngrams.add(row[:n])
+    assert ngrams.banned([1, 5, 6, 7, 5]) == set()  # (7, 5) never continued
+    assert ngrams.banned([1, 5, 6, 7, 5, 6]) == {7}  # (5, 6) was followed by 7
+    assert NoRepeatNGrams(0).banned(row) == set()
 
 
 def test_encoder_outputs_are_independent_of_the_batch(tmp_path):
@@ -87,6 +87,44 @@ def test_encoder_outputs_are_independent_of_the_batch(tmp_path):
     long = np.array([[5, 6, 7, 0, 0, 0], [9, 8, 7, 6, 5, 4]])
     mask = np.array([[1, 1, 1, 0, 0, 0], [1] * 6])
     assert decoder.generate(long, mask, 12)[0] == alone[0]
+
+
+def test_requests_joining_a_running_batch_get_the_replies_they_get_alone(tmp_path):
+    """Continuous batching: rows join at different steps, with sources of other lengths and
+    their own budgets, and leave when they end; each writes what it writes alone."""
+    export_generator(random_bert2bert(), tmp_path)
+    decoder = OnnxGreedyDecoder(
+        tmp_path / ENCODER, tmp_path / DECODER_STEP,
+        start_id=1, end_id=2, pad_id=0, no_repeat_ngram_size=3,
+    )  # fmt: skip
+    rng = np.random.default_rng(3)
+    sources = [rng.integers(3, 60, size=n) for n in (4, 9, 2, 7, 5, 11)]
+    budgets = [20, 6, 20, 13, 1, 20]
+
+    def alone(i: int) -> list[int]:
+        ids = sources[i][None, :]
+        return decoder.generate(ids, np.ones_like(ids), budgets[i])[0]
+
+    def padded(indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(sources[i]) for i in indices)
+        ids = np.zeros((len(indices), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, i in enumerate(indices):
+            ids[row, : len(sources[i])], mask[row, : len(sources[i])] = sources[i], 1
+        return ids, mask
+
+    batch = decoder.batch()
+    joins = {0: [0, 1], 2: [2], 3: [3, 4], 7: [5]}  # step -> the requests joining before it
+    got: dict[int, list[int]] = {}
+    step = 0
+    while len(got) < len(sources):
+        if step in joins:
+            batch.admit(joins[step], *padded(joins[step]), [budgets[i] for i in joins[step]])
+        got.update((row.key, row.tokens) for row in batch.step())
+        step += 1
+    assert {i: got[i] for i in range(len(sources))} == {i: alone(i) for i in range(len(sources))}
+    assert len(got[4]) == 2  # a budget of one token: one step, then it left
+    assert len(batch) == 0 and batch.state == {}
 
 
 @pytest.mark.slow

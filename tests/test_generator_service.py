@@ -197,6 +197,42 @@ def test_overload_is_429_and_beams_are_a_setting(small_generator, tmp_path):
         assert post(svc, TIMER).status_code == 200
 
 
+def test_continuous_batching_overload_and_abandoned_requests(small_generator, tmp_path):
+    """The ONNX decoder's scheduler: a full queue is 429 at once; requests whose deadline
+    passes mid-decoding leave the running batch (504) and the others still get their
+    replies."""
+    env = {"GENERATOR_MAX_QUEUE": "2", "GENERATOR_MAX_BATCH_SIZE": "4"}
+    spell = {
+        "intent": "language_help",
+        "text": "how do you spell because",
+        "slots": {"word": "because"},
+        "facts": {"spelled": "B-E-C-A-U-S-E"},
+    }
+
+    async def at_once(url, bodies):
+        async with httpx.AsyncClient(
+            base_url=url, timeout=60, limits=httpx.Limits(max_connections=64)
+        ) as c:
+            return await asyncio.gather(*[c.post("/v1/generate", json=b) for b in bodies])
+
+    with running(["services.generator", "--artifact", str(small_generator)], env, tmp_path) as svc:
+        model = httpx.get(svc.url + "/v1/model").json()
+        assert model["backend"] in ("onnx", "onnx-int8"), model
+        codes = [r.status_code for r in asyncio.run(at_once(svc.url, [TIMER] * 24))]
+        assert 429 in codes and 200 in codes and set(codes) <= {200, 429}, codes
+
+    with running(["services.generator", "--artifact", str(small_generator)], {}, tmp_path) as svc:
+        alone = post(svc, spell).json()["reply"]
+        bodies = [{**spell, "timeout_ms": 2} if i % 2 else spell for i in range(8)]
+        rs = asyncio.run(at_once(svc.url, bodies))
+        assert [r.status_code for r in rs[1::2]] == [504] * 4
+        assert [r.json()["reply"] for r in rs[::2]] == [alone] * 4
+        assert "B-E-C-A-U-S-E" in alone
+        assert post(svc, TIMER).status_code == 200  # nothing stuck behind them
+        m = httpx.get(svc.url + "/metrics").text
+        assert 'parlance_batch_size_count{batcher="generator"}' in m
+
+
 def test_sagemaker_serve_mode(small_generator, tmp_path):
     from tests.servers import free_port
 

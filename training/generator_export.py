@@ -4,7 +4,9 @@ Two graphs, written to the artifact's `onnx/`:
 - `encoder.onnx`: the source once -> each decoder layer's cross-attention keys and values
   (the projections of the encoder's output that every decoding step reuses);
 - `decoder_step.onnx`: one token per row -> the next token's logits over the compact
-  vocabulary, and the self-attention keys and values with this step's appended.
+  vocabulary, and the self-attention keys and values with this step's appended. Each row
+  has its own position and a mask over the cached steps, so that requests can join and
+  leave a running batch between steps (continuous batching).
 
 `services/generator/onnx_decoding.py` runs them. Written against the Hugging Face BERT
 modules' own weights rather than through `EncoderDecoderModel.forward`: its cache is a
@@ -94,7 +96,7 @@ class DecoderStepGraph(nn.Module):
         self.head_size = self.hidden // self.heads
         self.scaling = self.head_size**-0.5
 
-    def forward(self, input_ids, position_ids, encoder_attention_mask, *cache):
+    def forward(self, input_ids, position_ids, encoder_attention_mask, self_attention_mask, *cache):
         n = len(self.layers)
         cross, past = cache[: 2 * n], cache[2 * n :]
         emb = self.embeddings
@@ -108,6 +110,10 @@ class DecoderStepGraph(nn.Module):
         # minimum on padding.
         mask = encoder_attention_mask[:, None, None, :].to(h.dtype)
         mask = (1.0 - mask) * torch.finfo(h.dtype).min
+        # Over the cached steps and this one: rows that joined a running batch later have
+        # fewer steps than the batch's cache is long, and their first columns are padding.
+        own = self_attention_mask[:, None, None, :].to(h.dtype)
+        own = (1.0 - own) * torch.finfo(h.dtype).min
         present = []
 
         def heads(x):
@@ -118,7 +124,7 @@ class DecoderStepGraph(nn.Module):
             k = torch.cat([past[2 * i], heads(sa.key(h))], dim=2)
             v = torch.cat([past[2 * i + 1], heads(sa.value(h))], dim=2)
             present += [k, v]
-            a = _attend(heads(sa.query(h)), k, v, self.hidden, self.scaling)
+            a = _attend(heads(sa.query(h)), k, v, self.hidden, self.scaling, own)
             h = layer.attention.output(a, h)
             ca = layer.crossattention.self
             a = _attend(heads(ca.query(h)), cross[2 * i], cross[2 * i + 1], self.hidden,
@@ -191,14 +197,29 @@ def export_generator(model, out_dir: str | Path, opset: int = 17) -> Path:
         step = DecoderStepGraph(model.decoder).eval()
         _export(
             step,
-            (torch.ones(2, 1, dtype=torch.long), torch.full((2, 1), 3), mask, *cross, *past),
+            (
+                torch.ones(2, 1, dtype=torch.long),
+                torch.tensor([[3], [1]]),
+                mask,
+                torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]]),  # the second row joined later
+                *cross,
+                *past,
+            ),
             out / DECODER_STEP,
-            ["input_ids", "position_ids", "encoder_attention_mask", *cross_names, *past_names],
+            [
+                "input_ids",
+                "position_ids",
+                "encoder_attention_mask",
+                "self_attention_mask",
+                *cross_names,
+                *past_names,
+            ],
             ["logits", *present_names],
             {
                 "input_ids": {0: "batch"},
                 "position_ids": {0: "batch"},
                 "encoder_attention_mask": {0: "batch", 1: "source"},
+                "self_attention_mask": {0: "batch", 1: "steps"},
                 "logits": {0: "batch"},
                 **{n: {0: "batch", 2: "source"} for n in cross_names},
                 **{n: {0: "batch", 2: "past"} for n in past_names},

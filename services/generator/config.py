@@ -28,8 +28,11 @@ class GeneratorSettings(ModelServiceSettings):
     compact_vocabulary: bool = True
     default_max_new_tokens: int = Field(48, ge=1)
     max_new_tokens_limit: int = Field(128, ge=1, le=512)
-    # Batching (the classifier's batcher): generation is ~100x costlier per item, so
-    # smaller batches and a short queue keep the wait for a slot bounded.
+    # The ONNX decoder batches continuously (requests join and leave the running batch
+    # between steps, services/generator/scheduler.py); off, or on torch: whole batches.
+    continuous_batching: bool = True
+    # Batching: generation is ~100x costlier per item than classifying, so smaller batches
+    # and a short queue keep the wait for a slot bounded. MAX_WAIT_MS: whole batches only.
     max_batch_size: int = Field(16, ge=1, le=256)
     max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
     max_queue: int = Field(128, ge=1)

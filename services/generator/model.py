@@ -225,7 +225,7 @@ class GeneratorModel:
         if self._vocab is not None:
             self._vocab = compact_decoder(
                 model, self.manifest["generation"]["decoder_vocabulary"], self.tokenizer
-            ).to(self.device)
+            )
         if self.quantize == "int8":
             # Dynamic int8 for the Linear layers (CPU only); measured in docs/results.md.
             model = torch.ao.quantization.quantize_dynamic(
@@ -283,15 +283,8 @@ class GeneratorModel:
         do not depend on how long the others run); beam search gets the same treatment."""
         beams = num_beams or self.num_beams
         if self._onnx is not None and beams == 1:
-            enc = self.tokenizer(
-                sources,
-                padding=True,
-                truncation=True,
-                max_length=self.max_source_length,
-                return_tensors="np",
-            )
-            rows = self._onnx.generate(enc["input_ids"], enc["attention_mask"], max(max_new_tokens))
-            out = torch.tensor(rows)
+            ids, mask = self.encode(sources)
+            out = torch.tensor(self._onnx.generate(ids, mask, max(max_new_tokens)))
         else:
             model = self._load_torch()
             enc = self.tokenizer(
@@ -309,25 +302,54 @@ class GeneratorModel:
                 do_sample=False,
                 no_repeat_ngram_size=self.no_repeat_ngram_size,
             ).cpu()
+        return [
+            self.text_of(row, limit)
+            for row, limit in zip(out[:, 1:].tolist(), max_new_tokens, strict=True)  # no start
+        ]
+
+    def encode(self, sources: list[str]) -> tuple:
+        """Serialised sources -> (input_ids, attention_mask), numpy, padded to the longest."""
+        enc = self.tokenizer(
+            sources,
+            padding=True,
+            truncation=True,
+            max_length=self.max_source_length,
+            return_tensors="np",
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    def text_of(self, row: list[int], limit: int) -> tuple[str, int]:
+        """A row of decoder ids (no start token) -> (cleaned delexicalised reply, tokens
+        generated): cut at its budget and its first stop token."""
         if self._vocab is not None:
-            out = self._vocab.cpu()[out]  # compact decoder ids -> tokenizer ids
+            row = self._vocab[torch.tensor(row, dtype=torch.long)].tolist()  # compact -> tokenizer
         stop = {
             self.tokenizer.pad_token_id,
             self.tokenizer.eos_token_id,
             self.tokenizer.sep_token_id,
         } - {None}
-        results = []
-        for row, limit in zip(out[:, 1:].tolist(), max_new_tokens, strict=True):  # no start
-            row = row[:limit]
-            n = next((i + 1 for i, tok in enumerate(row) if tok in stop), len(row))
-            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            results.append((clean_output(text, self.domain), n))
-        return results
+        row = row[:limit]
+        n = next((i + 1 for i, tok in enumerate(row) if tok in stop), len(row))
+        text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+        return clean_output(text, self.domain), n
+
+    @property
+    def decoder(self):
+        """The ONNX decoder (continuous batching runs it), None on the torch backend."""
+        return self._onnx
+
+    def result_of(self, request: GenerationRequest, tokens: list[int]) -> GenerationResult:
+        """What a request gets from its decoded row (decoder ids, the start token first)."""
+        delex, n = self.text_of(tokens[1:], request.max_new_tokens)
+        return self._finish(request, delex, n)
+
+    def source_of(self, request: GenerationRequest) -> str:
+        return source_text(request.intent, request.text, request.slots, request.facts)
 
     def respond(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         if not requests:
             return []
-        sources = [source_text(r.intent, r.text, r.slots, r.facts) for r in requests]
+        sources = [self.source_of(r) for r in requests]
         outputs = self.generate_delexicalised(sources, [r.max_new_tokens for r in requests])
         return [self._finish(r, delex, n) for r, (delex, n) in zip(requests, outputs, strict=True)]
 

@@ -8,7 +8,9 @@ the per-step Python of a generic `generate` and eager PyTorch. Beam search stays
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,26 +28,45 @@ def session(path: Path, threads: int | None):
 
 
 class NoRepeatNGrams:
-    """Bans, per row, each token that would repeat an n-gram the row already holds: what
+    """Bans each token that would repeat an n-gram the row already holds: what
     `no_repeat_ngram_size` does in `generate`, kept incrementally instead of rescanned."""
 
-    def __init__(self, size: int, rows: list[list[int]]):
+    def __init__(self, size: int):
         self.size = size
-        self.seen: list[dict[tuple[int, ...], set[int]]] = [{} for _ in rows]
+        self.seen: dict[tuple[int, ...], set[int]] = {}
 
-    def banned(self, row: int, tokens: list[int]) -> set[int]:
+    def banned(self, tokens: list[int]) -> set[int]:
         n = self.size
         if n <= 0 or len(tokens) + 1 < n:
             return set()
-        return self.seen[row].get(tuple(tokens[len(tokens) - n + 1 :]), set())
+        return self.seen.get(tuple(tokens[len(tokens) - n + 1 :]), set())
 
-    def add(self, row: int, tokens: list[int]) -> None:
+    def add(self, tokens: list[int]) -> None:
+        """Record the n-gram that `tokens`' last token completes."""
         n = self.size
         if n > 0 and len(tokens) >= n:
-            self.seen[row].setdefault(tuple(tokens[-n:-1]), set()).add(tokens[-1])
+            self.seen.setdefault(tuple(tokens[-n:-1]), set()).add(tokens[-1])
+
+
+@dataclass
+class Row:
+    """One request in a running batch: its tokens so far (the start token first), its
+    budget, its n-gram bans, and the caller's handle for it."""
+
+    key: Any
+    budget: int
+    tokens: list[int]
+    ngrams: NoRepeatNGrams
+    done: bool = False
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - 1
 
 
 class OnnxGreedyDecoder:
+    """The two graphs and the decoding rule (start, end and pad ids, n-gram bans)."""
+
     def __init__(
         self,
         encoder: Path,
@@ -61,66 +82,161 @@ class OnnxGreedyDecoder:
         self.step = session(decoder_step, threads)
         self.start_id, self.end_id, self.pad_id = start_id, end_id, pad_id
         self.no_repeat_ngram_size = no_repeat_ngram_size
+        inputs = {i.name for i in self.step.get_inputs()}
+        if "self_attention_mask" not in inputs:
+            raise ValueError(
+                f"{decoder_step}: exported without self_attention_mask (an older export); "
+                "run python -m training.generator_export on the artifact again"
+            )
         self.cross_names = [i.name for i in self.step.get_inputs() if i.name.startswith("cross_")]
         self.past_names = [i.name for i in self.step.get_inputs() if i.name.startswith("past_")]
         shape = next(i.shape for i in self.step.get_inputs() if i.name.startswith("past_"))
         self.heads, self.head_size = int(shape[1]), int(shape[3])
+
+    def batch(self) -> DecodingBatch:
+        return DecodingBatch(self)
 
     def generate(
         self, input_ids: np.ndarray, attention_mask: np.ndarray, max_new_tokens: int
     ) -> list[list[int]]:
         """Each row's tokens, the start token first, padded after its end token (as
         `generate` returns them), in the decoder's own (compact) ids."""
-        input_ids = input_ids.astype(np.int64, copy=False)
-        attention_mask = attention_mask.astype(np.int64, copy=False)
-        batch = input_ids.shape[0]
-        cross = self.encoder.run(
-            self.cross_names, {"input_ids": input_ids, "attention_mask": attention_mask}
+        batch = self.batch()
+        batch.admit(
+            list(range(len(input_ids))),
+            input_ids,
+            attention_mask,
+            [max_new_tokens] * len(input_ids),
         )
-        empty = np.zeros((batch, self.heads, 0, self.head_size), dtype=np.float32)
-        # Per-row inputs: row k of each array belongs to rows[live[k]].
-        state = {
+        rows: dict[int, list[int]] = {}
+        while len(batch):
+            rows.update((row.key, row.tokens) for row in batch.step())
+        longest = max(len(r) for r in rows.values())
+        return [rows[i] + [self.pad_id] * (longest - len(rows[i])) for i in range(len(rows))]
+
+
+class DecodingBatch:
+    """A batch that requests join and leave between decoding steps (iteration-level, or
+    continuous, batching as in text-generation-inference): a request joins with its
+    encoder's keys and values, writes one token per step, and leaves when its reply ends or
+    its budget is spent, so a short reply never waits for a long one and a free slot is
+    taken at the next step.
+
+    Row k of every state array belongs to `rows[k]`. The self-attention cache is as long as
+    the oldest row's; a row that joined later is padded on the left, masked out. The cross
+    keys and values are padded to the longest source, masked out by the source mask."""
+
+    def __init__(self, decoder: OnnxGreedyDecoder):
+        self.decoder = decoder
+        self.rows: list[Row] = []
+        self.state: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def admit(
+        self, keys: list, input_ids: np.ndarray, attention_mask: np.ndarray, budgets: list[int]
+    ) -> None:
+        """Join these requests (their tokenised sources, padded to one length) to the batch."""
+        d = self.decoder
+        input_ids = np.asarray(input_ids, dtype=np.int64)
+        attention_mask = np.asarray(attention_mask, dtype=np.int64)
+        n = len(input_ids)
+        cross = d.encoder.run(
+            d.cross_names, {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        steps = self.state["self_attention_mask"].shape[1] if self.rows else 0
+        new = {
             "encoder_attention_mask": attention_mask,
-            **dict(zip(self.cross_names, cross, strict=True)),
-            **{name: empty for name in self.past_names},
+            **dict(zip(d.cross_names, cross, strict=True)),
+            **{
+                name: np.zeros((n, d.heads, steps, d.head_size), dtype=np.float32)
+                for name in d.past_names
+            },
+            "self_attention_mask": np.zeros((n, steps), dtype=np.int64),
         }
-        rows = [[self.start_id] for _ in range(batch)]
-        ngrams = NoRepeatNGrams(self.no_repeat_ngram_size, rows)
-        live = list(range(batch))  # the rows in the batch, row k of each state array
-        done = [False] * batch
-        for position in range(max_new_tokens):
-            feeds = {
-                **state,
-                "input_ids": np.array([[rows[i][-1]] for i in live], dtype=np.int64),
-                "position_ids": np.full((len(live), 1), position, dtype=np.int64),
-            }
-            logits, *present = self.step.run(None, feeds)
-            state.update(zip(self.past_names, present, strict=True))
-            still = []
-            for k, i in enumerate(live):
-                if done[i]:
-                    continue  # ended at an earlier step, kept in the batch until compaction
-                scores = logits[k]
-                banned = ngrams.banned(i, rows[i])
-                if banned:
-                    scores = scores.copy()
-                    scores[list(banned)] = -np.inf
-                token = int(scores.argmax())
-                rows[i].append(token)
-                ngrams.add(i, rows[i])
-                done[i] = token == self.end_id
-                if not done[i]:
-                    still.append(k)
-            if not still:
-                break
-            if (len(live) - len(still)) * 4 >= len(live):
-                # Finished rows leave the batch once they are a quarter of it: the later
-                # steps compute only the rows still writing (a row's result does not depend
-                # on the others'), and the copy this costs is paid a few times per batch,
-                # not at every row's end.
-                keep = np.array(still)
-                state = {name: value[keep] for name, value in state.items()}
-                live = [live[k] for k in still]
-        # As `generate` returns them: every row as long as the longest, padded after its end.
-        longest = max(len(r) for r in rows)
-        return [r + [self.pad_id] * (longest - len(r)) for r in rows]
+        if self.rows:
+            self.state = {k: _concat_rows(self.state[k], new[k], k) for k in self.state}
+        else:
+            self.state = new
+        for key, budget in zip(keys, budgets, strict=True):
+            ngrams = NoRepeatNGrams(d.no_repeat_ngram_size)
+            self.rows.append(Row(key, budget, [d.start_id], ngrams))
+
+    def step(self) -> list[Row]:
+        """One token for every row; returns the rows that ended (and left the batch)."""
+        d = self.decoder
+        own = np.concatenate(
+            [self.state["self_attention_mask"], np.ones((len(self.rows), 1), dtype=np.int64)],
+            axis=1,
+        )
+        feeds = {
+            **self.state,
+            "self_attention_mask": own,
+            "input_ids": np.array([[r.tokens[-1]] for r in self.rows], dtype=np.int64),
+            "position_ids": np.array([[r.generated] for r in self.rows], dtype=np.int64),
+        }
+        logits, *present = d.step.run(None, feeds)
+        self.state.update(zip(d.past_names, present, strict=True))
+        self.state["self_attention_mask"] = own
+        ended = []
+        for k, row in enumerate(self.rows):
+            scores = logits[k]
+            banned = row.ngrams.banned(row.tokens)
+            if banned:
+                scores = scores.copy()
+                scores[list(banned)] = -np.inf
+            token = int(scores.argmax())
+            row.tokens.append(token)
+            row.ngrams.add(row.tokens)
+            if token == d.end_id or row.generated >= row.budget:
+                row.done = True
+                ended.append(row)
+        if ended:
+            self.remove([k for k, r in enumerate(self.rows) if r.done])
+        return ended
+
+    def remove(self, indices: list[int]) -> None:
+        """Take these rows out (ended, or abandoned by their callers)."""
+        if not indices:
+            return
+        gone = set(indices)
+        keep = [k for k in range(len(self.rows)) if k not in gone]
+        self.rows = [self.rows[k] for k in keep]
+        if not self.rows:
+            self.state = {}
+            return
+        index = np.array(keep)
+        state = {name: value[index] for name, value in self.state.items()}
+        # Drop the cache columns that are padding for every row left, and the source
+        # columns no row left reads.
+        own = state["self_attention_mask"]
+        first = int(own.any(axis=0).argmax()) if own.shape[1] else 0
+        source = state["encoder_attention_mask"]
+        width = int(source.any(axis=0).nonzero()[0].max()) + 1
+        for name in self.state:
+            if name.startswith("past_"):
+                state[name] = state[name][:, :, first:]
+            elif name.startswith("cross_"):
+                state[name] = state[name][:, :, :width]
+        state["self_attention_mask"] = own[:, first:]
+        state["encoder_attention_mask"] = source[:, :width]
+        self.state = state
+
+
+def _concat_rows(old: np.ndarray, new: np.ndarray, name: str) -> np.ndarray:
+    """Rows of `new` under those of `old`: padded to the wider source (on the right, as the
+    tokenizer pads) or, for the self-attention cache, to the longer one (on the left)."""
+    axis = 1 if name.endswith("_mask") else 2
+    width = max(old.shape[axis], new.shape[axis])
+    left = name.startswith("past_") or name == "self_attention_mask"
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        extra = width - a.shape[axis]
+        if not extra:
+            return a
+        spec = [(0, 0)] * a.ndim
+        spec[axis] = (extra, 0) if left else (0, extra)
+        return np.pad(a, spec)
+
+    return np.concatenate([pad(old), pad(new)], axis=0)

@@ -91,6 +91,17 @@ async def generate(
 def make_batcher(
     model: GeneratorModel, settings: GeneratorSettings, executor: ThreadPoolExecutor | None = None
 ) -> Batcher:
+    if model.decoder is not None and settings.continuous_batching:
+        from services.generator.scheduler import ContinuousBatcher
+
+        return ContinuousBatcher(
+            model,
+            name="generator",
+            max_batch_size=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            executor=executor,
+        )
+
     def run_batch(items: list[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()
         results = model.respond(items)
