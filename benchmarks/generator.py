@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.http_load import rss_mb, server
+from services.generator.model import GenerationRequest
 
 CONCURRENCY = 16
 
@@ -45,7 +46,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def bench_model(artifact: str, bodies: list[dict], backend: str, n: int = 200) -> dict:
-    from services.generator.model import GenerationRequest, GeneratorModel
+    from services.generator.model import GeneratorModel
 
     gen = GeneratorModel(artifact, backend=backend)
     reqs = [GenerationRequest(**b) for b in bodies]
@@ -132,7 +133,7 @@ async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> d
 
 
 def bench_http(
-    artifact: str, bodies: list[dict], seconds: int, backend: str, continuous: bool = True
+    artifact: str, bodies: list[dict], seconds: int, backend: str, continuous: bool = False
 ) -> dict:
     env = {
         "GENERATOR_LOG_LEVEL": "WARNING",
@@ -157,8 +158,8 @@ def run(artifact: str, seconds: int = 15) -> dict:
     default = GeneratorModel(artifact).backend  # what GENERATOR_BACKEND=auto serves
     return {
         "default": default,
-        # the same backend with whole-batch scheduling: what continuous batching gives
-        "whole_batches": bench_http(artifact, bodies, seconds, default, continuous=False),
+        # the same backend with continuous batching (off by default): what it gives
+        "continuous": bench_http(artifact, bodies, seconds, default, continuous=True),
         **{
             backend: {
                 "model": bench_model(artifact, bodies, backend),
@@ -237,17 +238,18 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         + ".",
         "",
         "Service over HTTP (`POST /v1/generate`, async httpx client on 127.0.0.1, closed "
-        "loop). The ONNX backends batch continuously (services/generator/scheduler.py); the "
-        "last rows are the default backend with whole-batch scheduling "
-        "(`GENERATOR_CONTINUOUS_BATCHING=false`), as torch runs:",
+        "loop), whole batches (`GENERATOR_MAX_WAIT_MS` 20, ended early by a 3 ms pause in "
+        "arrivals, `GENERATOR_MAX_GAP_MS`); the last rows are the default backend with "
+        "continuous batching (`GENERATOR_CONTINUOUS_BATCHING=true`, "
+        "services/generator/scheduler.py):",
         "",
         "| backend | clients | replies/s | p50 ms | p95 ms | p99 ms | tokens/s | errors "
         "| client CPU | peak RSS MB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = [(b, result[b]["http"]) for b in BACKENDS]
-    if "whole_batches" in result:
-        runs.append((f"{result['default']}, whole batches", result["whole_batches"]))
+    if "continuous" in result:
+        runs.append((f"{result['default']}, continuous batching", result["continuous"]))
     for label, http in runs:
         for r in http["rows"]:
             errors = ", ".join(f"{n} x {k}" for k, n in r["status_codes"].items() if k != "200")
@@ -282,15 +284,125 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
     return lines
 
 
+def graph_variants(artifact: str, out_dir: Path) -> list[dict]:
+    """The int8 variants tried for the two graphs, timed alone with ONNX Runtime (median of
+    repeated runs, 2 threads) on the artifact's real test sources: the decoder step at a
+    cache of 12 steps, the encoder over the padded batch. `python -m benchmarks.generator
+    --variants`; the export's choice is training.generator_export.quantize_generator."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    from services.generator.model import GeneratorModel
+    from services.generator.onnx_decoding import session
+    from training.export import quantize_int8
+    from training.generator_export import DECODER_STEP, ENCODER, ONNX_DIR
+
+    gen = GeneratorModel(artifact, backend="onnx")
+    onnx_dir = Path(artifact) / ONNX_DIR
+    rows = [json.loads(x) for x in (Path(artifact) / "test_replies.jsonl").open()]
+    sources = [
+        gen.source_of(GenerationRequest(r["intent"], r["text"], r["slots"], r["facts"]))
+        for r in rows[::7]
+    ]
+
+    def weight_only(src: Path, bits: int, block: int) -> Path:
+        settings = dict(block_size=block, is_symmetric=True, accuracy_level=4, bits=bits)
+        q = MatMulNBitsQuantizer(
+            onnx.load(str(src)), algo_config=DefaultWeightOnlyQuantConfig(**settings), **settings
+        )
+        q.process()
+        dst = out_dir / f"{src.stem}.w{bits}b{block}.onnx"
+        q.model.save_model_to_file(str(dst))
+        return dst
+
+    def static(src: Path) -> Path:
+        from training.export import calibration_batches
+
+        dst = out_dir / f"{src.stem}.static.onnx"
+
+        def tokenize(texts):
+            return gen.tokenizer(texts, padding=True, truncation=True, max_length=96)
+
+        quantize_int8(src, dst, calibration_batches(tokenize, sources[:256], 96))
+        return dst
+
+    def ms(sess, feeds) -> float:
+        for _ in range(3):
+            sess.run(None, feeds)
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            sess.run(None, feeds)
+            times.append(time.perf_counter() - t)
+        return 1000 * statistics.median(times)
+
+    d = gen.decoder
+    out = []
+    for label, path in [
+        ("encoder fp32", onnx_dir / ENCODER),
+        ("encoder weight-only 8-bit, blocks of 128", weight_only(onnx_dir / ENCODER, 8, 128)),
+        ("encoder static int8 (the export's)", static(onnx_dir / ENCODER)),
+    ]:
+        sess = session(path, 2)
+        row = {"graph": label}
+        for b in (1, 16):
+            ids, mask = gen.encode(sources[:b])
+            row[f"batch {b}"] = ms(sess, {"input_ids": ids, "attention_mask": mask})
+        out.append(row)
+    step = onnx_dir / DECODER_STEP
+    for label, path in [
+        ("decoder step fp32", step),
+        ("decoder step weight-only 8-bit, blocks of 32", weight_only(step, 8, 32)),
+        ("decoder step weight-only 4-bit, blocks of 32", weight_only(step, 4, 32)),
+        ("decoder step weight-only 8-bit, blocks of 128 (the export's)", weight_only(step, 8, 128)),
+    ]:
+        sess = session(path, 2)
+        row = {"graph": label}
+        for b in (1, 16):
+            ids, mask = gen.encode(sources[:b])
+            cross = d.encoder.run(d.cross_names, {"input_ids": ids, "attention_mask": mask})
+            past = np.zeros((b, d.heads, 12, d.head_size), dtype=np.float32)
+            feeds = {
+                "input_ids": np.ones((b, 1), dtype=np.int64),
+                "position_ids": np.full((b, 1), 12, dtype=np.int64),
+                "encoder_attention_mask": mask,
+                "self_attention_mask": np.ones((b, 13), dtype=np.int64),
+                **dict(zip(d.cross_names, cross, strict=True)),
+                **{name: past for name in d.past_names},
+            }
+            row[f"batch {b}"] = ms(sess, feeds)
+        out.append(row)
+    return out
+
+
 if __name__ == "__main__":
     import argparse
     import json
+    import tempfile
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", default="artifacts/generator")
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--output", default=None, help="also write the figures as JSON")
+    parser.add_argument(
+        "--variants", action="store_true", help="time the int8 variants of the two graphs only"
+    )
     args = parser.parse_args()
+    if args.variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = graph_variants(args.artifact, Path(tmp))
+        print("| graph | batch-1 ms | batch-16 ms |\n|---|---|---|")
+        for r in rows:
+            print(f"| {r['graph']} | {r['batch 1']:.2f} | {r['batch 16']:.2f} |")
+        if args.output:
+            Path(args.output).write_text(json.dumps(rows, indent=2))
+        raise SystemExit(0)
     result = run(args.artifact, args.seconds)
     manifest = json.loads((Path(args.artifact) / "manifest.json").read_text())
     print("\n".join(markdown(result, args.artifact, manifest)))

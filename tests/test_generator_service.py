@@ -198,10 +198,11 @@ def test_overload_is_429_and_beams_are_a_setting(small_generator, tmp_path):
 
 
 def test_continuous_batching_overload_and_abandoned_requests(small_generator, tmp_path):
-    """The ONNX decoder's scheduler: a full queue is 429 at once; requests whose deadline
-    passes mid-decoding leave the running batch (504) and the others still get their
-    replies."""
-    env = {"GENERATOR_MAX_QUEUE": "2", "GENERATOR_MAX_BATCH_SIZE": "4"}
+    """The ONNX decoder's continuous scheduler (opt-in): a full queue is 429 at once;
+    requests whose deadline passes mid-decoding leave the running batch (504) and the others
+    still get their replies."""
+    continuous = {"GENERATOR_CONTINUOUS_BATCHING": "true"}
+    env = {**continuous, "GENERATOR_MAX_QUEUE": "2", "GENERATOR_MAX_BATCH_SIZE": "4"}
     spell = {
         "intent": "language_help",
         "text": "how do you spell because",
@@ -221,7 +222,8 @@ def test_continuous_batching_overload_and_abandoned_requests(small_generator, tm
         codes = [r.status_code for r in asyncio.run(at_once(svc.url, [TIMER] * 24))]
         assert 429 in codes and 200 in codes and set(codes) <= {200, 429}, codes
 
-    with running(["services.generator", "--artifact", str(small_generator)], {}, tmp_path) as svc:
+    args = ["services.generator", "--artifact", str(small_generator)]
+    with running(args, continuous, tmp_path) as svc:
         alone = post(svc, spell).json()["reply"]
         bodies = [{**spell, "timeout_ms": 2} if i % 2 else spell for i in range(8)]
         rs = asyncio.run(at_once(svc.url, bodies))

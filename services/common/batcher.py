@@ -2,7 +2,8 @@
 
 A bounded queue, one task that owns it and forms batches, and a worker thread that runs the
 model; each item is answered on its own future. Batches form naturally while the model is
-busy; `max_wait_ms` optionally holds a non-full batch a little longer. When the queue is full
+busy; `max_wait_ms` optionally holds a non-full batch a little longer, and `max_gap_ms` ends
+that wait early when the arrivals pause. When the queue is full
 a request fails at once with `Overloaded` (429), it never waits forever.
 """
 
@@ -43,6 +44,7 @@ class Batcher(Generic[I, O]):
         max_wait_ms: float = 0.0,
         max_queue: int = 512,
         executor: ThreadPoolExecutor | None = None,
+        max_gap_ms: float | None = None,
     ):
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
@@ -50,6 +52,10 @@ class Batcher(Generic[I, O]):
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
+        # Within max_wait, stop waiting once no item has come for this long: a burst (the
+        # replies of one batch coming back as the next requests) is gathered whole, while a
+        # lone request waits only this gap. None: wait the whole max_wait.
+        self.max_gap = None if max_gap_ms is None else max_gap_ms / 1000.0
         self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[I, asyncio.Future, float]] | None = None
         self._task: asyncio.Task | None = None
@@ -131,6 +137,8 @@ class Batcher(Generic[I, O]):
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = deadline - time.perf_counter()
+            if self.max_gap is not None:
+                remaining = min(remaining, self.max_gap)
             if remaining <= 0:
                 break
             try:

@@ -28,13 +28,18 @@ class GeneratorSettings(ModelServiceSettings):
     compact_vocabulary: bool = True
     default_max_new_tokens: int = Field(48, ge=1)
     max_new_tokens_limit: int = Field(128, ge=1, le=512)
-    # The ONNX decoder batches continuously (requests join and leave the running batch
-    # between steps, services/generator/scheduler.py); off, or on torch: whole batches.
-    continuous_batching: bool = True
+    # Continuous batching on the ONNX decoder (requests join and leave the running batch
+    # between steps, services/generator/scheduler.py). Off by default: on two CPU cores it
+    # answered fewer requests than whole batches (docs/results.md); torch: whole batches.
+    continuous_batching: bool = False
     # Batching: generation is ~100x costlier per item than classifying, so smaller batches
     # and a short queue keep the wait for a slot bounded. MAX_WAIT_MS: whole batches only.
     max_batch_size: int = Field(16, ge=1, le=256)
-    max_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    max_wait_ms: float = Field(20.0, ge=0.0, le=1000.0)
+    # ...but only while requests keep coming: a gap this long ends the wait. Under load the
+    # requests of one batch come back together and form the next whole; a lone request
+    # waits this gap, not max_wait (docs/results.md measures both).
+    max_gap_ms: float | None = Field(3.0, ge=0.0, le=1000.0)
     max_queue: int = Field(128, ge=1)
     # Per-request deadline: a request not answered in time gets 504, never a hang. A client
     # may ask for less with `timeout_ms`, never for more.

@@ -217,9 +217,12 @@ class GeneratorModel:
         """The PyTorch model: the torch backend's, and beam search's on the ONNX one (loaded
         when a caller first asks for beams)."""
         from transformers import AutoModelForSeq2SeqLM
+        from transformers.utils import logging as hf_logging
 
         if self._model is not None:
             return self._model
+        # a per-tensor "Loading weights" bar in a service's log says nothing a reader can use
+        hf_logging.disable_progress_bar()
         model = AutoModelForSeq2SeqLM.from_pretrained(str(self.artifact_dir / MODEL_DIR))
         model = model.to(self.device).eval()
         if self._vocab is not None:

@@ -124,21 +124,43 @@ class DecodingBatch:
 
     Row k of every state array belongs to `rows[k]`. The self-attention cache is as long as
     the oldest row's; a row that joined later is padded on the left, masked out. The cross
-    keys and values are padded to the longest source, masked out by the source mask."""
+    keys and values are padded to the longest source, masked out by the source mask.
+
+    Joining and leaving copy every state array, so an ended row stays in the arrays, no
+    longer written, until a quarter of the rows have ended or new rows join: the copies are
+    paid a few times per reply length, not at every step (measured: leaving at once cost
+    more than it saved, docs/results.md)."""
 
     def __init__(self, decoder: OnnxGreedyDecoder):
         self.decoder = decoder
-        self.rows: list[Row] = []
+        self.rows: list[Row] = []  # the ended ones too, until the next compaction
         self.state: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
+        """Rows still writing."""
+        return sum(not r.done for r in self.rows)
+
+    @property
+    def width(self) -> int:
+        """Rows in the arrays, ended ones included: what a step computes."""
         return len(self.rows)
+
+    def drop(self, keys: set) -> None:
+        """Stop writing these rows (their callers went away); they leave at compaction."""
+        for row in self.rows:
+            if row.key in keys:
+                row.done = True
+
+    def compact(self) -> None:
+        """Take the ended rows out of the arrays."""
+        self.remove([k for k, r in enumerate(self.rows) if r.done])
 
     def admit(
         self, keys: list, input_ids: np.ndarray, attention_mask: np.ndarray, budgets: list[int]
     ) -> None:
         """Join these requests (their tokenised sources, padded to one length) to the batch."""
         d = self.decoder
+        self.compact()
         input_ids = np.asarray(input_ids, dtype=np.int64)
         attention_mask = np.asarray(attention_mask, dtype=np.int64)
         n = len(input_ids)
@@ -164,7 +186,7 @@ class DecodingBatch:
             self.rows.append(Row(key, budget, [d.start_id], ngrams))
 
     def step(self) -> list[Row]:
-        """One token for every row; returns the rows that ended (and left the batch)."""
+        """One token for every row still writing; returns the rows that ended."""
         d = self.decoder
         own = np.concatenate(
             [self.state["self_attention_mask"], np.ones((len(self.rows), 1), dtype=np.int64)],
@@ -181,6 +203,8 @@ class DecodingBatch:
         self.state["self_attention_mask"] = own
         ended = []
         for k, row in enumerate(self.rows):
+            if row.done:
+                continue
             scores = logits[k]
             banned = row.ngrams.banned(row.tokens)
             if banned:
@@ -192,8 +216,8 @@ class DecodingBatch:
             if token == d.end_id or row.generated >= row.budget:
                 row.done = True
                 ended.append(row)
-        if ended:
-            self.remove([k for k, r in enumerate(self.rows) if r.done])
+        if ended and 4 * (self.width - len(self)) >= self.width:
+            self.compact()
         return ended
 
     def remove(self, indices: list[int]) -> None:

@@ -37,6 +37,9 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
         self._batch = model.decoder.batch()
         self._waiting: dict[int, tuple[GenerationRequest, asyncio.Future]] = {}
         self._keys = itertools.count()
+        # Requests join when at least this many rows are free (or the batch is empty): each
+        # join runs the encoder and copies the batch's arrays, cheaper for several at once.
+        self._min_join = max(1, self.max_batch_size // 4)
 
     async def stop(self) -> None:
         await super().stop()
@@ -51,8 +54,9 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
         while True:
             joining = [await self._queue.get()] if not self._waiting else []
             room = self.max_batch_size - len(self._waiting)
-            while len(joining) < room and not self._queue.empty():
-                joining.append(self._queue.get_nowait())
+            if joining or room >= self._min_join:
+                while len(joining) < room and not self._queue.empty():
+                    joining.append(self._queue.get_nowait())
             self._m_depth.set(self._queue.qsize())
             live = [(item, fut, t) for item, fut, t in joining if not fut.done()]
             if len(live) < len(joining):
@@ -95,8 +99,7 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
         until a reply ends, a request waits for a row, or MAX_STEPS_PER_CALL steps."""
         batch = self._batch
         if abandoned:
-            gone = set(abandoned)
-            batch.remove([i for i, row in enumerate(batch.rows) if row.key in gone])
+            batch.drop(set(abandoned))
             for key in abandoned:
                 self._waiting.pop(key, None)
         if entries:
@@ -115,6 +118,7 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
             for row in rows:
                 item, _ = self._waiting[row.key]
                 ended.append((row.key, self.model.result_of(item, row.tokens)))
-            if rows or (len(batch) < self.max_batch_size and self._queue.qsize()):
+            free = self.max_batch_size - (len(self._waiting) - len(ended))
+            if rows or (free >= self._min_join and self._queue.qsize()):
                 break
         return ended, steps

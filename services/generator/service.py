@@ -115,6 +115,7 @@ def make_batcher(
         name="generator",
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
+        max_gap_ms=settings.max_gap_ms,
         max_queue=settings.max_queue,
         executor=executor,
     )

@@ -1,0 +1,61 @@
+"""services.common.batcher.Batcher's batch forming, on a stand-in model that records the
+batches it is given (the point is the scheduling, not a model)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from services.common.batcher import Batcher
+
+
+def recording_batcher(**kwargs) -> tuple[Batcher, list[list[int]]]:
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    return Batcher(run, name="test", **kwargs), batches
+
+
+def test_a_pause_in_arrivals_ends_the_wait_for_a_fuller_batch():
+    async def scenario():
+        batcher, batches = recording_batcher(max_batch_size=8, max_wait_ms=400, max_gap_ms=20)
+        await batcher.start()
+        try:
+            started = time.perf_counter()
+            assert await batcher.submit([1]) == [10]
+            lone = time.perf_counter() - started
+
+            async def later(item: int, delay: float) -> list[int]:
+                await asyncio.sleep(delay)
+                return await batcher.submit([item])
+
+            # A burst (arrivals 2 ms apart) forms one batch; an arrival after a pause longer
+            # than the gap starts the next.
+            burst = [later(i, 0.002 * i) for i in range(2, 6)]
+            outs = await asyncio.gather(*burst, later(9, 0.25))
+            assert outs == [[20], [30], [40], [50], [90]]
+            return lone, batches
+        finally:
+            await batcher.stop()
+
+    lone, batches = asyncio.run(scenario())
+    assert lone < 0.2  # not the whole 400 ms of max_wait
+    assert batches == [[1], [2, 3, 4, 5], [9]]
+
+
+def test_without_a_gap_the_batch_waits_for_max_wait():
+    async def scenario():
+        batcher, batches = recording_batcher(max_batch_size=8, max_wait_ms=150)
+        await batcher.start()
+        try:
+            started = time.perf_counter()
+            await batcher.submit([1])
+            return time.perf_counter() - started, batches
+        finally:
+            await batcher.stop()
+
+    waited, batches = asyncio.run(scenario())
+    assert waited >= 0.14 and batches == [[1]]
