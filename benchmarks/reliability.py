@@ -498,6 +498,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--caps", default="256,64,24", help="overload: GATEWAY_MAX_IN_FLIGHT values")
+    p.add_argument(
+        "--save-as",
+        default=None,
+        help="results file name (default: the run's); the report reads load-torch-generator "
+        "beside load: GENERATOR_BACKEND=torch ... load --save-as load-torch-generator",
+    )
     args = p.parse_args(argv)
     if args.run == "report":
         from benchmarks.reliability_report import write_report
@@ -525,7 +531,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         data = run_soak(*common, args.rate or max(10.0, 0.7 * (capacity or 50)), args.minutes)
     data["artifacts"] = {"classifier": common[0], "generator": common[1]}
-    print(write(args.run, data))
+    print(write(args.save_as or args.run, data))
 
 
 if __name__ == "__main__":

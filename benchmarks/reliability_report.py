@@ -15,7 +15,7 @@ def _outcomes(o: dict) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(o.items(), key=lambda kv: -kv[1]))
 
 
-def load_section(d: dict) -> list[str]:
+def load_section(d: dict, torch_generator: dict | None = None) -> list[str]:
     lines = [
         "## Load",
         "",
@@ -42,6 +42,21 @@ def load_section(d: dict) -> list[str]:
         f"Capacity (the highest step with no error, no 429, >= 95 % answered and p99 "
         f"under 1 s): **{d['capacity']:.0f} turns/s**.",
         "",
+    ]
+    if torch_generator:
+        # the same ramp with the generator on torch `generate` (its path before the ONNX
+        # decoder): GENERATOR_BACKEND=torch python -m benchmarks.reliability load
+        # --save-as load-torch-generator
+        ramp = {r["rate"]: r for r in torch_generator["ramp"]}
+        cap = torch_generator["capacity"]
+        lines += [
+            f"The same ramp with the generator on torch `generate` (`GENERATOR_BACKEND=torch "
+            f"python -m benchmarks.reliability load --save-as load-torch-generator`, "
+            f"{torch_generator['written']}): capacity "
+            f"**{cap:.0f} turns/s**, p99 {ramp[cap]['p99_ms']:.0f} ms at it.",
+            "",
+        ]
+    lines += [
         "| run | offered/s | seconds | sent | 2xx | 429 | errors | error rate | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -248,7 +263,8 @@ def write_report(results: Path, out: Path) -> None:
         ("actions", actions_section),
     ):
         d = _load(results, name)
-        lines += section(d) if d else [f"## {name.title()}", "", "(not run yet)", ""]
+        extra = (_load(results, "load-torch-generator"),) if name == "load" else ()
+        lines += section(d, *extra) if d else [f"## {name.title()}", "", "(not run yet)", ""]
     notes = results.parent / "reliability-notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
