@@ -211,6 +211,14 @@ def test_labels_and_classify_passthrough(gw):
     assert [p["core_intent"] for p in preds] == ["account_info", "out_of_scope"]
     r = httpx.post(gw.url + "/v1/classify", json={"texts": "not a list"})
     assert r.status_code == 422
+    # A reference time is passed on as JSON (a datetime once reached the upstream client
+    # unserialised: a 500 schemathesis found).
+    r = httpx.post(
+        gw.url + "/v1/classify",
+        json={"texts": ["what's my balance"], "now": "2716-02-12T09:51:38Z"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["core_intent"] == "account_info"
 
 
 def test_auth_and_rate_limit(standin, tmp_path):

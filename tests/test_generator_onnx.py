@@ -15,6 +15,7 @@ from services.generator.model import (
     ArtifactError,
     GenerationRequest,
     GeneratorModel,
+    agreement_holds,
     int8_holds,
 )
 from services.generator.onnx_decoding import NoRepeatNGrams, OnnxGreedyDecoder
@@ -127,6 +128,31 @@ def test_requests_joining_a_running_batch_get_the_replies_they_get_alone(tmp_pat
     assert len(batch) == 0 and batch.state == {}
 
 
+def test_a_dropped_row_leaves_and_the_others_write_what_they_write_alone(tmp_path):
+    export_generator(random_bert2bert(), tmp_path)
+    decoder = OnnxGreedyDecoder(
+        tmp_path / ENCODER, tmp_path / DECODER_STEP,
+        start_id=1, end_id=2, pad_id=0, no_repeat_ngram_size=3,
+    )  # fmt: skip
+    sources = np.array([[5, 6, 7, 8, 0, 0], [9, 8, 7, 6, 5, 4], [11, 12, 0, 0, 0, 0]])
+    mask = (sources > 0).astype(np.int64)
+    alone = [
+        decoder.generate(s[m > 0][None], m[m > 0][None], 12)[0]
+        for s, m in zip(sources, mask, strict=True)
+    ]
+    batch = decoder.batch()
+    batch.admit([0, 1, 2], sources, mask, [12, 12, 12])
+    got = {}
+    for _ in range(2):
+        got.update((r.key, r.tokens) for r in batch.step())
+    batch.drop({1})  # its caller went away: a third of the rows, compacted at once
+    assert [r.key for r in batch.rows] == [k for k in (0, 2) if k not in got]
+    assert batch.state["cross_key_0"].shape[0] == batch.width
+    while len(batch):
+        got.update((r.key, r.tokens) for r in batch.step())
+    assert got[0] == alone[0] and got[2] == alone[2] and 1 not in got
+
+
 @pytest.mark.slow
 def test_trained_artifact_is_served_by_onnx_with_generates_replies(small_generator, tmp_path):
     manifest = json.loads((small_generator / "manifest.json").read_text())
@@ -161,8 +187,11 @@ def test_trained_artifact_is_served_by_onnx_with_generates_replies(small_generat
     # int8's scales are fixed (encoder) or per row (decoder step): a request's reply is the
     # same in any batch.
     assert [r.reply for r in int8.respond(reqs)] == [int8.respond([r])[0].reply for r in reqs]
-    # Beam search is torch's: asked for, the torch model loads and answers.
+    # Beam search is torch's: configured, the torch backend serves; asked for per call on
+    # the ONNX backend, the torch model loads and answers.
     assert GeneratorModel(small_generator, num_beams=2).backend == "torch"
+    [(beam_reply, _)] = auto.generate_delexicalised([auto.source_of(reqs[0])], [48], num_beams=2)
+    assert auto._model is not None and "<duration>" in beam_reply
 
     # Settings the ONNX decoder cannot honour: auto falls back, an explicit onnx says why.
     assert GeneratorModel(small_generator, quantize="int8").backend == "torch"
@@ -176,6 +205,19 @@ def test_trained_artifact_is_served_by_onnx_with_generates_replies(small_generat
         GeneratorModel(bare, backend="onnx-int8")
     shutil.rmtree(bare / "onnx")
     assert GeneratorModel(bare).backend == "torch"
+
+    # An export whose agreement with generate was not recorded, or of an older graph format:
+    # auto serves torch; asked for explicitly, the message says what to do.
+    for change in ("agreement", "format"):
+        other = tmp_path / f"no-{change}"
+        shutil.copytree(small_generator, other)
+        edited = json.loads((other / "manifest.json").read_text())
+        for kind in ("onnx", "onnx-int8"):
+            edited["backends"][kind].pop(change, None)
+        (other / "manifest.json").write_text(json.dumps(edited))
+        assert GeneratorModel(other).backend == "torch", change
+    with pytest.raises(ArtifactError, match="older format"):
+        GeneratorModel(other, backend="onnx")
 
 
 def test_int8_is_served_only_when_its_validation_figures_hold():
@@ -193,3 +235,14 @@ def test_int8_is_served_only_when_its_validation_figures_hold():
     assert not int8_holds(manifest(0.944))
     assert not int8_holds(manifest(0.96, int8_fidelity=0.99))
     assert not int8_holds({"backends": {"onnx": {"val": {}}}})
+
+
+def test_onnx_is_served_only_when_it_agreed_with_generate():
+    def manifest(**agreement) -> dict:
+        return {"backends": {"onnx": {"agreement": agreement}}}
+
+    assert agreement_holds(manifest(compared=256, identical=1.0))
+    assert agreement_holds(manifest(compared=256, identical=0.98))
+    assert not agreement_holds(manifest(compared=256, identical=0.97))
+    assert not agreement_holds(manifest(compared=0, identical=1.0))
+    assert not agreement_holds({"backends": {"onnx": {}}})

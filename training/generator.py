@@ -358,6 +358,7 @@ def evaluate_artifact(
     train_examples: list[ResponseExample] | None = None,
     compact_vocabulary: bool = True,
     backend: str = "auto",
+    device: str | None = None,
 ) -> dict:
     """The saved artifact as the service runs it: the model's own replies (checked, before
     any fallback), what the service would answer (after fallback), and the baseline."""
@@ -367,6 +368,7 @@ def evaluate_artifact(
         quantize=quantize,
         compact_vocabulary=compact_vocabulary,
         backend=backend,
+        device=device,
     )
     reqs = requests_of(examples, gargs.max_new_tokens)
     results = []

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "onnx", "torch"],
+        choices=["auto", "onnx", "onnx-int8", "torch"],
         help="the ONNX decoder or torch generate (auto: as the service chooses)",
     )
     p.add_argument("--latency-samples", type=int, default=40)

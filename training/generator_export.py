@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from services.generator.model import ONNX_FORMAT
+
 logger = logging.getLogger(__name__)
 
 ONNX_DIR = "onnx"
@@ -232,11 +234,11 @@ def export_generator(model, out_dir: str | Path, opset: int = 17) -> Path:
 
 def check_agreement(artifact_dir: str | Path, sources: list[str], batch_size: int = 16) -> dict:
     """Replies of the fp32 ONNX decoder against torch `generate` on the same sources
-    (greedy): the share of rows token for token identical."""
+    (greedy): the share with the same reply text and token count."""
     from services.generator.model import GenerationRequest, GeneratorModel
 
     torch_gen = GeneratorModel(artifact_dir, backend="torch")
-    onnx_gen = GeneratorModel(artifact_dir, backend="onnx")
+    onnx_gen = GeneratorModel(artifact_dir, backend="onnx", device="cpu")
     same = 0
     for i in range(0, len(sources), batch_size):
         chunk = sources[i : i + batch_size]
@@ -328,10 +330,15 @@ def add_onnx(artifact_dir: str | Path, train_sources: list[str], val_examples: l
 
     quantize_generator(onnx_dir, tokenize, train_sources, max_length)
     backends = {
-        "onnx": {"encoder": f"{ONNX_DIR}/{ENCODER}", "decoder_step": f"{ONNX_DIR}/{DECODER_STEP}"},
+        "onnx": {
+            "encoder": f"{ONNX_DIR}/{ENCODER}",
+            "decoder_step": f"{ONNX_DIR}/{DECODER_STEP}",
+            "format": ONNX_FORMAT,
+        },
         "onnx-int8": {
             "encoder": f"{ONNX_DIR}/{ENCODER_INT8}",
             "decoder_step": f"{ONNX_DIR}/{DECODER_STEP_INT8}",
+            "format": ONNX_FORMAT,
             "quantization": QUANTIZATION,
         },
     }
@@ -348,7 +355,11 @@ def add_onnx(artifact_dir: str | Path, train_sources: list[str], val_examples: l
     )
     for kind in ("onnx", "onnx-int8"):
         report = evaluate_artifact(
-            artifact_dir, val_examples, GenerationArguments(latency_samples=1), backend=kind
+            artifact_dir,
+            val_examples,
+            GenerationArguments(latency_samples=1),
+            backend=kind,
+            device="cpu",  # the graphs run on ONNX Runtime's CPU provider, also on a GPU box
         )
         backends[kind]["val"] = {
             k: report["model"][k] for k in ("template_exact_match", "slot_fidelity", "chrf")

@@ -54,8 +54,8 @@ class Batcher(Generic[I, O]):
         self.max_wait = max_wait_ms / 1000.0
         # Within max_wait, stop waiting once no item has come for this long: a burst (the
         # replies of one batch coming back as the next requests) is gathered whole, while a
-        # lone request waits only this gap. None: wait the whole max_wait.
-        self.max_gap = None if max_gap_ms is None else max_gap_ms / 1000.0
+        # lone request waits only this gap. None or 0: wait the whole max_wait.
+        self.max_gap = max_gap_ms / 1000.0 if max_gap_ms else None
         self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[I, asyncio.Future, float]] | None = None
         self._task: asyncio.Task | None = None

@@ -59,7 +59,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
 async def classify(body: ClassifyRequest, request: Request) -> dict:
     s = request.app.state
     return await service.classify(
-        body.model_dump(exclude_none=True), s.classifier, s.label_map, s.settings
+        body.model_dump(mode="json", exclude_none=True), s.classifier, s.label_map, s.settings
     )
 
 

@@ -39,7 +39,7 @@ class GeneratorSettings(ModelServiceSettings):
     # ...but only while requests keep coming: a gap this long ends the wait. Under load the
     # requests of one batch come back together and form the next whole; a lone request
     # waits this gap, not max_wait (docs/results.md measures both).
-    max_gap_ms: float | None = Field(3.0, ge=0.0, le=1000.0)
+    max_gap_ms: float = Field(3.0, ge=0.0, le=1000.0)  # 0: off, the whole max_wait
     max_queue: int = Field(128, ge=1)
     # Per-request deadline: a request not answered in time gets 504, never a hang. A client
     # may ask for less with `timeout_ms`, never for more.

@@ -110,6 +110,13 @@ BACKENDS = ("auto", "onnx", "onnx-int8", "torch")
 # int8 is served by default when its replies on val are this close to fp32's (exact match
 # with the template and slot fidelity, as shares): the quality bar the issue set for speed.
 INT8_TOLERANCE = 0.005
+# The share of validation requests on which the fp32 ONNX decoder must give generate's reply
+# for `auto` to serve ONNX (float rounding may flip a near tie now and then, not more).
+AGREEMENT = 0.98
+# The exported graphs' inputs and outputs as services/generator/onnx_decoding.py reads them
+# (training/generator_export.py writes it): raised when they change, so that a service meets
+# an older export with a message, not a crash. 2: per-row positions, self_attention_mask.
+ONNX_FORMAT = 2
 
 
 def onnx_unavailable(
@@ -121,6 +128,11 @@ def onnx_unavailable(
     record = manifest.get("backends", {}).get(kind)
     if not record:
         return f"the artifact has no {kind} decoder (python -m training.generator_export adds it)"
+    if record.get("format") != ONNX_FORMAT:
+        return (
+            f"its {kind} graphs are of an older format (python -m training.generator_export "
+            "writes the current one)"
+        )
     for key in ("encoder", "decoder_step"):
         if not (artifact_dir / record[key]).is_file():
             return f"{artifact_dir / record[key]}: missing"
@@ -133,6 +145,13 @@ def onnx_unavailable(
     if device.type != "cpu":
         return f"device {device}: the ONNX decoder runs on the CPU"
     return None
+
+
+def agreement_holds(manifest: dict) -> bool:
+    """The fp32 graphs gave `generate`'s replies at export (AGREEMENT of the compared
+    validation requests): what `auto` needs to serve ONNX at all."""
+    agreement = manifest.get("backends", {}).get("onnx", {}).get("agreement", {})
+    return agreement.get("compared", 0) > 0 and agreement.get("identical", 0) >= AGREEMENT
 
 
 def int8_holds(manifest: dict) -> bool:
@@ -200,6 +219,8 @@ class GeneratorModel:
 
         if backend == "auto":
             candidates = ["onnx-int8", "onnx"] if int8_holds(self.manifest) else ["onnx"]
+            if not agreement_holds(self.manifest):
+                candidates = []
             backend = next((k for k in candidates if not why_not(k)), "torch")
         elif backend != "torch" and why_not(backend):
             raise ArtifactError(
@@ -207,7 +228,10 @@ class GeneratorModel:
             )
         self.backend = backend
         self._model = None
-        self._onnx = self._load_onnx(backend) if backend != "torch" else None
+        try:
+            self._onnx = self._load_onnx(backend) if backend != "torch" else None
+        except ValueError as e:  # graphs that do not match what the manifest says
+            raise ArtifactError(f"{artifact_dir}: {e}") from e
         if self.backend == "torch":
             self._load_torch()
         self.domain = domain or load_domain(self.artifact_dir)

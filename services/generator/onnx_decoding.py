@@ -35,11 +35,11 @@ class NoRepeatNGrams:
         self.size = size
         self.seen: dict[tuple[int, ...], set[int]] = {}
 
-    def banned(self, tokens: list[int]) -> set[int]:
+    def banned(self, tokens: list[int]) -> frozenset[int]:
         n = self.size
         if n <= 0 or len(tokens) + 1 < n:
-            return set()
-        return self.seen.get(tuple(tokens[len(tokens) - n + 1 :]), set())
+            return frozenset()
+        return frozenset(self.seen.get(tuple(tokens[len(tokens) - n + 1 :]), ()))
 
     def add(self, tokens: list[int]) -> None:
         """Record the n-gram that `tokens`' last token completes."""
@@ -101,6 +101,8 @@ class OnnxGreedyDecoder:
     ) -> list[list[int]]:
         """Each row's tokens, the start token first, padded after its end token (as
         `generate` returns them), in the decoder's own (compact) ids."""
+        if not len(input_ids):
+            return []
         batch = self.batch()
         batch.admit(
             list(range(len(input_ids))),
@@ -146,10 +148,15 @@ class DecodingBatch:
         return len(self.rows)
 
     def drop(self, keys: set) -> None:
-        """Stop writing these rows (their callers went away); they leave at compaction."""
+        """Stop writing these rows (their callers went away)."""
         for row in self.rows:
             if row.key in keys:
                 row.done = True
+        self._compact_when_due()
+
+    def _compact_when_due(self) -> None:
+        if 4 * (self.width - len(self)) >= self.width:
+            self.compact()
 
     def compact(self) -> None:
         """Take the ended rows out of the arrays."""
@@ -196,7 +203,11 @@ class DecodingBatch:
             **self.state,
             "self_attention_mask": own,
             "input_ids": np.array([[r.tokens[-1]] for r in self.rows], dtype=np.int64),
-            "position_ids": np.array([[r.generated] for r in self.rows], dtype=np.int64),
+            # an ended row, still in the arrays, reads position 0: its own may be past the
+            # position table once its budget is spent
+            "position_ids": np.array(
+                [[0 if r.done else r.generated] for r in self.rows], dtype=np.int64
+            ),
         }
         logits, *present = d.step.run(None, feeds)
         self.state.update(zip(d.past_names, present, strict=True))
@@ -216,8 +227,8 @@ class DecodingBatch:
             if token == d.end_id or row.generated >= row.budget:
                 row.done = True
                 ended.append(row)
-        if ended and 4 * (self.width - len(self)) >= self.width:
-            self.compact()
+        if ended:
+            self._compact_when_due()
         return ended
 
     def remove(self, indices: list[int]) -> None:

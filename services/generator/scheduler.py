@@ -43,7 +43,7 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
 
     async def stop(self) -> None:
         await super().stop()
-        for _, fut in self._waiting.values():  # in the running batch: answered, not left
+        for _, fut in list(self._waiting.values()):  # in the running batch: answered
             if not fut.done():
                 fut.set_exception(NotReady("service is shutting down"))
         self._waiting.clear()
@@ -63,6 +63,8 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
                 self._m_dropped.inc(len(joining) - len(live))
             # Callers that went away (a deadline, a closed connection) free their rows.
             abandoned = [k for k, (_, fut) in self._waiting.items() if fut.done()]
+            for key in abandoned:
+                del self._waiting[key]
             self._busy = True
             started = time.perf_counter()
             for _, _, t in live:
@@ -70,9 +72,11 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
             entries = [(next(self._keys), item, fut) for item, fut, _ in live]
             for key, item, fut in entries:
                 self._waiting[key] = (item, fut)
+            # The model thread reads this snapshot; `_waiting` is the event loop's alone.
+            items = {key: item for key, (item, _) in self._waiting.items()}
             try:
                 ended, steps = await loop.run_in_executor(
-                    self._executor, self._advance, entries, abandoned
+                    self._executor, self._advance, entries, abandoned, items
                 )
             except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
                 logger.exception("decoding a batch of %d failed", len(self._waiting))
@@ -89,19 +93,19 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
             if steps:
                 metrics.TIME_PER_TOKEN.observe(elapsed / steps)
             for key, result in ended:
-                _, fut = self._waiting.pop(key)
-                if not fut.done():
-                    fut.set_result(result)
+                entry = self._waiting.pop(key, None)
+                if entry and not entry[1].done():
+                    entry[1].set_result(result)
             self._busy = bool(self._waiting)
 
-    def _advance(self, entries: list, abandoned: list[int]) -> tuple[list, int]:
+    def _advance(
+        self, entries: list, abandoned: list[int], items: dict[int, GenerationRequest]
+    ) -> tuple[list, int]:
         """On the model thread: drop the abandoned rows, admit the new ones, and decode
         until a reply ends, a request waits for a row, or MAX_STEPS_PER_CALL steps."""
         batch = self._batch
         if abandoned:
             batch.drop(set(abandoned))
-            for key in abandoned:
-                self._waiting.pop(key, None)
         if entries:
             ids, mask = self.model.encode([self.model.source_of(item) for _, item, _ in entries])
             batch.admit(
@@ -116,9 +120,8 @@ class ContinuousBatcher(Batcher[GenerationRequest, GenerationResult]):
             rows = batch.step()
             steps += 1
             for row in rows:
-                item, _ = self._waiting[row.key]
-                ended.append((row.key, self.model.result_of(item, row.tokens)))
-            free = self.max_batch_size - (len(self._waiting) - len(ended))
+                ended.append((row.key, self.model.result_of(items[row.key], row.tokens)))
+            free = self.max_batch_size - (len(items) - len(ended))
             if rows or (free >= self._min_join and self._queue.qsize()):
                 break
         return ended, steps
