@@ -314,13 +314,7 @@ class GeneratorModel:
             out = torch.tensor(self._onnx.generate(ids, mask, max(max_new_tokens)))
         else:
             model = self._load_torch()
-            enc = self.tokenizer(
-                sources,
-                padding=True,
-                truncation=True,
-                max_length=self.max_source_length,
-                return_tensors="pt",
-            ).to(self.device)
+            enc = self._tokenize(sources, "pt").to(self.device)
             out = model.generate(
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],
@@ -334,15 +328,18 @@ class GeneratorModel:
             for row, limit in zip(out[:, 1:].tolist(), max_new_tokens, strict=True)  # no start
         ]
 
-    def encode(self, sources: list[str]) -> tuple:
-        """Serialised sources -> (input_ids, attention_mask), numpy, padded to the longest."""
-        enc = self.tokenizer(
+    def _tokenize(self, sources: list[str], tensors: str):
+        return self.tokenizer(
             sources,
             padding=True,
             truncation=True,
             max_length=self.max_source_length,
-            return_tensors="np",
+            return_tensors=tensors,
         )
+
+    def encode(self, sources: list[str]) -> tuple:
+        """Serialised sources -> (input_ids, attention_mask), numpy, padded to the longest."""
+        enc = self._tokenize(sources, "np")
         return enc["input_ids"], enc["attention_mask"]
 
     def text_of(self, row: list[int], limit: int) -> tuple[str, int]:
