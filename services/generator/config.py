@@ -14,7 +14,12 @@ class GeneratorSettings(ModelServiceSettings):
     port: int = Field(8002, ge=1, le=65535)
     artifact: str = Field(..., description="generator artifact directory")
     device: str | None = Field(None, description="'cpu' or 'cuda' (default: CUDA when present)")
-    threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op threads (default: torch all cores, ONNX all but one, which the "
+        "decoding loop and the HTTP server use)",
+    )
     # "auto": the artifact's ONNX decoder (encoder once, one cached step per token) where it
     # has one and the settings allow it (greedy, no torch int8, CPU), its int8 graphs when
     # their validation figures hold (services/generator/model.py), else torch generate.
