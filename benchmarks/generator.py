@@ -297,16 +297,17 @@ def graph_variants(artifact: str, out_dir: Path) -> list[dict]:
     import json
 
     import numpy as np
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
 
     from services.generator.model import GeneratorModel
     from services.generator.onnx_decoding import session
-    from training.export import quantize_int8
-    from training.generator_export import DECODER_STEP, ENCODER, ONNX_DIR
+    from training.export import quantize_weight_only
+    from training.generator_export import (
+        DECODER_STEP,
+        DECODER_STEP_INT8,
+        ENCODER,
+        ENCODER_INT8,
+        ONNX_DIR,
+    )
 
     gen = GeneratorModel(artifact, backend="onnx")
     onnx_dir = Path(artifact) / ONNX_DIR
@@ -317,25 +318,8 @@ def graph_variants(artifact: str, out_dir: Path) -> list[dict]:
     ]
 
     def weight_only(src: Path, bits: int, block: int) -> Path:
-        settings = dict(block_size=block, is_symmetric=True, accuracy_level=4, bits=bits)
-        q = MatMulNBitsQuantizer(
-            onnx.load(str(src)), algo_config=DefaultWeightOnlyQuantConfig(**settings), **settings
-        )
-        q.process()
         dst = out_dir / f"{src.stem}.w{bits}b{block}.onnx"
-        q.model.save_model_to_file(str(dst))
-        return dst
-
-    def static(src: Path) -> Path:
-        from training.export import calibration_batches
-
-        dst = out_dir / f"{src.stem}.static.onnx"
-
-        def tokenize(texts):
-            return gen.tokenizer(texts, padding=True, truncation=True, max_length=96)
-
-        quantize_int8(src, dst, calibration_batches(tokenize, sources[:256], 96))
-        return dst
+        return quantize_weight_only(src, dst, bits=bits, block_size=block)
 
     def ms(sess, feeds) -> float:
         for _ in range(3):
@@ -352,7 +336,7 @@ def graph_variants(artifact: str, out_dir: Path) -> list[dict]:
     for label, path in [
         ("encoder fp32", onnx_dir / ENCODER),
         ("encoder weight-only 8-bit, blocks of 128", weight_only(onnx_dir / ENCODER, 8, 128)),
-        ("encoder static int8 (the export's)", static(onnx_dir / ENCODER)),
+        ("encoder static int8 (the export's)", onnx_dir / ENCODER_INT8),
     ]:
         sess = session(path, 2)
         row = {"graph": label}
@@ -365,7 +349,10 @@ def graph_variants(artifact: str, out_dir: Path) -> list[dict]:
         ("decoder step fp32", step),
         ("decoder step weight-only 8-bit, blocks of 32", weight_only(step, 8, 32)),
         ("decoder step weight-only 4-bit, blocks of 32", weight_only(step, 4, 32)),
-        ("decoder step weight-only 8-bit, blocks of 128 (the export's)", weight_only(step, 8, 128)),
+        (
+            "decoder step weight-only 8-bit, blocks of 128 (the export's)",
+            onnx_dir / DECODER_STEP_INT8,
+        ),
     ]:
         sess = session(path, 2)
         row = {"graph": label}

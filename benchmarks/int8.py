@@ -31,6 +31,7 @@ from training.export import (
     keeps_fp32,
     quantize_int8,
     quantize_static_int8,
+    quantize_weight_only,
 )
 
 
@@ -72,25 +73,7 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str]) -> di
         # each row of activations on its own (per block of the inner dimension) and runs
         # an int8 GEMM, so a query's answer does not depend on what is batched with it.
         def run(dst):
-            import onnx
-            from onnxruntime.quantization.matmul_nbits_quantizer import (
-                DefaultWeightOnlyQuantConfig,
-                MatMulNBitsQuantizer,
-            )
-
-            config = DefaultWeightOnlyQuantConfig(
-                block_size=block, is_symmetric=True, accuracy_level=accuracy_level, bits=8
-            )
-            q = MatMulNBitsQuantizer(
-                onnx.load(str(fp32)),
-                bits=8,
-                block_size=block,
-                is_symmetric=True,
-                accuracy_level=accuracy_level,
-                algo_config=config,
-            )
-            q.process()
-            q.model.save_model_to_file(str(dst), use_external_data_format=False)
+            quantize_weight_only(fp32, dst, block_size=block, accuracy_level=accuracy_level)
 
         return run
 

@@ -8,6 +8,7 @@ simple enough not to need it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Iterable, Iterator
@@ -99,6 +100,50 @@ def keeps_fp32(node_name: str) -> bool:
     return "/output/dense/" in node_name and "/attention/" not in node_name
 
 
+@contextlib.contextmanager
+def _quiet_quantiser():
+    """ONNX Runtime's quantisers log every tensor or MatMul at INFO on the root logger: keep
+    the training log readable while they run."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_weight_only(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    bits: int = 8,
+    block_size: int = 128,
+    accuracy_level: int = 4,
+) -> Path:
+    """Weight-only int8 (or int4) MatMuls (MatMulNBits): weights in blocks with their own
+    scales; at accuracy level 4 ONNX Runtime quantises each row of activations on its own at
+    run time and runs an int8 GEMM, so a row's result does not depend on its batch. The
+    generator's decoder step uses the defaults (training.generator_export); benchmarks.int8
+    and benchmarks.generator try others."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    settings = dict(
+        block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, bits=bits
+    )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(src)), algo_config=DefaultWeightOnlyQuantConfig(**settings), **settings
+    )
+    with _quiet_quantiser():
+        quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+    return Path(dst)
+
+
 def quantize_int8(
     src: str | Path, dst: str | Path, batches: Iterable[dict[str, np.ndarray]]
 ) -> Path:
@@ -152,35 +197,28 @@ def quantize_static_int8(
             b = next(self.it, None)
             return None if b is None else {k: b[k] for k in ("input_ids", "attention_mask")}
 
-    # The quantiser logs every tensor at INFO on the root logger, and advises shape-inference
-    # pre-processing (done here): keep the training log readable.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            pre = Path(tmp) / "pre.onnx"
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            kept = [
-                n.name
-                for n in onnx.load(str(pre)).graph.node
-                if n.op_type == "MatMul" and keep is not None and keep(n.name)
-            ]
-            quantize_static(
-                str(pre),
-                str(dst),
-                Reader(),
-                quant_format=quant_format,
-                per_channel=True,
-                activation_type=activation_type,
-                weight_type=QuantType.QInt8,
-                calibrate_method=method,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=kept,
-                extra_options=extra_options or {},
-            )
-    finally:
-        root.setLevel(level)
+    # The quantiser advises shape-inference pre-processing (done here).
+    with _quiet_quantiser(), tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        kept = [
+            n.name
+            for n in onnx.load(str(pre)).graph.node
+            if n.op_type == "MatMul" and keep is not None and keep(n.name)
+        ]
+        quantize_static(
+            str(pre),
+            str(dst),
+            Reader(),
+            quant_format=quant_format,
+            per_channel=True,
+            activation_type=activation_type,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=kept,
+            extra_options=extra_options or {},
+        )
     return Path(dst)
 
 

@@ -1,7 +1,7 @@
 """Re-evaluate a generator artifact on its test examples, as the service would run it.
 
     python -m training.generator_eval --artifact OUT [--num-beams 4] [--quantize int8]
-                                      [--backend torch|onnx]
+                                      [--backend auto|onnx|onnx-int8|torch]
 
 The test examples are rebuilt from CLINC150 with the artifact's own data arguments and seed
 (and their checksum compared with the manifest's), so a changed check or decoding setting
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from services.generator.model import MANIFEST, read_manifest
+from services.generator.model import BACKENDS, MANIFEST, read_manifest
 from training.data import load_pack_data
 from training.generator import GenerationArguments, evaluate_artifact, write_test_replies
 from training.response_data import build_examples
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "onnx", "onnx-int8", "torch"],
+        choices=BACKENDS,
         help="the ONNX decoder or torch generate (auto: as the service chooses)",
     )
     p.add_argument("--latency-samples", type=int, default=40)

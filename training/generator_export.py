@@ -273,30 +273,16 @@ def quantize_generator(onnx_dir: Path, tokenize, sources: list[str], max_length:
     `sources`. A decoding step at small batches is bound by reading its weights: 8-bit
     weights in blocks, activations quantised per row at run time. Both give a request the
     same reply in any batch (fixed scales; per-row scales)."""
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
+    from training.export import (
+        calibration_batches,
+        calibration_texts,
+        quantize_int8,
+        quantize_weight_only,
     )
-
-    from training.export import calibration_batches, calibration_texts, quantize_int8
 
     batches = calibration_batches(tokenize, calibration_texts(sources), max_length)
     quantize_int8(onnx_dir / ENCODER, onnx_dir / ENCODER_INT8, batches)
-    settings = dict(block_size=128, is_symmetric=True, accuracy_level=4, bits=8)
-    quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(onnx_dir / DECODER_STEP)),
-        algo_config=DefaultWeightOnlyQuantConfig(**settings),
-        **settings,
-    )
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantiser logs each MatMul at INFO
-    try:
-        quantizer.process()
-    finally:
-        root.setLevel(level)
-    quantizer.model.save_model_to_file(str(onnx_dir / DECODER_STEP_INT8))
+    quantize_weight_only(onnx_dir / DECODER_STEP, onnx_dir / DECODER_STEP_INT8)
 
 
 def add_onnx(artifact_dir: str | Path, train_sources: list[str], val_examples: list) -> dict:

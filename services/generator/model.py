@@ -199,6 +199,8 @@ class GeneratorModel:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.artifact_dir / MODEL_DIR))
+        tok = self.tokenizer
+        self._stop_ids = {tok.pad_token_id, tok.eos_token_id, tok.sep_token_id} - {None}
         gen = self.manifest.get("generation", {})
         self.max_source_length = int(gen.get("max_source_length", 96))
         self.no_repeat_ngram_size = int(gen.get("no_repeat_ngram_size", 3))
@@ -231,10 +233,8 @@ class GeneratorModel:
             if not agreement_holds(self.manifest):
                 candidates = []
             backend = next((k for k in candidates if not why_not(k)), "torch")
-        elif backend != "torch" and why_not(backend):
-            raise ArtifactError(
-                f"{artifact_dir}: the {backend} backend cannot serve it: {why_not(backend)}"
-            )
+        elif backend != "torch" and (reason := why_not(backend)):
+            raise ArtifactError(f"{artifact_dir}: the {backend} backend cannot serve it: {reason}")
         self.backend = backend
         self._model = None
         try:
@@ -258,8 +258,8 @@ class GeneratorModel:
         hf_logging.disable_progress_bar()
         model = AutoModelForSeq2SeqLM.from_pretrained(str(self.artifact_dir / MODEL_DIR))
         model = model.to(self.device).eval()
-        if self._vocab is not None:
-            self._vocab = compact_decoder(
+        if self._vocab is not None:  # the same ids as self._vocab
+            compact_decoder(
                 model, self.manifest["generation"]["decoder_vocabulary"], self.tokenizer
             )
         if self.quantize == "int8":
@@ -356,13 +356,8 @@ class GeneratorModel:
         generated): cut at its budget and its first stop token."""
         if self._vocab is not None:
             row = self._vocab[torch.tensor(row, dtype=torch.long)].tolist()  # compact -> tokenizer
-        stop = {
-            self.tokenizer.pad_token_id,
-            self.tokenizer.eos_token_id,
-            self.tokenizer.sep_token_id,
-        } - {None}
         row = row[:limit]
-        n = next((i + 1 for i, tok in enumerate(row) if tok in stop), len(row))
+        n = next((i + 1 for i, tok in enumerate(row) if tok in self._stop_ids), len(row))
         text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
         return clean_output(text, self.domain), n
 

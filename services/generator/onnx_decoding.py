@@ -8,6 +8,7 @@ the per-step Python of a generic `generate` and eager PyTorch. Beam search stays
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,12 @@ class NoRepeatNGrams:
         self.size = size
         self.seen: dict[tuple[int, ...], set[int]] = {}
 
-    def banned(self, tokens: list[int]) -> frozenset[int]:
+    def banned(self, tokens: list[int]) -> AbstractSet[int]:
+        """The tokens that may not follow `tokens` (a read-only view: called every step)."""
         n = self.size
         if n <= 0 or len(tokens) + 1 < n:
             return frozenset()
-        return frozenset(self.seen.get(tuple(tokens[len(tokens) - n + 1 :]), ()))
+        return self.seen.get(tuple(tokens[len(tokens) - n + 1 :]), frozenset())
 
     def add(self, tokens: list[int]) -> None:
         """Record the n-gram that `tokens`' last token completes."""
@@ -82,16 +84,16 @@ class OnnxGreedyDecoder:
         self.step = session(decoder_step, threads)
         self.start_id, self.end_id, self.pad_id = start_id, end_id, pad_id
         self.no_repeat_ngram_size = no_repeat_ngram_size
-        inputs = {i.name for i in self.step.get_inputs()}
-        if "self_attention_mask" not in inputs:
+        inputs = self.step.get_inputs()
+        if "self_attention_mask" not in {i.name for i in inputs}:
             raise ValueError(
                 f"{decoder_step}: exported without self_attention_mask (an older export); "
                 "run python -m training.generator_export on the artifact again"
             )
-        self.cross_names = [i.name for i in self.step.get_inputs() if i.name.startswith("cross_")]
-        self.past_names = [i.name for i in self.step.get_inputs() if i.name.startswith("past_")]
-        shape = next(i.shape for i in self.step.get_inputs() if i.name.startswith("past_"))
-        self.heads, self.head_size = int(shape[1]), int(shape[3])
+        self.cross_names = [i.name for i in inputs if i.name.startswith("cross_")]
+        past = [i for i in inputs if i.name.startswith("past_")]
+        self.past_names = [i.name for i in past]
+        self.heads, self.head_size = int(past[0].shape[1]), int(past[0].shape[3])
 
     def batch(self) -> DecodingBatch:
         return DecodingBatch(self)
