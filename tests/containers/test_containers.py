@@ -163,6 +163,9 @@ def stack(models_volume, tmp_path_factory):
     publish = {
         "GATEWAY_PUBLISH": f"127.0.0.1:{ports['gateway']}",
         "PROMETHEUS_PUBLISH": f"127.0.0.1:{ports['prometheus']}",
+        # every test client shares one address: the default 120/minute would refuse the
+        # SIGTERM test's turns before the drain it is there to watch
+        "GATEWAY_RATE_LIMIT": "",
     }
     sock = tmp_path_factory.mktemp("api") / "podman.sock"
     checks = pm.HealthChecks()
