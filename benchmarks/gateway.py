@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmarks.http_load import REPO, free_port, rss_mb, server, wrk
+from benchmarks.http_load import checkout, free_port, rss_mb, server, wrk
 
 TEMPLATE_CORES = {
     "account_info",
@@ -39,19 +38,6 @@ def template_texts(n: int = 2000) -> list[str]:
     ]
     random.Random(0).shuffle(texts)
     return texts[:n]
-
-
-@contextlib.contextmanager
-def checkout(revision: str):
-    """A throwaway work tree of `revision` (a git worktree, removed afterwards)."""
-    path = Path(tempfile.mkdtemp(prefix="parlance-before-")) / "tree"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "-q", str(path), revision], cwd=REPO, check=True
-    )
-    try:
-        yield path
-    finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False)
 
 
 def run(classifier_artifact: str, seconds: int = 10, before: str | None = None) -> dict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.http_load import rss_mb, server
+from benchmarks.http_load import checkout, rss_mb, server
 from services.generator.model import GenerationRequest
 
 CONCURRENCY = 16
@@ -133,14 +133,20 @@ async def _load(url: str, bodies: list[dict], clients: int, seconds: float) -> d
 
 
 def bench_http(
-    artifact: str, bodies: list[dict], seconds: int, backend: str, continuous: bool = False
+    artifact: str,
+    bodies: list[dict],
+    seconds: int,
+    backend: str,
+    continuous: bool = False,
+    cwd: Path | None = None,
 ) -> dict:
+    """`cwd`: another checkout whose service is measured (an older revision, same run)."""
     env = {
         "GENERATOR_LOG_LEVEL": "WARNING",
         "GENERATOR_BACKEND": backend,
         "GENERATOR_CONTINUOUS_BATCHING": str(continuous).lower(),
     }
-    with server(["services.generator", "--artifact", artifact], env) as (url, pid):
+    with server(["services.generator", "--artifact", artifact], env, cwd=cwd) as (url, pid):
         asyncio.run(_load(url, bodies, 4, 3))  # warm-up
         rows = [asyncio.run(_load(url, bodies, c, seconds)) for c in (1, CONCURRENCY)]
         return {"rows": rows, "memory": rss_mb(pid)}
@@ -149,14 +155,26 @@ def bench_http(
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
-def run(artifact: str, seconds: int = 15) -> dict:
+def run(artifact: str, seconds: int = 15, before: str | None = None) -> dict:
     """Each backend's figures; the model benchmarks of the two interleaved with their
-    services' loads would share nothing, so they run one backend after the other."""
+    services' loads would share nothing, so they run one backend after the other.
+    `before`: a git revision whose generator service is measured too, on the same artifact
+    in the same run (the service as it was, with its own defaults)."""
     from services.generator.model import GeneratorModel
 
     bodies = test_requests()
     default = GeneratorModel(artifact).backend  # what GENERATOR_BACKEND=auto serves
+    old = {}
+    if before:
+        with checkout(before) as tree:
+            old = {
+                "before": {
+                    "revision": before,
+                    "http": bench_http(artifact, bodies, seconds, "auto", cwd=tree),
+                }
+            }
     return {
+        **old,
         "default": default,
         # the same backend with continuous batching (off by default): what it gives
         "continuous": bench_http(artifact, bodies, seconds, default, continuous=True),
@@ -248,6 +266,8 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     runs = [(b, result[b]["http"]) for b in BACKENDS]
+    if "before" in result:
+        runs.insert(0, (f"the service at {result['before']['revision']}", result["before"]["http"]))
     if "continuous" in result:
         runs.append((f"{result['default']}, continuous batching", result["continuous"]))
     for label, http in runs:
@@ -261,6 +281,7 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
             )
     default = result["default"]
     onnx, torch_ = by_c[default], by_c["torch"]
+    old_ = {r["clients"]: r for r in result["before"]["http"]["rows"]} if "before" in result else {}
     q = {b: result[b]["quality"]["model"] for b in BACKENDS}
     lines += [
         "",
@@ -270,6 +291,16 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         f"(ms) | {onnx[1]['p50_ms']:.1f} | <= 40 |",
         f"| replies/s at {CONCURRENCY} clients, {default} / torch (same run) | "
         f"{onnx[CONCURRENCY]['throughput'] / torch_[CONCURRENCY]['throughput']:.2f} | >= 2 |",
+        *(
+            [
+                f"| replies/s at {CONCURRENCY} clients, {default} / the service at "
+                f"{result['before']['revision']} (same run) | "
+                f"{onnx[CONCURRENCY]['throughput'] / old_[CONCURRENCY]['throughput']:.2f} "
+                "| >= 2 |"
+            ]
+            if old_
+            else []
+        ),
         f"| template exact match, {default} - torch (points) | "
         f"{100 * (q[default]['template_exact_match'] - q['torch']['template_exact_match']):+.2f}"
         " | within 0.5 |",
@@ -381,6 +412,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", default="artifacts/generator")
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument(
+        "--before", default=None, metavar="REV", help="also measure this revision's service"
+    )
     parser.add_argument("--output", default=None, help="also write the figures as JSON")
     parser.add_argument(
         "--variants", action="store_true", help="time the int8 variants of the two graphs only"
@@ -395,7 +429,7 @@ if __name__ == "__main__":
         if args.output:
             Path(args.output).write_text(json.dumps(rows, indent=2))
         raise SystemExit(0)
-    result = run(args.artifact, args.seconds)
+    result = run(args.artifact, args.seconds, args.before)
     manifest = json.loads((Path(args.artifact) / "manifest.json").read_text())
     print("\n".join(markdown(result, args.artifact, manifest)))
     if args.output:

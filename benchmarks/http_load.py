@@ -12,6 +12,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,3 +125,16 @@ def wrk(
         }
     )
     return row
+
+
+@contextmanager
+def checkout(revision: str):
+    """A throwaway work tree of `revision` (a git worktree, removed afterwards)."""
+    path = Path(tempfile.mkdtemp(prefix="parlance-before-")) / "tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "-q", str(path), revision], cwd=REPO, check=True
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False)

@@ -238,6 +238,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--gateway-before", default=None, metavar="REV", help="also measure this revision's gateway"
     )
+    p.add_argument(
+        "--generator-before",
+        default=None,
+        metavar="REV",
+        help="also measure this revision's generator service on the same artifact",
+    )
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per load level")
     p.add_argument("--skip-http", action="store_true")
     p.add_argument(
@@ -259,7 +265,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.generator_artifact:
         from benchmarks import generator as gen_bench
 
-        generator = (args.generator_artifact, gen_bench.run(args.generator_artifact))
+        generator = (
+            args.generator_artifact,
+            gen_bench.run(args.generator_artifact, before=args.generator_before),
+        )
     gateway = None
     if not args.skip_http:
         from benchmarks import gateway as gw_bench

@@ -1,6 +1,7 @@
-"""SIGTERM with turns in flight, on a real gateway process in front of the stand-in
-classifier (the point is the gateway's own shutdown, not the model): every turn it took on
-is answered before it exits, and its last log line says how many it took on and answered."""
+"""SIGTERM with work in flight. A real gateway process in front of the stand-in classifier
+(the point is the gateway's own shutdown, not the model): every turn it took on is answered
+before it exits, and its last log line says how many it took on and answered. A real
+classifier process under load: the same for its requests (the line every model service logs)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,18 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.servers import free_port, running
 
 
-def shutdown_line(log_text: str) -> dict:
+def shutdown_line(log_text: str, unit: str = "turns") -> dict:
+    """The last shutdown line of a service's JSON log: `unit`_started and `unit`_answered
+    (turns for the gateway, requests for the model services)."""
     for line in reversed(log_text.splitlines()):
-        if '"turns_started"' in line:
+        if f'"{unit}_started"' in line:
             return json.loads(line)
-    raise AssertionError("no shutdown line in the gateway's log:\n" + log_text[-3000:])
+    raise AssertionError(f"no shutdown line ({unit}) in the log:\n" + log_text[-3000:])
 
 
 def test_sigterm_answers_the_turns_in_flight_then_says_so(standin, tmp_path):
@@ -58,3 +62,41 @@ def test_sigterm_answers_the_turns_in_flight_then_says_so(standin, tmp_path):
     assert took >= 1.5  # it waited for the classifier's answers instead of cutting them off
     line = shutdown_line(log)
     assert line["turns_started"] == line["turns_answered"] == 5, line
+
+
+@pytest.mark.slow  # trains the small artifact
+def test_a_model_service_answers_its_requests_in_flight_then_says_so(small_artifact, tmp_path):
+    env = {"CLASSIFIER_ARTIFACT": str(small_artifact)}
+    statuses: list[int | str] = []
+    stop = threading.Event()
+    with running(["services.classifier"], env, tmp_path) as clf:
+
+        def client(i: int) -> None:
+            while not stop.is_set():
+                try:
+                    r = httpx.post(
+                        f"{clf.url}/v1/classify", json={"texts": [f"set a timer {i}"]}, timeout=30
+                    )
+                    statuses.append(r.status_code)
+                except httpx.ConnectError:
+                    statuses.append("refused")  # no connection: nothing was sent
+                except httpx.HTTPError as e:
+                    statuses.append(type(e).__name__)
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        clf.proc.send_signal(signal.SIGTERM)
+        code = clf.proc.wait(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join()
+        log = clf.log.read_text()
+    assert code in (0, -signal.SIGTERM), log[-3000:]
+    line = shutdown_line(log, "requests")
+    assert statuses.count(200) > 10
+    assert line["requests_started"] == line["requests_answered"], line
+    # each request taken on reached its client; the readiness probes are not counted
+    assert statuses.count(200) == line["requests_started"], (statuses, line)
+    assert set(statuses) <= {200, "refused", "RemoteProtocolError", "ReadError"}, statuses

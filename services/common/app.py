@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from services.common.errors import NotReady, error_responses, install_error_handlers
 from services.common.metrics import render_latest
-from services.common.middleware import ServiceMiddleware
+from services.common.middleware import RequestLedger, ServiceMiddleware
 from services.common.settings import ServiceSettings
 from services.common.swap import ModelHost
 
@@ -71,17 +71,21 @@ def build_app(
     middleware: Sequence[tuple[type, dict]] = (),
 ) -> FastAPI:
     """`middleware`: (class, options) pairs that run inside the common ServiceMiddleware
-    (so their answers still get a request id, the body limit and the HTTP metrics)."""
+    (so their answers still get a request id, the body limit and the HTTP metrics).
+    `app.state.ledger` counts the requests taken on and answered, probes aside."""
     app = FastAPI(title=title, version=version, lifespan=lifespan)
     app.state.ready = False
     app.state.settings = settings
+    app.state.ledger = RequestLedger()
     install_error_handlers(app)
     app.include_router(health_router)
     for router in routers:
         app.include_router(router)
     for cls, options in middleware:
         app.add_middleware(cls, **options)
-    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        ServiceMiddleware, max_body_bytes=settings.max_body_bytes, ledger=app.state.ledger
+    )
     return app
 
 
@@ -106,6 +110,9 @@ def model_lifespan(host: ModelHost, artifact: str, watch_s: float = 0.0):
             for task in tasks:
                 task.cancel()
             await host.stop()
+            # uvicorn has drained its connections by now: what a stop cost, in one line
+            message, fields = app.state.ledger.line("requests")
+            logger.info(message, extra=fields)
 
     return lifespan
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from starlette.exceptions import HTTPException
 
@@ -16,12 +17,42 @@ from services.common.errors import error_body
 from services.common.request_id import HEADER, new_request_id, set_request_id
 
 _HEADER_BYTES = HEADER.lower().encode()
+# Probes and scrapes: not work a caller waits for, so not in the ledger.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/ping", "/metrics"})
+
+
+@dataclass
+class RequestLedger:
+    """Requests taken on and requests answered, for a service's shutdown log line: after a
+    SIGTERM the two must be equal (uvicorn drains its connections before the lifespan ends;
+    a connection reset before the app read its request was never taken on, docs/deploy.md)."""
+
+    started: int = 0
+    answered: int = 0
+
+    def counting(self, send):
+        """`send` that notes the end of the response body."""
+
+        async def counted_send(message):
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.answered += 1
+
+        return counted_send
+
+    def line(self, what: str) -> tuple[str, dict]:
+        """The log message and its fields: `what` names the unit (requests, turns)."""
+        return (
+            f"shut down: {self.started} {what} taken on, {self.answered} answered",
+            {f"{what}_started": self.started, f"{what}_answered": self.answered},
+        )
 
 
 class ServiceMiddleware:
-    def __init__(self, app, max_body_bytes: int = 2_000_000):
+    def __init__(self, app, max_body_bytes: int = 2_000_000, ledger: RequestLedger | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.ledger = ledger
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -39,6 +70,9 @@ class ServiceMiddleware:
         started = time.perf_counter()
         status = {"code": 500}
         rid_header = (_HEADER_BYTES, rid.encode())
+        if self.ledger is not None and scope["path"] not in PROBE_PATHS:
+            self.ledger.started += 1
+            send = self.ledger.counting(send)
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":

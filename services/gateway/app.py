@@ -16,13 +16,14 @@ from parlance.pack import Pack, load_pack
 from parlance.review import CaptureRules, ReviewStore, parse_reasons
 from services.common.app import build_app
 from services.common.logging import configure_logging
+from services.common.middleware import RequestLedger
 from services.gateway import metrics, review_api
 from services.gateway.actions import WebhookCaller
 from services.gateway.api import router
 from services.gateway.capture import Recorder
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
-from services.gateway.security import Guard, GuardMiddleware, TurnLedger
+from services.gateway.security import Guard, GuardMiddleware
 from services.gateway.sessions import make_store
 from services.gateway.upstreams import Upstream
 
@@ -250,15 +251,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await closer()
             # uvicorn has drained its connections by now: what a stop cost, in one line.
-            logger.info(
-                "shut down: %d turns taken on, %d answered",
-                ledger.started,
-                ledger.answered,
-                extra={"turns_started": ledger.started, "turns_answered": ledger.answered},
-            )
+            message, fields = ledger.line("turns")
+            logger.info(message, extra=fields)
 
     guard = Guard(settings)
-    ledger = TurnLedger()
+    ledger = RequestLedger()
     app = build_app(
         title="Parlance gateway",
         version="1",

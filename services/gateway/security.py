@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import logging
 import time
-from dataclasses import dataclass
 
 from starlette.requests import Request
 
@@ -30,6 +29,7 @@ from services.common.errors import (
     Unauthorized,
     error_response,
 )
+from services.common.middleware import RequestLedger
 from services.gateway import metrics
 from services.gateway.config import GatewaySettings
 
@@ -104,26 +104,17 @@ ADMIN_PREFIX = "/v1/review/"
 TURN_PATHS = frozenset({"/v1/chat", "/v1/classify"})
 
 
-@dataclass
-class TurnLedger:
-    """Turns the gateway took on and turns it answered, for the shutdown log line: after a
-    SIGTERM the two must be equal (a connection reset before the app read its request was
-    never a turn; docs/deploy.md)."""
-
-    started: int = 0
-    answered: int = 0
-
-
 class GuardMiddleware:
     """Inside the common ServiceMiddleware, so a 401/429 still carries a request id and is
     counted in the HTTP metrics."""
 
-    def __init__(self, app, guard: Guard, max_in_flight: int, ledger: TurnLedger | None = None):
+    def __init__(self, app, guard: Guard, max_in_flight: int, ledger: RequestLedger | None = None):
         self.app = app
         self.guard = guard
         self.max_in_flight = max_in_flight
         self.in_flight = 0
-        self.ledger = ledger if ledger is not None else TurnLedger()
+        # turns taken on and answered (past the guard), for the shutdown line
+        self.ledger = ledger if ledger is not None else RequestLedger()
 
     async def __call__(self, scope, receive, send):
         if (
@@ -156,17 +147,8 @@ class GuardMiddleware:
         self.in_flight += 1
         self.ledger.started += 1
         metrics.TURNS_IN_FLIGHT.set(self.in_flight)
-        answered = False
-
-        async def send_and_note(message):
-            nonlocal answered
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                answered = True
-
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, self.ledger.counting(send))
         finally:
             self.in_flight -= 1
-            self.ledger.answered += answered
             metrics.TURNS_IN_FLIGHT.set(self.in_flight)

@@ -160,10 +160,13 @@ def pip_context(dest: Path) -> Path:
 BUILD = ["build", "--format", "docker", "--network", "host"]  # HEALTHCHECK: Docker format
 
 
-def build(target: str, tag: str, pip: Path) -> float:
-    """`podman build` of one docker/Dockerfile target from the stand-in base; seconds."""
+def build(target: str, tag: str, pip: Path, contexts: dict[str, Path] | None = None) -> float:
+    """`podman build` of one docker/Dockerfile target from the stand-in base; seconds.
+    `contexts`: further named build contexts (the Lambda classifier's `model`)."""
     t0 = time.perf_counter()
     args = ["--build-context", f"pip={pip}", "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}"]
+    for name, path in (contexts or {}).items():
+        args += ["--build-context", f"{name}={path}"]
     args += ["--build-arg", "TORCH_INDEX_URL="]
     podman(*BUILD, *args, "-f", "docker/Dockerfile", "--target", target, "-t", tag, str(REPO))
     return time.perf_counter() - t0

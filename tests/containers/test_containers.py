@@ -6,6 +6,8 @@ Timings and image sizes go to runs/containers.json (docs/deploy.md quotes one ru
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import subprocess
 import threading
@@ -42,13 +44,18 @@ def save_report() -> None:
 
 
 @pytest.fixture(scope="session")
-def images(tmp_path_factory):
+def pip_context(tmp_path_factory):
     if reason := pm.why_unusable():
         pytest.fail(reason)  # never a silent pass: CI must say why the images were not run
     REPORT["base_image_s"] = round(pm.ensure_base(), 1)
     if reason := pm.why_unusable():
         pytest.fail(reason)
-    pip = pm.pip_context(tmp_path_factory.mktemp("pip") / "ctx")
+    return pm.pip_context(tmp_path_factory.mktemp("pip") / "ctx")
+
+
+@pytest.fixture(scope="session")
+def images(pip_context):
+    pip = pip_context
     for target, tag in IMAGES.items():
         REPORT["built_s"][target] = round(pm.build(target, tag, pip), 1)
         REPORT["size_mb"][target] = round(pm.image_size_mb(tag))
@@ -179,6 +186,8 @@ def stack(models_volume, tmp_path_factory):
             assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
             # `up -d` waits for what the gateway depends on, not for the gateway itself
             wait_healthy(container("gateway"))
+            REPORT["stack_healthy_s"] = round(time.perf_counter() - t0, 1)
+            save_report()
             yield {
                 "gateway": f"http://127.0.0.1:{ports['gateway']}",
                 "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
@@ -209,8 +218,12 @@ def test_services_become_healthy_in_order(stack):
         started[s] = info["State"]["StartedAt"]
     trainer = pm.inspect(container("trainer"))["State"]
     assert trainer["Status"] == "exited" and trainer["ExitCode"] == 0
-    # the gateway starts only once both model services are healthy
+    # the model services start once the trainer has finished, the gateway once both are
+    # healthy (podman's timestamps: one format, one zone, so they compare as strings)
+    assert started["classifier"] > trainer["FinishedAt"] < started["generator"]
     assert started["gateway"] > started["classifier"] and started["gateway"] > started["generator"]
+    redis = pm.inspect(container("redis"))["State"]
+    assert redis["Status"] == "running" and started["gateway"] > redis["StartedAt"]
 
 
 def test_a_conversation_fills_a_form_and_gets_generated_replies(stack):
@@ -275,101 +288,244 @@ def chat_turns_handled(url: str) -> int:
     )
 
 
-def shutdown_ledger(name: str) -> dict:
-    """The gateway's last shutdown line: turns it took on and turns it answered."""
+def shutdown_ledger(name: str, unit: str = "turns") -> dict:
+    """A service's last shutdown line: what it took on and what it answered."""
     r = subprocess.run(
         ["podman", "logs", name], env=pm.env(), capture_output=True, text=True, timeout=60
     )
-    return shutdown_line(r.stdout + r.stderr)
+    return shutdown_line(r.stdout + r.stderr, unit)
 
 
-def test_sigterm_drains_in_flight_turns(stack):
-    """`podman stop` (SIGTERM, then SIGKILL after the grace period) of the gateway while
-    turns are in flight: every turn the gateway took on is answered and reaches its client,
-    the container exits 0. A connection the kernel accepted but the gateway had not read a
-    request from when it closed its socket is reset unread: the client sees a disconnect
-    for a turn that never started (counted, reported, docs/deploy.md)."""
-    url = stack["gateway"]
-    before = chat_turns_handled(url)
+@contextlib.contextmanager
+def clients_posting(url: str, body, n: int = 8):
+    """`n` threads posting `body(i, k)` to `url` in a loop until the block ends; yields the
+    outcomes so far: a status code, "refused" (no connection was made, so nothing was sent)
+    or the name of the error of a request that was sent and then lost."""
     results: list[int | str] = []
     stop = threading.Event()
 
     def client(i: int) -> None:
-        n = 0
+        k = 0
         while not stop.is_set():
             try:
-                r = httpx.post(
-                    f"{url}/v1/chat",
-                    json={"session_id": f"t{i}-{n}", "text": "start a timer for 2 minutes"},
-                    timeout=30,
-                )
-                results.append(r.status_code)
+                results.append(httpx.post(url, json=body(i, k), timeout=30).status_code)
             except (httpx.ConnectError, httpx.ConnectTimeout):
-                results.append("refused")  # no connection, so nothing was sent
+                results.append("refused")
             except httpx.HTTPError as e:
-                results.append(type(e).__name__)  # sent, then lost
-            n += 1
+                results.append(type(e).__name__)
+            k += 1
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
-    time.sleep(3)
-    t0 = time.perf_counter()
-    pm.podman("stop", "--time", "30", container("gateway"))
-    REPORT["gateway_stop_s"] = round(time.perf_counter() - t0, 2)
-    stop.set()
-    for t in threads:
-        t.join()
-    state = pm.inspect(container("gateway"))["State"]
-    ledger = shutdown_ledger(container("gateway"))
-    taken_on = ledger["turns_started"] - before
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def stop_under_load(name: str, url: str, body, unit: str, before: int = 0) -> tuple[dict, dict]:
+    """`podman stop` (SIGTERM, then SIGKILL after the grace period) of container `name` while
+    8 clients post to `url`: every request it took on is answered and reaches its client,
+    and it exits 0 within the grace period. A connection the kernel accepted but the service
+    had not read a request from when it closed its socket is reset unread: the client sees a
+    disconnect for a request that never started (counted, reported, docs/deploy.md).
+    `before`: what the service had taken on before. Returns (figures, container state)."""
+    with clients_posting(url, body) as results:
+        time.sleep(3)
+        t0 = time.perf_counter()
+        pm.podman("stop", "--time", "30", name)
+        stop_s = round(time.perf_counter() - t0, 2)
+    state = pm.inspect(name)["State"]
+    ledger = shutdown_ledger(name, unit)
+    taken_on = ledger[f"{unit}_started"] - before
     unanswered_sends = [r for r in results if r not in (200, "refused")]
-    REPORT["sigterm"] = {
+    figures = {
+        "stop_s": stop_s,
         "answered": results.count(200),
         "taken_on": taken_on,
-        "lost": ledger["turns_started"] - ledger["turns_answered"],
+        "lost": ledger[f"{unit}_started"] - ledger[f"{unit}_answered"],
         "reset_unread": len(unanswered_sends),
     }
-    save_report()
-    assert results.count(200) > 10
-    assert ledger["turns_answered"] == ledger["turns_started"], ledger  # none dropped
+    assert results.count(200) > 10, results
+    assert figures["lost"] == 0, ledger  # none dropped
     assert results.count(200) == taken_on, (results, taken_on)  # and each reached its client
     # the rest were sent but never read: only at the moment the socket closed
     assert set(unanswered_sends) <= {"RemoteProtocolError", "ReadError"}, unanswered_sends
-    assert len(unanswered_sends) <= len(threads), unanswered_sends
+    assert len(unanswered_sends) <= 8, unanswered_sends
     assert state["ExitCode"] == 0, state
-    assert REPORT["gateway_stop_s"] < 30
+    assert stop_s < 30
+    return figures, state
+
+
+def test_sigterm_drains_in_flight_turns(stack):
+    """The gateway of the running stack, stopped with turns in flight (stop_under_load),
+    then started again."""
+    url = stack["gateway"]
+    figures, _ = stop_under_load(
+        container("gateway"),
+        f"{url}/v1/chat",
+        lambda i, k: {"session_id": f"t{i}-{k}", "text": "start a timer for 2 minutes"},
+        "turns",
+        before=chat_turns_handled(url),
+    )
+    REPORT["gateway_stop_s"] = figures["stop_s"]
+    REPORT["sigterm"] = figures
+    save_report()
     assert stack["compose"]("start", "gateway").returncode == 0
     wait_healthy(container("gateway"))
 
 
-def test_the_gateway_lambda_image_answers_the_test_events(images, standin, tmp_path):
+MODEL_REQUESTS = {
+    "classifier": ("/v1/classify", lambda i, k: {"texts": [f"set a timer for {k % 50} minutes"]}),
+    "generator": (
+        "/v1/generate",
+        lambda i, k: {
+            "intent": "timers_and_alarms",
+            "text": f"set a timer for {k % 50} minutes",
+            "slots": {"duration": f"{k % 50} minutes"},
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("service", ["classifier", "generator"])
+def test_a_model_service_image_drains_its_requests_on_sigterm(images, models_volume, service):
+    """Each model image, run on its own (as the stack runs it: read-only, the models volume)
+    with its port published, stopped under load (stop_under_load)."""
+    name, port = f"{PROJECT}-drain-{service}", free_port()
+    pm.podman("rm", "-f", name, check=False)
+    pm.podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "-v",
+        f"{models_volume}:/opt/ml/model:ro",
+        "-e",
+        f"{service.upper()}_ARTIFACT=/opt/ml/model/{service}",
+        images[service],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while not ready(url):
+            assert time.monotonic() < deadline, pm.podman("logs", name)[-3000:]
+            time.sleep(1)
+        path, body = MODEL_REQUESTS[service]
+        figures, _ = stop_under_load(name, url + path, body, "requests")
+        REPORT.setdefault("sigterm_model_services", {})[service] = figures
+        save_report()
+    finally:
+        pm.podman("rm", "-f", name, check=False)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run_handler(image: str, handler: str, events: list[str], env: dict, out_dir) -> dict:
     """No Runtime Interface Emulator in any registry here: the image's own Python runs the
-    handler on the events tests/test_lambda.py uses (services.common.lambda_adapter)."""
-    events = pm.REPO / "tests" / "data" / "lambda"
-    tmp_path.chmod(0o777)
-    env = {
-        "CLASSIFIER_URL": standin.url,
-        "GENERATOR_URL": "http://127.0.0.1:9",
-        "GATEWAY_API_KEYS": "lambda-test-key",
-        "GATEWAY_RATE_LIMIT": "",
-    }
+    handler on the events tests/test_lambda.py uses (services.common.lambda_adapter), as
+    Lambda runs it: read-only, an unprivileged user, twice (a cold and a warm round)."""
+    out_dir.chmod(0o777)
     r = subprocess.run(
         ["podman", "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp"]
-        + ["-v", f"{events}:/events:ro", "-v", f"{tmp_path}:/out", "--entrypoint", "python"]
+        + ["-v", f"{pm.REPO / 'tests' / 'data' / 'lambda'}:/events:ro"]
+        + ["-v", f"{out_dir}:/out", "--entrypoint", "python"]
         + [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
-        + [images["gateway-lambda"], "-m", "services.common.lambda_adapter"]
-        + ["services.gateway.lambda_handler", "/events/chat.json", "/events/chat_no_key.json"]
-        + ["--output", "/out/r.json"],
+        + [image, "-m", "services.common.lambda_adapter", handler]
+        + [f"/events/{e}" for e in events]
+        + ["--repeat", "2", "--output", "/out/r.json"],
         env=pm.env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads((tmp_path / "r.json").read_text())
-    chat, no_key = [c["response"] for c in out["invocations"]]
-    assert chat["statusCode"] == 200 and no_key["statusCode"] == 401
-    assert out["torch_imported"] is False
-    probe = run_in(images["gateway-lambda"], "import awslambdaric, mangum; print('ok')")
-    assert probe.stdout.strip() == "ok", probe.stderr
+    out = json.loads((out_dir / "r.json").read_text())
+    assert out["torch_imported"] is False  # neither Lambda image ships torch
+    probe = run_in(image, "import awslambdaric, mangum, os; print(os.getuid())")
+    assert probe.stdout.strip() == "10001", probe.stderr
+    return out
+
+
+def lambda_body(response: dict) -> dict:
+    body = response["body"]
+    if response.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return json.loads(body)
+
+
+def test_the_gateway_lambda_image_answers_the_test_events(images, standin, tmp_path):
+    env = {
+        "CLASSIFIER_URL": standin.url,
+        "GENERATOR_URL": "http://127.0.0.1:9",
+        "GATEWAY_API_KEYS": "lambda-test-key",
+        "GATEWAY_RATE_LIMIT": "",
+    }
+    events = ["chat.json", "chat_no_key.json", "labels.json", "healthz.json"]
+    out = run_handler(
+        images["gateway-lambda"], "services.gateway.lambda_handler", events, env, tmp_path
+    )
+    calls = [c["response"] for c in out["invocations"]]
+    chat, no_key, labels, health = calls[:4]
+    assert chat["statusCode"] == 200, chat
+    assert lambda_body(chat)["state"]["active_form"] == "money_transfer"
+    assert no_key["statusCode"] == 401
+    assert labels["statusCode"] == 200 and "core_intents" in json.dumps(lambda_body(labels))
+    assert health["statusCode"] == 200
+    assert [c["statusCode"] for c in calls[4:]] == [200, 401, 200, 200]  # the warm round
+    assert "lambda-test-key" not in json.dumps(out)
+
+
+def test_the_classifier_lambda_image_answers_the_test_events(pip_context, models_volume, tmp_path):
+    """The classifier's Lambda image, built with the small artifact of the models volume as
+    its `model` build context (Lambda has no volumes: the model is baked in)."""
+    tmp_path.chmod(0o777)
+    pm.podman(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{models_volume}:/m:ro",
+        "-v",
+        f"{tmp_path}:/out",
+        "--entrypoint",
+        "cp",
+        IMAGES["gateway"],
+        "-r",
+        "/m/classifier",
+        "/out/model",
+    )
+    tag = "localhost/parlance-classifier-lambda:latest"
+    REPORT["built_s"]["classifier-lambda"] = round(
+        pm.build("classifier-lambda", tag, pip_context, {"model": tmp_path / "model"}), 1
+    )
+    REPORT["size_mb"]["classifier-lambda"] = round(pm.image_size_mb(tag))
+    save_report()
+    events = ["classify.json", "classify_base64.json", "classify_invalid.json", "healthz.json"]
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out = run_handler(tag, "services.classifier.lambda_handler", events, {}, runs)
+    calls = [c["response"] for c in out["invocations"]]
+    ok, b64, invalid, health = calls[:4]
+    assert ok["statusCode"] == 200, ok
+    predictions = lambda_body(ok)["predictions"]
+    assert [p["intent"] for p in predictions] == ["balance", "timer"]
+    assert lambda_body(b64)["predictions"][0]["intent"] == "book_flight"
+    assert invalid["statusCode"] == 422 and "texts" in json.dumps(lambda_body(invalid))
+    assert health["statusCode"] == 200
+    assert [c["statusCode"] for c in calls[4:]] == [200, 200, 422, 200]
+    assert lambda_body(calls[4])["predictions"] == predictions  # the warm instance agrees
