@@ -52,7 +52,7 @@ from services.classifier.modeling import (
     build_encoder,
 )
 from services.classifier.scoring import SCORES, FeatureStats, Scorer
-from training import calibration, export, slot_tagging
+from training import calibration, export, slot_tagging, weight_averaging
 from training.cli import ensure_min_steps, parse_with_presets, quiet_libraries
 from training.data import HUB_CONFIGS, OOS, VARIANT_FILES, ClincData, load_pack_data
 from training.evaluate import evaluate_artifact, write_report
@@ -142,6 +142,14 @@ class ModelArguments:
         default=0.0, metadata={"help": "cosine head: additive margin (CosFace)"}
     )
     max_seq_length: int = field(default=64, metadata={"help": "tokens per query (truncation)"})
+    average_last_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "keep the weights of the last N epochs and serve the best on val of the "
+            "best single epoch and the means of the last 2..N (training/weight_averaging.py); "
+            "0 or 1: off"
+        },
+    )
     slot_tagger: str = field(
         default="auto",
         metadata={
@@ -175,6 +183,8 @@ class ModelArguments:
             raise ValueError("--label_smoothing must be in [0, 1)")
         if self.slot_tagger not in ("auto", "yes", "no", "silver"):
             raise ValueError("--slot_tagger must be auto, yes, no or silver")
+        if self.average_last_epochs < 0:
+            raise ValueError("--average_last_epochs must be 0 (off) or more")
 
 
 @dataclass
@@ -822,9 +832,15 @@ def main(argv: list[str] | None = None) -> dict:
     if tags and targs.metric_for_best_model in ("accuracy", "eval_accuracy"):
         targs.metric_for_best_model = "joint"  # the epoch best at intents and slots
 
+    snapshots = (
+        weight_averaging.EpochSnapshots(margs.average_last_epochs)
+        if margs.average_last_epochs > 1
+        else None
+    )
     trainer = Trainer(
         model=model,
         args=targs,
+        callbacks=[snapshots] if snapshots else None,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["val"],
         processing_class=tokenizer,
@@ -836,6 +852,12 @@ def main(argv: list[str] | None = None) -> dict:
     train_result = trainer.train()
     trainer.save_metrics("train", train_result.metrics)
     val_metrics = trainer.evaluate()
+    averaging = None
+    if snapshots:
+        averaging = weight_averaging.choose(
+            trainer, snapshots, targs.metric_for_best_model, val_metrics
+        )
+        val_metrics = averaging.pop("val_metrics")
     train_seconds = time.time() - started
     logger.info("best val (argmax): %s", val_metrics)
     if not trainer.is_world_process_zero():
@@ -909,6 +931,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds": round(train_seconds, 1),
             "steps": train_result.global_step,
             "continued_from": continuation.to_manifest() if continuation else None,
+            "weight_averaging": averaging,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(),
             "processes": targs.world_size,  # > 1 under torchrun / accelerate launch

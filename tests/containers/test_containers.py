@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import subprocess
 import threading
 import time
@@ -208,6 +209,14 @@ def container(service: str) -> str:
     return f"{PROJECT}_{service}_1"
 
 
+def moment(podman_time: str) -> tuple[str, str, str]:
+    """A podman timestamp ("2026-12-07T01:20:00.12345Z" or "2026-12-07 01:20:00.12345
+    +0000 UTC"; its fraction drops trailing zeros) as a tuple that orders correctly."""
+    m = re.match(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:\.(\d+))?", podman_time)
+    assert m, podman_time
+    return m[1], m[2], (m[3] or "").ljust(9, "0")
+
+
 def test_services_become_healthy_in_order(stack):
     started = {}
     for s in ("classifier", "generator", "gateway"):
@@ -215,15 +224,17 @@ def test_services_become_healthy_in_order(stack):
         assert info["State"]["Health"]["Status"] == "healthy", (s, info["State"])
         assert info["Config"]["User"] == "10001"
         assert info["HostConfig"]["ReadonlyRootfs"] is True, s
-        started[s] = info["State"]["StartedAt"]
+        started[s] = moment(info["State"]["StartedAt"])
     trainer = pm.inspect(container("trainer"))["State"]
     assert trainer["Status"] == "exited" and trainer["ExitCode"] == 0
     # the model services start once the trainer has finished, the gateway once both are
-    # healthy (podman's timestamps: one format, one zone, so they compare as strings)
-    assert started["classifier"] > trainer["FinishedAt"] < started["generator"]
+    # healthy and Redis runs
+    finished = moment(trainer["FinishedAt"])
+    assert started["classifier"] > finished and started["generator"] > finished
     assert started["gateway"] > started["classifier"] and started["gateway"] > started["generator"]
     redis = pm.inspect(container("redis"))["State"]
-    assert redis["Status"] == "running" and started["gateway"] > redis["StartedAt"]
+    assert redis["Health"]["Status"] == "healthy", redis
+    assert started["gateway"] > moment(redis["StartedAt"])
 
 
 def test_a_conversation_fills_a_form_and_gets_generated_replies(stack):

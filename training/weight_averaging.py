@@ -1,0 +1,78 @@
+"""Averaged weights of the last epochs (checkpoint averaging, as in SWA: Izmailov et al.,
+2018), chosen on val against the best single epoch.
+
+Fine-tuning ends in a region where neighbouring epochs' weights differ mostly by noise of the
+last steps; their mean tends to sit in a flatter part of the loss surface and to generalise
+a little better than any one of them. The callback keeps a copy of the trainable weights at
+each epoch's end (a few hundred MB for the cpu preset's encoder); `choose` evaluates the
+means of the last k epochs on val and keeps the best candidate, the best single epoch (what
+`load_best_model_at_end` restored) included, so averaging can never be chosen over a better
+epoch on val. The test split plays no part."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+class EpochSnapshots(TrainerCallback):
+    """The trainable weights at the end of each of the last `keep` epochs, on the CPU."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.snapshots: list[tuple[float, dict[str, torch.Tensor]]] = []
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        weights = {
+            name: p.detach().to("cpu", torch.float32, copy=True)
+            for name, p in model.named_parameters()
+            if p.requires_grad
+        }
+        self.snapshots = [*self.snapshots, (round(state.epoch or 0.0, 2), weights)][-self.keep :]
+
+
+def mean_of(snapshots: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.stack([s[name] for s in snapshots]).mean(0) for name in snapshots[0]}
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+def choose(trainer, snapshots: EpochSnapshots, metric: str, best: dict) -> dict:
+    """Evaluate the mean of the last k epochs (k = 2 .. all kept) on val and leave the model
+    with the best candidate's weights; `best`: the val metrics of the model as it is (the
+    best single epoch). Returns a summary for the manifest, with the chosen val metrics."""
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    model = trainer.model
+    current = {
+        name: p.detach().to("cpu", torch.float32, copy=True)
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+    candidates = {"best epoch": (best, current)}
+    for k in range(2, len(snapshots.snapshots) + 1):
+        last = snapshots.snapshots[-k:]
+        weights = mean_of([w for _, w in last])
+        load_weights(model, weights)
+        label = f"mean of epochs {last[0][0]:g}-{last[-1][0]:g}"
+        candidates[label] = (trainer.evaluate(), weights)
+        logger.info("%s: val %s %.4f", label, metric, candidates[label][0][key])
+    # ties go to the simpler model (dicts keep insertion order; max keeps the first)
+    chosen = max(candidates, key=lambda c: candidates[c][0][key])
+    metrics, weights = candidates[chosen]
+    load_weights(model, weights)
+    logger.info("weights: %s (val %s %.4f)", chosen, metric, metrics[key])
+    return {
+        "chosen": chosen,
+        "metric": key,
+        "val": {label: round(m[key], 6) for label, (m, _) in candidates.items()},
+        "val_metrics": metrics,
+    }
