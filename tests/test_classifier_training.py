@@ -49,6 +49,19 @@ def test_manifest_follows_the_contract(small_artifact):
         assert (small_artifact / f).is_file(), f
 
 
+def test_the_served_weights_are_the_best_on_val_of_the_last_epochs_and_their_means(
+    small_artifact,
+):
+    m = json.loads((small_artifact / "manifest.json").read_text())
+    averaging = m["training"]["weight_averaging"]
+    val = averaging["val"]
+    assert set(val) == {"best epoch", "mean of epochs 2-3", "mean of epochs 1-3"}
+    assert val[averaging["chosen"]] == max(val.values())
+    # the figures recorded for the artifact are those of the chosen weights
+    served = m["training"]["val_argmax"]["eval_accuracy"]
+    assert served == pytest.approx(val[averaging["chosen"]], abs=1e-6)
+
+
 def test_beats_chance_by_a_wide_margin(small_artifact):
     m = json.loads((small_artifact / "manifest.json").read_text())
     # 8 intents + oos: chance is ~11 %. A model that learnt nothing could not pass this.
