@@ -26,6 +26,12 @@ def snapshot_at(snaps: EpochSnapshots, model: torch.nn.Module, epoch: float) -> 
     snaps.on_epoch_end(None, SimpleNamespace(epoch=epoch), None, model=model)
 
 
+def two_class_trainer() -> Evaluating:
+    """A 2 x 2 linear model, judged on the two unit vectors as classes 0 and 1."""
+    model = torch.nn.Linear(2, 2, bias=False)
+    return Evaluating(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+
+
 def test_only_the_last_epochs_are_kept_as_copies():
     model = torch.nn.Linear(2, 2)
     snaps = EpochSnapshots(keep=2)
@@ -41,10 +47,8 @@ def test_only_the_last_epochs_are_kept_as_copies():
 
 def test_the_mean_is_chosen_only_where_val_says_it_is_better():
     # Two epochs that each get half the val set wrong; their mean gets it all right.
-    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    y = torch.tensor([0, 1])
-    model = torch.nn.Linear(2, 2, bias=False)
-    trainer = Evaluating(model, x, y)
+    trainer = two_class_trainer()
+    model = trainer.model
     snaps = EpochSnapshots(keep=3)
     for epoch, weight in ((1.0, [[2.0, 1.0], [0.0, 0.0]]), (2.0, [[0.0, 0.0], [1.0, 2.0]])):
         with torch.no_grad():
@@ -60,10 +64,8 @@ def test_the_mean_is_chosen_only_where_val_says_it_is_better():
 
 
 def test_a_tie_keeps_the_best_epoch():
-    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    y = torch.tensor([0, 1])
-    model = torch.nn.Linear(2, 2, bias=False)
-    trainer = Evaluating(model, x, y)
+    trainer = two_class_trainer()
+    model = trainer.model
     snaps = EpochSnapshots(keep=2)
     for epoch, scale in ((1.0, 1.0), (2.0, 3.0)):
         with torch.no_grad():

@@ -504,22 +504,9 @@ def test_the_classifier_lambda_image_answers_the_test_events(pip_context, models
     """The classifier's Lambda image, built with the small artifact of the models volume as
     its `model` build context (Lambda has no volumes: the model is baked in)."""
     tmp_path.chmod(0o777)
-    pm.podman(
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        f"{models_volume}:/m:ro",
-        "-v",
-        f"{tmp_path}:/out",
-        "--entrypoint",
-        "cp",
-        IMAGES["gateway"],
-        "-r",
-        "/m/classifier",
-        "/out/model",
-    )
+    copy_out = f"run --rm --network none -v {models_volume}:/m:ro -v {tmp_path}:/out"
+    copy_out += f" --entrypoint cp {IMAGES['gateway']} -r /m/classifier /out/model"
+    pm.podman(*copy_out.split())
     tag = "localhost/parlance-classifier-lambda:latest"
     REPORT["built_s"]["classifier-lambda"] = round(
         pm.build("classifier-lambda", tag, pip_context, {"model": tmp_path / "model"}), 1
