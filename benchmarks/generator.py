@@ -146,6 +146,7 @@ def bench_http(
         "GENERATOR_BACKEND": backend,
         "GENERATOR_CONTINUOUS_BATCHING": str(continuous).lower(),
     }
+    artifact = str(Path(artifact).resolve())  # the same artifact from another checkout too
     with server(["services.generator", "--artifact", artifact], env, cwd=cwd) as (url, pid):
         asyncio.run(_load(url, bodies, 4, 3))  # warm-up
         rows = [asyncio.run(_load(url, bodies, c, seconds)) for c in (1, CONCURRENCY)]
