@@ -78,7 +78,7 @@ def test_a_model_service_answers_its_requests_in_flight_then_says_so(small_artif
                         f"{clf.url}/v1/classify", json={"texts": [f"set a timer {i}"]}, timeout=30
                     )
                     statuses.append(r.status_code)
-                except httpx.ConnectError:
+                except (httpx.ConnectError, httpx.ConnectTimeout):
                     statuses.append("refused")  # no connection: nothing was sent
                 except httpx.HTTPError as e:
                     statuses.append(type(e).__name__)

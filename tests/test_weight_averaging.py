@@ -74,3 +74,23 @@ def test_a_tie_keeps_the_best_epoch():
     summary = choose(trainer, snaps, "eval_accuracy", trainer.evaluate())
     assert summary["chosen"] == "best epoch"  # the mean is as good, not better
     assert torch.allclose(model.weight, torch.eye(2) * 3.0)
+
+
+class ErrorRate(Evaluating):
+    """A metric to minimise, as `--metric_for_best_model loss` is."""
+
+    def evaluate(self) -> dict:
+        return {"eval_loss": 1.0 - super().evaluate()["eval_accuracy"]}
+
+
+def test_a_metric_to_minimise_is_minimised():
+    model = torch.nn.Linear(2, 2, bias=False)
+    trainer = ErrorRate(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+    snaps = EpochSnapshots(keep=2)
+    for epoch, weight in ((1.0, [[2.0, 1.0], [0.0, 0.0]]), (2.0, [[0.0, 0.0], [1.0, 2.0]])):
+        with torch.no_grad():
+            model.weight.copy_(torch.tensor(weight))
+        snapshot_at(snaps, model, epoch)
+    summary = choose(trainer, snaps, "loss", trainer.evaluate(), greater_is_better=False)
+    assert summary["chosen"] == "mean of epochs 1-2"
+    assert summary["val"] == {"best epoch": 0.5, "mean of epochs 1-2": 0.0}

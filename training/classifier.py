@@ -859,7 +859,11 @@ def main(argv: list[str] | None = None) -> dict:
     averaging = None
     if snapshots:
         averaging = weight_averaging.choose(
-            trainer, snapshots, targs.metric_for_best_model, val_metrics
+            trainer,
+            snapshots,
+            targs.metric_for_best_model,
+            val_metrics,
+            greater_is_better=targs.greater_is_better is not False,
         )
         val_metrics = averaging.pop("val_metrics")
     train_seconds = time.time() - started

@@ -46,10 +46,15 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> No
             params[name].copy_(value.to(params[name].device, params[name].dtype))
 
 
-def choose(trainer, snapshots: EpochSnapshots, metric: str, best: dict) -> dict:
+def choose(
+    trainer, snapshots: EpochSnapshots, metric: str, best: dict, greater_is_better: bool = True
+) -> dict:
     """Evaluate the mean of the last k epochs (k = 2 .. all kept) on val and leave the model
     with the best candidate's weights; `best`: the val metrics of the model as it is (the
-    best single epoch). Returns a summary for the manifest, with the chosen val metrics."""
+    best single epoch); `metric` and `greater_is_better` as the Trainer picks its epoch.
+    Returns a summary for the manifest, with the chosen val metrics. With LoRA the factors
+    are averaged one by one (the mean of products is not the product of means): a
+    candidate like any other, judged on val."""
     key = metric if metric.startswith("eval_") else f"eval_{metric}"
     model = trainer.model
     current = {
@@ -65,8 +70,9 @@ def choose(trainer, snapshots: EpochSnapshots, metric: str, best: dict) -> dict:
         label = f"mean of epochs {last[0][0]:g}-{last[-1][0]:g}"
         candidates[label] = (trainer.evaluate(), weights)
         logger.info("%s: val %s %.4f", label, metric, candidates[label][0][key])
-    # ties go to the simpler model (dicts keep insertion order; max keeps the first)
-    chosen = max(candidates, key=lambda c: candidates[c][0][key])
+    # ties go to the simpler model (dicts keep insertion order; max and min keep the first)
+    pick = max if greater_is_better else min
+    chosen = pick(candidates, key=lambda c: candidates[c][0][key])
     metrics, weights = candidates[chosen]
     load_weights(model, weights)
     logger.info("weights: %s (val %s %.4f)", chosen, metric, metrics[key])

@@ -30,15 +30,26 @@ class RequestLedger:
     started: int = 0
     answered: int = 0
 
-    def counting(self, send):
-        """`send` that notes the end of the response body."""
+    async def track(self, app, scope, receive, send) -> None:
+        """Run `app` on one request, counted: taken on now, answered when its response body
+        has been sent. An exception before any response counts as answered too: the
+        server's error middleware, outside every other layer, sends the 500 next."""
+        self.started += 1
+        response = {"started": False}
 
         async def counted_send(message):
+            if message["type"] == "http.response.start":
+                response["started"] = True
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 self.answered += 1
 
-        return counted_send
+        try:
+            await app(scope, receive, counted_send)
+        except Exception:
+            if not response["started"]:
+                self.answered += 1
+            raise
 
     def line(self, what: str) -> tuple[str, dict]:
         """The log message and its fields: `what` names the unit (requests, turns)."""
@@ -70,9 +81,6 @@ class ServiceMiddleware:
         started = time.perf_counter()
         status = {"code": 500}
         rid_header = (_HEADER_BYTES, rid.encode())
-        if self.ledger is not None and scope["path"] not in PROBE_PATHS:
-            self.ledger.started += 1
-            send = self.ledger.counting(send)
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
@@ -88,10 +96,13 @@ class ServiceMiddleware:
                     too_big = int(length) > self.max_body_bytes
                 except ValueError:
                     too_big = False
-            if too_big:
-                await self._reject_413(send_with_id)
+            handler = self._reject_413 if too_big else self.app
+            if self.ledger is not None and scope["path"] not in PROBE_PATHS:
+                await self.ledger.track(
+                    handler, scope, self._limited(receive, send_with_id), send_with_id
+                )
             else:
-                await self.app(scope, self._limited(receive, send_with_id), send_with_id)
+                await handler(scope, self._limited(receive, send_with_id), send_with_id)
         finally:
             metrics.HTTP_IN_FLIGHT.dec()
             route = scope.get("route")
@@ -117,7 +128,8 @@ class ServiceMiddleware:
 
         return wrapped
 
-    async def _reject_413(self, send):
+    async def _reject_413(self, scope, receive, send):
+        """An ASGI app of its own: the answer to a body declared too large."""
         body = json.dumps(
             error_body("payload_too_large", f"request body exceeds {self.max_body_bytes} bytes")
         ).encode()

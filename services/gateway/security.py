@@ -145,10 +145,9 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         self.in_flight += 1
-        self.ledger.started += 1
         metrics.TURNS_IN_FLIGHT.set(self.in_flight)
         try:
-            await self.app(scope, receive, self.ledger.counting(send))
+            await self.ledger.track(self.app, scope, receive, send)
         finally:
             self.in_flight -= 1
             metrics.TURNS_IN_FLIGHT.set(self.in_flight)
