@@ -282,7 +282,14 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
             )
     default = result["default"]
     onnx, torch_ = by_c[default], by_c["torch"]
-    old_ = {r["clients"]: r for r in result["before"]["http"]["rows"]} if "before" in result else {}
+    versus_before = []
+    if "before" in result:
+        old = {r["clients"]: r for r in result["before"]["http"]["rows"]}
+        versus_before.append(
+            f"| replies/s at {CONCURRENCY} clients, {default} / the service at "
+            f"{result['before']['revision']} (same run) | "
+            f"{onnx[CONCURRENCY]['throughput'] / old[CONCURRENCY]['throughput']:.2f} | >= 2 |"
+        )
     q = {b: result[b]["quality"]["model"] for b in BACKENDS}
     lines += [
         "",
@@ -292,16 +299,7 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         f"(ms) | {onnx[1]['p50_ms']:.1f} | <= 40 |",
         f"| replies/s at {CONCURRENCY} clients, {default} / torch (same run) | "
         f"{onnx[CONCURRENCY]['throughput'] / torch_[CONCURRENCY]['throughput']:.2f} | >= 2 |",
-        *(
-            [
-                f"| replies/s at {CONCURRENCY} clients, {default} / the service at "
-                f"{result['before']['revision']} (same run) | "
-                f"{onnx[CONCURRENCY]['throughput'] / old_[CONCURRENCY]['throughput']:.2f} "
-                "| >= 2 |"
-            ]
-            if old_
-            else []
-        ),
+        *versus_before,
         f"| template exact match, {default} - torch (points) | "
         f"{100 * (q[default]['template_exact_match'] - q['torch']['template_exact_match']):+.2f}"
         " | within 0.5 |",

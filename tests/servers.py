@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,3 +128,33 @@ def postgres_database():
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def clients_posting(url: str, body, n: int = 8):
+    """`n` threads posting `body(i, k)` to `url` in a loop until the block ends; yields the
+    outcomes so far: a status code, "refused" (no connection was made, so nothing was sent)
+    or the name of the error of a request that was sent and then lost."""
+    results: list[int | str] = []
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        k = 0
+        while not stop.is_set():
+            try:
+                results.append(httpx.post(url, json=body(i, k), timeout=30).status_code)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                results.append("refused")
+            except httpx.HTTPError as e:
+                results.append(type(e).__name__)
+            k += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        yield results
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.servers import free_port, running
+from tests.servers import clients_posting, free_port, running
 
 
 def shutdown_line(log_text: str, unit: str = "turns") -> dict:
@@ -67,31 +67,15 @@ def test_sigterm_answers_the_turns_in_flight_then_says_so(standin, tmp_path):
 @pytest.mark.slow  # trains the small artifact
 def test_a_model_service_answers_its_requests_in_flight_then_says_so(small_artifact, tmp_path):
     env = {"CLASSIFIER_ARTIFACT": str(small_artifact)}
-    statuses: list[int | str] = []
-    stop = threading.Event()
+
+    def body(i: int, k: int) -> dict:
+        return {"texts": [f"set a timer {i}"]}
+
     with running(["services.classifier"], env, tmp_path) as clf:
-
-        def client(i: int) -> None:
-            while not stop.is_set():
-                try:
-                    r = httpx.post(
-                        f"{clf.url}/v1/classify", json={"texts": [f"set a timer {i}"]}, timeout=30
-                    )
-                    statuses.append(r.status_code)
-                except (httpx.ConnectError, httpx.ConnectTimeout):
-                    statuses.append("refused")  # no connection: nothing was sent
-                except httpx.HTTPError as e:
-                    statuses.append(type(e).__name__)
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        time.sleep(1.0)
-        clf.proc.send_signal(signal.SIGTERM)
-        code = clf.proc.wait(timeout=30)
-        stop.set()
-        for t in threads:
-            t.join()
+        with clients_posting(f"{clf.url}/v1/classify", body, n=4) as statuses:
+            time.sleep(1.0)
+            clf.proc.send_signal(signal.SIGTERM)
+            code = clf.proc.wait(timeout=30)
         log = clf.log.read_text()
     assert code in (0, -signal.SIGTERM), log[-3000:]
     line = shutdown_line(log, "requests")

@@ -27,12 +27,17 @@ class EpochSnapshots(TrainerCallback):
         self.snapshots: list[tuple[float, dict[str, torch.Tensor]]] = []
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
-        weights = {
-            name: p.detach().to("cpu", torch.float32, copy=True)
-            for name, p in model.named_parameters()
-            if p.requires_grad
-        }
+        weights = trainable_weights(model)
         self.snapshots = [*self.snapshots, (round(state.epoch or 0.0, 2), weights)][-self.keep :]
+
+
+def trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A float32 copy on the CPU of the weights training changes."""
+    return {
+        name: p.detach().to("cpu", torch.float32, copy=True)
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 def mean_of(snapshots: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -57,12 +62,7 @@ def choose(
     candidate like any other, judged on val."""
     key = metric if metric.startswith("eval_") else f"eval_{metric}"
     model = trainer.model
-    current = {
-        name: p.detach().to("cpu", torch.float32, copy=True)
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
-    candidates = {"best epoch": (best, current)}
+    candidates = {"best epoch": (best, trainable_weights(model))}
     for k in range(2, len(snapshots.snapshots) + 1):
         last = snapshots.snapshots[-k:]
         weights = mean_of([w for _, w in last])

@@ -6,12 +6,9 @@ Timings and image sizes go to runs/containers.json (docs/deploy.md quotes one ru
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import re
 import subprocess
-import threading
 import time
 
 import httpx
@@ -20,10 +17,11 @@ import pytest
 from tests.conftest import GENERATOR_INTENTS, SMALL_INTENTS, clinc_dir
 from tests.containers import podman as pm
 from tests.flags import flags
-from tests.servers import free_port
+from tests.servers import clients_posting, free_port
 from tests.test_dashboard_prometheus import dashboard_traffic, panel_queries, query
 from tests.test_gateway_dialogue import Conversation
 from tests.test_gateway_shutdown import shutdown_line
+from tests.test_lambda import body_of
 
 pytestmark = pytest.mark.containers
 REPORT: dict = {"built_s": {}, "size_mb": {}}
@@ -307,36 +305,6 @@ def shutdown_ledger(name: str, unit: str = "turns") -> dict:
     return shutdown_line(r.stdout + r.stderr, unit)
 
 
-@contextlib.contextmanager
-def clients_posting(url: str, body, n: int = 8):
-    """`n` threads posting `body(i, k)` to `url` in a loop until the block ends; yields the
-    outcomes so far: a status code, "refused" (no connection was made, so nothing was sent)
-    or the name of the error of a request that was sent and then lost."""
-    results: list[int | str] = []
-    stop = threading.Event()
-
-    def client(i: int) -> None:
-        k = 0
-        while not stop.is_set():
-            try:
-                results.append(httpx.post(url, json=body(i, k), timeout=30).status_code)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                results.append("refused")
-            except httpx.HTTPError as e:
-                results.append(type(e).__name__)
-            k += 1
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    try:
-        yield results
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-
-
 def stop_under_load(name: str, url: str, body, unit: str, before: int = 0) -> tuple[dict, dict]:
     """`podman stop` (SIGTERM, then SIGKILL after the grace period) of container `name` while
     8 clients post to `url`: every request it took on is answered and reaches its client,
@@ -471,13 +439,6 @@ def run_handler(image: str, handler: str, events: list[str], env: dict, out_dir)
     return out
 
 
-def lambda_body(response: dict) -> dict:
-    body = response["body"]
-    if response.get("isBase64Encoded"):
-        body = base64.b64decode(body).decode()
-    return json.loads(body)
-
-
 def test_the_gateway_lambda_image_answers_the_test_events(images, standin, tmp_path):
     env = {
         "CLASSIFIER_URL": standin.url,
@@ -492,9 +453,9 @@ def test_the_gateway_lambda_image_answers_the_test_events(images, standin, tmp_p
     calls = [c["response"] for c in out["invocations"]]
     chat, no_key, labels, health = calls[:4]
     assert chat["statusCode"] == 200, chat
-    assert lambda_body(chat)["state"]["active_form"] == "money_transfer"
+    assert body_of(chat)["state"]["active_form"] == "money_transfer"
     assert no_key["statusCode"] == 401
-    assert labels["statusCode"] == 200 and "core_intents" in json.dumps(lambda_body(labels))
+    assert labels["statusCode"] == 200 and "core_intents" in json.dumps(body_of(labels))
     assert health["statusCode"] == 200
     assert [c["statusCode"] for c in calls[4:]] == [200, 401, 200, 200]  # the warm round
     assert "lambda-test-key" not in json.dumps(out)
@@ -520,10 +481,10 @@ def test_the_classifier_lambda_image_answers_the_test_events(pip_context, models
     calls = [c["response"] for c in out["invocations"]]
     ok, b64, invalid, health = calls[:4]
     assert ok["statusCode"] == 200, ok
-    predictions = lambda_body(ok)["predictions"]
+    predictions = body_of(ok)["predictions"]
     assert [p["intent"] for p in predictions] == ["balance", "timer"]
-    assert lambda_body(b64)["predictions"][0]["intent"] == "book_flight"
-    assert invalid["statusCode"] == 422 and "texts" in json.dumps(lambda_body(invalid))
+    assert body_of(b64)["predictions"][0]["intent"] == "book_flight"
+    assert invalid["statusCode"] == 422 and "texts" in json.dumps(body_of(invalid))
     assert health["statusCode"] == 200
     assert [c["statusCode"] for c in calls[4:]] == [200, 200, 422, 200]
-    assert lambda_body(calls[4])["predictions"] == predictions  # the warm instance agrees
+    assert body_of(calls[4])["predictions"] == predictions  # the warm instance agrees
