@@ -60,3 +60,70 @@ def test_without_a_gap_the_batch_waits_for_max_wait():
 
     waited, batches = asyncio.run(scenario())
     assert waited >= 0.14 and batches == [[1]]
+
+
+def test_two_workers_split_a_burst_and_run_both_halves_at_once():
+    """A burst of eight becomes two batches of four, and the two run side by side: each
+    waits at a barrier that only both together pass (one worker would time out there)."""
+    import threading
+
+    both = threading.Barrier(2, timeout=10)
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        both.wait()
+        return [i * 10 for i in items]
+
+    async def scenario():
+        batcher = Batcher(run, name="test", max_batch_size=8, max_wait_ms=200, workers=2)
+        await batcher.start()
+        try:
+            outs = await asyncio.gather(*(batcher.submit([i]) for i in range(8)))
+            return outs, batcher.idle
+        finally:
+            await batcher.stop()
+
+    outs, idle = asyncio.run(scenario())
+    assert outs == [[i * 10] for i in range(8)]
+    assert sorted(map(sorted, batches)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert idle
+
+
+def test_one_worker_keeps_a_burst_whole():
+    async def scenario():
+        batcher, batches = recording_batcher(max_batch_size=8, max_wait_ms=200)
+        await batcher.start()
+        try:
+            await asyncio.gather(*(batcher.submit([i]) for i in range(8)))
+            return batches
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) == [list(range(8))]
+
+
+def test_stopping_answers_the_batches_still_running():
+    """Callers of a batch cut off by stop() hear that the service is shutting down; none is
+    left waiting."""
+    import threading
+
+    from services.common.errors import NotReady
+
+    release = threading.Event()
+
+    def run(items: list[int]) -> list[int]:
+        release.wait(10)
+        return items
+
+    async def scenario():
+        batcher = Batcher(run, name="test", max_batch_size=2, workers=2)
+        await batcher.start()
+        calls = [asyncio.create_task(batcher.submit([i])) for i in range(4)]
+        await asyncio.sleep(0.2)  # two batches running, the rest queued
+        await batcher.stop()
+        release.set()
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, NotReady) for o in outcomes), outcomes

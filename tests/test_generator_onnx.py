@@ -5,7 +5,9 @@ and the service's choice of backend."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -187,6 +189,14 @@ def test_trained_artifact_is_served_by_onnx_with_generates_replies(small_generat
     # int8's scales are fixed (encoder) or per row (decoder step): a request's reply is the
     # same in any batch.
     assert [r.reply for r in int8.respond(reqs)] == [int8.respond([r])[0].reply for r in reqs]
+    # The service runs batches on several threads at once (one per core by default): the
+    # same replies as one at a time, whatever the interleaving.
+    assert auto.workers == len(os.sched_getaffinity(0)) and fp32.workers == auto.workers
+    assert by_torch.workers == 1
+    alone = [r.reply for r in int8.respond(reqs)]
+    with ThreadPoolExecutor(4) as pool:
+        rounds = list(pool.map(lambda _: [r.reply for r in int8.respond(reqs)], range(12)))
+    assert rounds == [alone] * 12
     # Beam search is torch's: configured, the torch backend serves; asked for per call on
     # the ONNX backend, the torch model loads and answers.
     assert GeneratorModel(small_generator, num_beams=2).backend == "torch"

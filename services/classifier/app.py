@@ -60,6 +60,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
             settings.int8_max_drop,
             settings.threads,
             settings.ort_spinning,
+            settings.workers,
         )
 
     def on_ready(model: ClassifierModel) -> None:

@@ -22,6 +22,9 @@ class ClassifierSettings(ModelServiceSettings):
     int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
     ort_spinning: bool = Field(True, description="ONNX Runtime worker threads spin when idle")
+    # Batches run at once on the ONNX backends, a thread each, one intra-op thread each
+    # unless `threads` says otherwise (services/common/batcher.py); torch: always 1.
+    workers: int = Field(1, ge=1, le=64)
     max_batch_size: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     max_queue: int = Field(512, ge=1)

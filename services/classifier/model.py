@@ -102,11 +102,17 @@ class ClassifierModel:
         int8_max_drop: float = 0.003,
         threads: int | None = None,
         ort_spinning: bool = True,
+        workers: int = 1,
     ):
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
         self.labels = self.artifact.labels
         kind = choose_backend(self.artifact, backend, int8_max_drop)
+        # Batches run side by side on ONNX sessions only (torch's thread pool is per calling
+        # thread); each worker then gets one intra-op thread unless told otherwise.
+        self.workers = workers if kind.startswith("onnx") else 1
+        if self.workers > 1 and threads is None:
+            threads = 1
         extra = {"spinning": ort_spinning} if kind.startswith("onnx") else {}
         self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
         self.version = self.artifact.version

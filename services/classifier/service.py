@@ -49,4 +49,5 @@ def make_batcher(
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
         executor=executor,
+        workers=model.workers,
     )

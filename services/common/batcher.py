@@ -1,10 +1,14 @@
 """Dynamic batching in the manner of text-embeddings-inference.
 
-A bounded queue, one task that owns it and forms batches, and a worker thread that runs the
-model; each item is answered on its own future. Batches form naturally while the model is
-busy; `max_wait_ms` optionally holds a non-full batch a little longer, and `max_gap_ms` ends
-that wait early when the arrivals pause. When the queue is full
-a request fails at once with `Overloaded` (429), it never waits forever.
+A bounded queue, one task that owns it and forms batches, and the worker thread(s) that run
+the model; each item is answered on its own future. Batches form naturally while the model
+is busy; `max_wait_ms` optionally holds a non-full batch a little longer, and `max_gap_ms`
+ends that wait early when the arrivals pause. When the queue is full a request fails at once
+with `Overloaded` (429), it never waits forever.
+
+`workers` > 1 runs that many batches at once, each on its own thread, while the next one
+forms: for models whose run is single-threaded and thread-safe (an ONNX Runtime session
+with one intra-op thread), where a core per batch does more than two cores on one batch.
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ I = TypeVar("I")  # noqa: E741 - item
 O = TypeVar("O")  # noqa: E741 - output
 
 
-def model_executor(name: str) -> ThreadPoolExecutor:
-    """The one thread a model runs on: loading, warm-up and every batch. One thread, because
-    torch's OpenMP pool is per calling thread: measured, a torch model first used from one
-    thread and then from another ran 1.9x slower on 2 cores (two thread teams contending);
-    and two concurrent batches would only contend for the cores anyway."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-model")
+def model_executor(name: str, workers: int = 1) -> ThreadPoolExecutor:
+    """The thread a model runs on: loading, warm-up and every batch. One thread for torch,
+    because its OpenMP pool is per calling thread: measured, a torch model first used from
+    one thread and then from another ran 1.9x slower on 2 cores (two thread teams
+    contending). More only for a model that says it runs batches side by side
+    (`Batcher(workers=...)`)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"{name}-model")
 
 
 class Batcher(Generic[I, O]):
@@ -45,9 +50,10 @@ class Batcher(Generic[I, O]):
         max_queue: int = 512,
         executor: ThreadPoolExecutor | None = None,
         max_gap_ms: float | None = None,
+        workers: int = 1,
     ):
-        if max_batch_size < 1 or max_queue < 1:
-            raise ValueError("max_batch_size and max_queue must be >= 1")
+        if max_batch_size < 1 or max_queue < 1 or workers < 1:
+            raise ValueError("max_batch_size, max_queue and workers must be >= 1")
         self.run_batch = run_batch
         self.name = name
         self.max_batch_size = max_batch_size
@@ -59,10 +65,15 @@ class Batcher(Generic[I, O]):
         self.max_queue = max_queue
         self._queue: asyncio.Queue[tuple[I, asyncio.Future, float]] | None = None
         self._task: asyncio.Task | None = None
-        self._busy = False  # a batch is on the model thread
-        # One model thread: the model itself uses the cores (intra-op threads); two
-        # concurrent batches would only contend for them.
-        self._executor = executor or model_executor(name)
+        self._busy = False  # a batch is forming or on a model thread
+        # By default one batch at a time: the model itself uses the cores (intra-op
+        # threads), and two concurrent batches would only contend for them.
+        self.workers = workers
+        self._slots: asyncio.Semaphore | None = None
+        self._free = workers  # workers with no batch
+        self._carry: list = []  # gathered items left to the next worker (_share)
+        self._running: dict[asyncio.Task, list] = {}  # batch task -> its futures
+        self._executor = executor or model_executor(name, workers)
         self._m_depth = metrics.QUEUE_DEPTH.labels(name)
         self._m_batch = metrics.BATCH_SIZE.labels(name)
         self._m_queue_s = metrics.QUEUE_SECONDS.labels(name)
@@ -77,18 +88,33 @@ class Batcher(Generic[I, O]):
     @property
     def idle(self) -> bool:
         """Nothing queued and no batch running: a retired batcher can stop."""
-        return not self._busy and (self._queue is None or self._queue.empty())
+        return (
+            not self._busy
+            and not self._running
+            and not self._carry
+            and (self._queue is None or self._queue.empty())
+        )
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.max_queue)
+        self._slots = asyncio.Semaphore(self.workers)
         self._task = asyncio.create_task(self._loop(), name=f"{self.name}-batcher")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._running) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        # Fail whatever is still queued rather than leaving callers hanging.
+                await task
+        # Fail whatever is still queued or was running rather than leaving callers hanging.
+        stranded = [fut for futures in self._running.values() for fut in futures]
+        stranded += [fut for _, fut, _ in self._carry]
+        for fut in stranded:
+            if not fut.done():
+                fut.set_exception(NotReady("service is shutting down"))
+        self._running.clear()
+        self._carry = []
         while self._queue and not self._queue.empty():
             _, fut, _ = self._queue.get_nowait()
             if not fut.done():
@@ -118,18 +144,59 @@ class Batcher(Generic[I, O]):
             raise
 
     async def _loop(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._slots is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            self._busy = True  # a batch is forming: not idle while it waits for more
+            # A free worker first, then the batch's first item: with one worker the next
+            # batch gathers while this one runs, as in a plain loop.
+            await self._slots.acquire()
+            self._free -= 1
             try:
-                await self._run_one(batch, loop)
+                if self._carry:  # the share of the last batch left for this worker
+                    batch, self._carry = self._carry, []
+                    batch = self._take_queued(batch)
+                else:
+                    batch = [await self._queue.get()]
+                    self._busy = True  # a batch is forming: not idle while it waits for more
+                    batch = await self._gather(batch)
+                batch = self._share(batch)
+            except BaseException:
+                self._free += 1
+                self._slots.release()
+                raise
             finally:
                 self._busy = False
+            task = asyncio.create_task(self._run_one(batch, loop))
+            self._running[task] = [fut for _, fut, _ in batch]
+            task.add_done_callback(self._finished)
 
-    async def _run_one(self, batch: list, loop) -> None:
-        """Gathers one batch after its first item, runs it, answers every waiter."""
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.pop(task, None)
+        assert self._slots is not None
+        self._free += 1
+        self._slots.release()
+
+    def _share(self, batch: list) -> list:
+        """With idle workers beside this one, keep an even share of `batch` and leave the
+        rest to them: a burst of requests becomes one batch per worker, not one batch that
+        keeps a single core busy while the others wait."""
+        if self._free <= 0 or len(batch) < 2:
+            return batch
+        keep = -(-len(batch) // (self._free + 1))
+        self._carry = batch[keep:]
+        return batch[:keep]
+
+    def _take_queued(self, batch: list) -> list:
+        """Fill `batch` with what is queued now, without waiting."""
+        assert self._queue is not None
+        while len(batch) < self.max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        self._m_depth.set(self._queue.qsize())
+        return batch
+
+    async def _gather(self, batch: list) -> list:
+        """The batch that `batch`'s first item starts: what is queued, and what comes within
+        the wait."""
         assert self._queue is not None
         deadline = time.perf_counter() + self.max_wait
         while len(batch) < self.max_batch_size:
@@ -146,6 +213,10 @@ class Batcher(Generic[I, O]):
             except TimeoutError:
                 break
         self._m_depth.set(self._queue.qsize())
+        return batch
+
+    async def _run_one(self, batch: list, loop) -> None:
+        """Runs one gathered batch on a model thread and answers every waiter."""
         live = [(item, fut, t) for item, fut, t in batch if not fut.done()]
         if len(live) < len(batch):
             self._m_dropped.inc(len(batch) - len(live))

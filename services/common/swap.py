@@ -101,6 +101,10 @@ class ModelHost:
             model = await loop.run_in_executor(executor, self.load_model, artifact)
             load_s = time.perf_counter() - started
             warmup_s = await loop.run_in_executor(executor, model.warmup)
+            workers = getattr(model, "workers", 1)
+            if workers > 1:  # a model that runs batches side by side: a thread for each
+                executor.shutdown(wait=False)
+                executor = model_executor(self.name, workers)
             batcher = self.make_batcher(model, executor)
             await batcher.start()
         except BaseException:

@@ -35,6 +35,8 @@ def create_app(settings: GeneratorSettings | None = None) -> FastAPI:
             quantize=settings.quantize,
             compact_vocabulary=settings.compact_vocabulary,
             backend=settings.backend,
+            # the continuous batcher runs one batch, whatever the threads
+            workers=1 if settings.continuous_batching else settings.workers,
             # the start-up artifact's domain was read (and checked) above: not again
             domain=domain if artifact == initial else None,
         )

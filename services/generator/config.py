@@ -17,9 +17,13 @@ class GeneratorSettings(ModelServiceSettings):
     threads: int | None = Field(
         None,
         ge=1,
-        description="intra-op threads (default: torch all cores, ONNX all but one, which the "
-        "decoding loop and the HTTP server use)",
+        description="intra-op threads (default: torch all cores; ONNX one per worker, or all "
+        "but one with a single worker, leaving that one to the decoding loop and HTTP)",
     )
+    # Batches decoded at once on the ONNX backends, a thread each; a burst is split evenly
+    # among the idle ones (services/common/batcher.py). Default: one per core. torch and
+    # continuous batching: always 1.
+    workers: int | None = Field(None, ge=1, le=64)
     # "auto": the artifact's ONNX decoder (encoder once, one cached step per token) where it
     # has one and the settings allow it (greedy, no torch int8, CPU), its int8 graphs when
     # their validation figures hold (services/generator/model.py), else torch generate.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,12 +156,17 @@ def agreement_holds(manifest: dict) -> bool:
     return agreement.get("compared", 0) > 0 and agreement.get("identical", 0) >= AGREEMENT
 
 
-def onnx_threads() -> int:
-    """ONNX Runtime's intra-op threads when none are set: every core this process may use but
-    one. The decoding loop's Python and the HTTP server run beside the graphs; measured on 2
-    cores, one ONNX thread answered 98 replies/s at 16 clients against 80-87 with two, and a
-    lone request faster too (docs/results.md#decoding-backends)."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def onnx_threads(workers: int) -> int:
+    """ONNX Runtime's intra-op threads when none are set. Beside other workers, one each:
+    measured on 2 cores, two batches of 8 at once on one thread each gave 158 replies/s
+    against 85 for one thread and 80-87 for one batch on two. A single worker gets every
+    core but one, which the decoding loop's Python and the HTTP server use
+    (docs/results.md#decoding-backends)."""
+    return 1 if workers > 1 else max(1, usable_cores() - 1)
 
 
 def int8_holds(manifest: dict) -> bool:
@@ -185,6 +191,7 @@ class GeneratorModel:
         compact_vocabulary: bool = True,
         domain: ReplyDomain | None = None,
         backend: str = "auto",
+        workers: int | None = None,
     ):
         from transformers import AutoTokenizer
 
@@ -197,6 +204,9 @@ class GeneratorModel:
         self.threads = threads
         if threads:
             torch.set_num_threads(threads)
+        # Batches may run on several threads at once (the ONNX backends, `workers`): the
+        # tokenizer's padding settings and the lazy torch load are not safe to race.
+        self._lock = threading.RLock()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.artifact_dir / MODEL_DIR))
         tok = self.tokenizer
@@ -216,6 +226,7 @@ class GeneratorModel:
         self._vocab: torch.Tensor | None = (
             compact_ids(vocab, self.tokenizer) if self._compact_vocabulary else None
         )
+        self._vocab_ids = self._vocab.tolist() if self._vocab is not None else None
 
         def why_not(kind: str) -> str | None:
             return onnx_unavailable(
@@ -236,6 +247,9 @@ class GeneratorModel:
         elif backend != "torch" and (reason := why_not(backend)):
             raise ArtifactError(f"{artifact_dir}: the {backend} backend cannot serve it: {reason}")
         self.backend = backend
+        # Batches decoded side by side, a thread each: ONNX sessions only (torch's thread
+        # pool is per calling thread, docs/results.md); by default one per core.
+        self.workers = 1 if backend == "torch" else (workers or usable_cores())
         self._model = None
         try:
             self._onnx = self._load_onnx(backend) if backend != "torch" else None
@@ -249,11 +263,15 @@ class GeneratorModel:
     def _load_torch(self):
         """The PyTorch model: the torch backend's, and beam search's on the ONNX one (loaded
         when a caller first asks for beams)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._read_torch_model()
+            return self._model
+
+    def _read_torch_model(self):
         from transformers import AutoModelForSeq2SeqLM
         from transformers.utils import logging as hf_logging
 
-        if self._model is not None:
-            return self._model
         # a per-tensor "Loading weights" bar in a service's log says nothing a reader can use
         hf_logging.disable_progress_bar()
         model = AutoModelForSeq2SeqLM.from_pretrained(str(self.artifact_dir / MODEL_DIR))
@@ -268,7 +286,6 @@ class GeneratorModel:
                 model.cpu(), {torch.nn.Linear}, dtype=torch.qint8
             )
             self.device = torch.device("cpu")
-        self._model = model
         return model
 
     @property
@@ -288,7 +305,7 @@ class GeneratorModel:
             end_id=position[tok.sep_token_id],
             pad_id=position[tok.pad_token_id],
             no_repeat_ngram_size=self.no_repeat_ngram_size,
-            threads=self.threads or onnx_threads(),
+            threads=self.threads or onnx_threads(self.workers),
         )
 
     @property
@@ -319,32 +336,38 @@ class GeneratorModel:
         do not depend on how long the others run); beam search gets the same treatment."""
         beams = num_beams or self.num_beams
         if self._onnx is not None and beams == 1:
+            # no torch on this path: its thread pool is per calling thread, and several
+            # workers calling it at once contend (measured: +6 ms a reply at one client)
             ids, mask = self.encode(sources)
-            out = torch.tensor(self._onnx.generate(ids, mask, max(max_new_tokens)))
-        else:
-            model = self._load_torch()
-            enc = self._tokenize(sources, "pt").to(self.device)
-            out = model.generate(
-                input_ids=enc["input_ids"],
-                attention_mask=enc["attention_mask"],
-                max_new_tokens=max(max_new_tokens),
-                num_beams=beams,
-                do_sample=False,
-                no_repeat_ngram_size=self.no_repeat_ngram_size,
-            ).cpu()
+            rows = self._onnx.generate(ids, mask, max(max_new_tokens))
+            return [
+                self.text_of(row[1:], limit)  # no start token
+                for row, limit in zip(rows, max_new_tokens, strict=True)
+            ]
+        model = self._load_torch()
+        enc = self._tokenize(sources, "pt").to(self.device)
+        out = model.generate(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            max_new_tokens=max(max_new_tokens),
+            num_beams=beams,
+            do_sample=False,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+        ).cpu()
         return [
             self.text_of(row, limit)
             for row, limit in zip(out[:, 1:].tolist(), max_new_tokens, strict=True)  # no start
         ]
 
     def _tokenize(self, sources: list[str], tensors: str):
-        return self.tokenizer(
-            sources,
-            padding=True,
-            truncation=True,
-            max_length=self.max_source_length,
-            return_tensors=tensors,
-        )
+        with self._lock:
+            return self.tokenizer(
+                sources,
+                padding=True,
+                truncation=True,
+                max_length=self.max_source_length,
+                return_tensors=tensors,
+            )
 
     def encode(self, sources: list[str]) -> tuple:
         """Serialised sources -> (input_ids, attention_mask), numpy, padded to the longest."""
@@ -354,8 +377,8 @@ class GeneratorModel:
     def text_of(self, row: list[int], limit: int) -> tuple[str, int]:
         """A row of decoder ids (no start token) -> (cleaned delexicalised reply, tokens
         generated): cut at its budget and its first stop token."""
-        if self._vocab is not None:
-            row = self._vocab[torch.tensor(row, dtype=torch.long)].tolist()  # compact -> tokenizer
+        if self._vocab_ids is not None:
+            row = [self._vocab_ids[t] for t in row]  # compact -> tokenizer
         row = row[:limit]
         n = next((i + 1 for i, tok in enumerate(row) if tok in self._stop_ids), len(row))
         text = self.tokenizer.decode(row[:n], skip_special_tokens=True)

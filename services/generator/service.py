@@ -118,4 +118,5 @@ def make_batcher(
         max_gap_ms=settings.max_gap_ms,
         max_queue=settings.max_queue,
         executor=executor,
+        workers=model.workers,
     )
