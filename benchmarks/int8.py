@@ -78,11 +78,15 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str]) -> di
         return run
 
     return {
+        # the export's candidates (training.export.INT8_RECIPES), the one kept chosen on val
+        "weight-only 8-bit, blocks of 32, accuracy level 4 (an export candidate)": weight_only(
+            32, 4
+        ),
         **{
             f"weight-only 8-bit, blocks of {block}, accuracy level {level}": weight_only(
                 block, level
             )
-            for block, level in ((32, 4), (128, 4), (32, 0))
+            for block, level in ((128, 4), (32, 0))
         },
         "dynamic, per tensor": lambda dst: quantize_dynamic(
             str(fp32), str(dst), weight_type=QuantType.QInt8
@@ -95,8 +99,7 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str]) -> di
             CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99}
         ),
         "static QOperator u8s8, per channel, MinMax": static(CalibrationMethod.MinMax, **u8),
-        # the export's own recipe (training.export.quantize_int8), chosen on val
-        "static QOperator u8s8, per channel, MinMax, FFN outputs fp32 (the export)": (
+        "static QOperator u8s8, per channel, MinMax, FFN outputs fp32 (an export candidate)": (
             lambda dst: quantize_int8(
                 fp32, dst, calibration_batches(tokenizer, calib_texts, art.max_seq_length)
             )

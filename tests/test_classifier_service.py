@@ -324,7 +324,7 @@ def test_requantize_records_the_int8_figures_the_rule_reads(small_artifact, tmp_
 
     from services.classifier.artifact import ClassifierArtifact
     from services.classifier.model import ClassifierModel
-    from training.export import requantize
+    from training.export import INT8_RECIPES, int8_drop, requantize
 
     copy = tmp_path / "clf"
     shutil.copytree(small_artifact, copy)
@@ -333,14 +333,22 @@ def test_requantize_records_the_int8_figures_the_rule_reads(small_artifact, tmp_
     (copy / "manifest.json").write_text(json.dumps(manifest))
     assert ClassifierModel(str(copy), "onnx-int8").backend.name == "onnx-fp32"
     backends = requantize(copy, str(clinc_path))
-    assert backends["onnx-int8"]["quantization"].startswith("static")
     fp32, int8 = backends["onnx"], backends["onnx-int8"]
+    # every recipe built and scored on val and test; the one kept lost least on val
+    candidates = int8["candidates"]
+    assert set(candidates) == {r.name for r in INT8_RECIPES}
+    fp32_val = manifest["val_metrics"]
+    assert int8["quantization"] == min(
+        candidates, key=lambda name: int8_drop(fp32_val, candidates[name]["val"])
+    )
+    assert int8["inscope_accuracy"] == candidates[int8["quantization"]]["test"]["inscope_accuracy"]
+    assert int8["batch_independent"] is True
     assert abs(fp32["inscope_accuracy"] - int8["inscope_accuracy"]) < 0.05
     art = ClassifierArtifact.load(copy)
     assert art.manifest["backends"]["onnx-int8"] == int8
     served = ClassifierModel(str(copy), "onnx-int8", int8_max_drop=1.0)
     assert served.backend.name == "onnx-int8"
-    # a static int8 model: the same answer for a query alone and in any batch
+    # either recipe: the same answer for a query alone and in any batch
     texts = ["what is my balance", "book a table for two at 7", "how do i say hi in french"]
     texts += [f"set an alarm for {h} am and also remind me to call mom" for h in range(1, 14)]
     alone = [served.predict_batch([(t, 2)])[0] for t in texts]
@@ -356,7 +364,7 @@ def test_auto_serves_int8_only_when_it_is_static_and_keeps_the_figures(small_art
     from services.classifier.model import choose_backend
 
     art = ClassifierArtifact.load(small_artifact)
-    assert art.manifest["backends"]["onnx-int8"]["quantization"].startswith("static")
+    assert art.manifest["backends"]["onnx-int8"]["batch_independent"] is True
     art.manifest["backends"] = {
         "onnx": {"inscope_accuracy": 0.95},
         "onnx-int8": {"inscope_accuracy": 0.949, "quantization": "static per-channel u8s8"},
@@ -372,6 +380,13 @@ def test_auto_serves_int8_only_when_it_is_static_and_keeps_the_figures(small_art
     }
     assert choose_backend(art, "auto", 0.003) == "onnx"
     assert choose_backend(art, "onnx-int8", 0.003) == "onnx-int8"
+    # a recipe that says so (weight-only int8 quantises each row on its own)
+    art.manifest["backends"]["onnx-int8"] = {
+        "inscope_accuracy": 0.949,
+        "quantization": "weight-only 8-bit, blocks of 32, activations per row",
+        "batch_independent": True,
+    }
+    assert choose_backend(art, "auto", 0.003) == "onnx-int8"
 
 
 def test_missing_artifact_setting_is_a_clear_error(tmp_path):

@@ -893,17 +893,8 @@ def main(argv: list[str] | None = None) -> dict:
     if slots:
         write_slot_types(out_dir, slots, dargs.pack)
 
-    if oargs.export_onnx:
-        fp32 = export.export_onnx(model.cpu(), out_dir / layout.ONNX_DIR / layout.ONNX_FP32)
-        texts = export.calibration_texts(data.train.texts)
-
-        def tokenize_batch(batch: list[str]) -> dict:
-            return tokenizer(
-                batch, truncation=True, max_length=margs.max_seq_length, padding=True
-            ).data
-
-        batches = export.calibration_batches(tokenize_batch, texts, margs.max_seq_length)
-        export.quantize_int8(fp32, out_dir / layout.ONNX_DIR / layout.ONNX_INT8, batches)
+    if oargs.export_onnx:  # int8: chosen on val below, once the manifest is written
+        export.export_onnx(model.cpu(), out_dir / layout.ONNX_DIR / layout.ONNX_FP32)
 
     manifest = {
         "kind": "classifier",
@@ -966,17 +957,20 @@ def main(argv: list[str] | None = None) -> dict:
     backends = ["torch"] + (["onnx", "onnx-int8"] if oargs.export_onnx else [])
     reports = {}
     for kind in backends:
-        reports[kind] = evaluate_artifact(out_dir, data, kind)
-        manifest["backends"][kind] = {
-            k: reports[kind]["test"][k]
-            for k in ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
-            if k in reports[kind]["test"]
-        }
+        if kind == "onnx-int8":
+            chosen, candidates = export.choose_int8(out_dir, data, reports["onnx"]["val"])
+            reports[kind] = candidates[chosen]
+            manifest["backends"][kind] = export.int8_record(chosen, candidates)
+        else:
+            reports[kind] = evaluate_artifact(out_dir, data, kind)
+            manifest["backends"][kind] = {
+                k: reports[kind]["test"][k]
+                for k in ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
+                if k in reports[kind]["test"]
+            }
         manifest["backends"][kind]["agreement_with_torch"] = float(
             np.mean(reports[kind]["_pred"] == reports["torch"]["_pred"])
         )
-        if kind == "onnx-int8":
-            manifest["backends"][kind]["quantization"] = export.QUANTIZATION
     main_report = reports["onnx" if oargs.export_onnx else "torch"]
     if slots and "_spans_val" in main_report:
         from parlance.pack import load_pack

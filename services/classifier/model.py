@@ -47,11 +47,14 @@ INT8_RULE = (
 
 
 def batch_independent_int8(artifact: ClassifierArtifact) -> bool:
-    """The artifact's int8 model has fixed (static) activation scales, so a query's answer
-    does not depend on the queries batched with it. Older artifacts' dynamic int8 models
-    do not (python -m training.export --requantize ARTIFACT makes a static one)."""
+    """The artifact's int8 model gives a query the same answer in any batch (static
+    activation scales, or weight-only int8 that quantises each row on its own). Older
+    artifacts' dynamic int8 models do not (python -m training.export --requantize ARTIFACT
+    makes a new one)."""
     int8 = artifact.manifest.get("backends", {}).get("onnx-int8", {})
-    return str(int8.get("quantization", "")).startswith("static")
+    # artifacts before the choice of recipes recorded only the static one, by its name
+    named_static = str(int8.get("quantization", "")).startswith("static")
+    return bool(int8.get("batch_independent", named_static))
 
 
 def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: float) -> str:
