@@ -127,3 +127,18 @@ def test_stopping_answers_the_batches_still_running():
 
     outcomes = asyncio.run(scenario())
     assert all(isinstance(o, NotReady) for o in outcomes), outcomes
+
+
+def test_stopping_answers_a_batch_still_gathering():
+    from services.common.errors import NotReady
+
+    async def scenario():
+        batcher, batches = recording_batcher(max_batch_size=8, max_wait_ms=5000)
+        await batcher.start()
+        call = asyncio.create_task(batcher.submit([1]))
+        await asyncio.sleep(0.2)  # taken off the queue, waiting for company
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(call, return_exceptions=True), 5), batches
+
+    [outcome], batches = asyncio.run(scenario())
+    assert isinstance(outcome, NotReady) and batches == []

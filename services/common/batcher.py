@@ -72,6 +72,7 @@ class Batcher(Generic[I, O]):
         self._slots: asyncio.Semaphore | None = None
         self._free = workers  # workers with no batch
         self._carry: list = []  # gathered items left to the next worker (_share)
+        self._forming: list = []  # the batch being gathered (stop() answers its callers)
         self._running: dict[asyncio.Task, list] = {}  # batch task -> its futures
         self._executor = executor or model_executor(name, workers)
         self._m_depth = metrics.QUEUE_DEPTH.labels(name)
@@ -109,12 +110,12 @@ class Batcher(Generic[I, O]):
                 await task
         # Fail whatever is still queued or was running rather than leaving callers hanging.
         stranded = [fut for futures in self._running.values() for fut in futures]
-        stranded += [fut for _, fut, _ in self._carry]
+        stranded += [fut for _, fut, _ in self._carry + self._forming]
         for fut in stranded:
             if not fut.done():
                 fut.set_exception(NotReady("service is shutting down"))
         self._running.clear()
-        self._carry = []
+        self._carry, self._forming = [], []
         while self._queue and not self._queue.empty():
             _, fut, _ = self._queue.get_nowait()
             if not fut.done():
@@ -156,7 +157,7 @@ class Batcher(Generic[I, O]):
                     batch, self._carry = self._carry, []
                     batch = self._take_queued(batch)
                 else:
-                    batch = [await self._queue.get()]
+                    batch = self._forming = [await self._queue.get()]
                     self._busy = True  # a batch is forming: not idle while it waits for more
                     batch = await self._gather(batch)
                 batch = self._share(batch)
@@ -166,6 +167,7 @@ class Batcher(Generic[I, O]):
                 raise
             finally:
                 self._busy = False
+            self._forming = []  # (left set when cancelled: stop() answers its callers)
             task = asyncio.create_task(self._run_one(batch, loop))
             self._running[task] = [fut for _, fut, _ in batch]
             task.add_done_callback(self._finished)
