@@ -340,10 +340,10 @@ def markdown(result: dict, artifact: str, manifest: dict) -> list[str]:
         f"| throughput at {CONCURRENCY} clients / sequential | "
         f"{onnx[CONCURRENCY]['throughput'] / onnx[1]['throughput']:.2f} | >= 3 |",
         "",
-        "The last check dates from torch `generate`, whose single request wasted most of "
-        "a step on Python: batching recovered that. A single request on the ONNX decoder "
-        "is several times faster and a step's cost grows with its rows, so the ratio "
-        "falls although both figures rose (docs/results.md#decoding-backends).",
+        "On two cores a decoding step's cost grows with its rows, so one batch on one "
+        "core gains little from more rows; the ONNX backends gain from a batch on each "
+        "core at once (the model row 'a batch of 8 on each worker at once' against "
+        "'replies/s at batch 8'; docs/results.md#decoding-backends).",
     ]
     return lines
 
