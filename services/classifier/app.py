@@ -61,6 +61,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
             settings.threads,
             settings.ort_spinning,
             settings.workers,
+            timing_batch=settings.max_batch_size if settings.auto_timing else None,
         )
 
     def on_ready(model: ClassifierModel) -> None:

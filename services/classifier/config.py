@@ -13,13 +13,17 @@ class ClassifierSettings(ModelServiceSettings):
 
     port: int = Field(8001, ge=1, le=65535)
     artifact: str = Field(..., description="classifier artifact directory")
-    # "auto" (the default): ONNX int8 when the artifact's int8 model is static (a query's
-    # answer does not depend on the batch) and its recorded test figures, in-scope
-    # accuracy, out-of-scope recall and slot F1, are within `int8_max_drop` of fp32's; else
-    # ONNX fp32. "onnx-int8": int8 under the same figures rule, even dynamic (an older
+    # "auto" (the default): ONNX int8 when the artifact's int8 model is batch-independent
+    # (a query's answer does not depend on its batch), its recorded test figures, in-scope
+    # accuracy, out-of-scope recall and slot F1, are within `int8_max_drop` of fp32's, and
+    # (`auto_timing`) it is the faster of the two at a full batch on this machine; else ONNX
+    # fp32. "onnx-int8": int8 under the same figures rule, even dynamic (an older
     # artifact). "onnx": fp32. "torch": CUDA when present (docs/results.md#backends).
     backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch)$")
     int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
+    # auto, when int8 keeps the figures: time it against fp32 at a full batch at start-up
+    # (about a second) and serve the faster on this machine; false: int8 whatever its speed.
+    auto_timing: bool = True
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
     ort_spinning: bool = Field(True, description="ONNX Runtime worker threads spin when idle")
     # Batches run at once on the ONNX backends, a thread each, one intra-op thread each

@@ -97,6 +97,27 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
     return "onnx-int8"
 
 
+TIMING_TEXT = "please tell me what the balance of my checking account is right now"
+
+
+def time_backends(backends: list[Backend], batch: int, rounds: int = 3) -> dict[str, float]:
+    """Texts per second of each backend at a full batch of a typical query, the best of
+    `rounds` interleaved rounds (after one warm-up each): what decides the throughput of a
+    loaded service, measured on the machine that serves. int8 kernels that keep the figures
+    are not faster everywhere (weight-only int8 is slower than fp32 at batch 32 on an
+    AVX-512 VNNI Xeon, faster at batch 1; docs/results.md#backends)."""
+    texts = [TIMING_TEXT] * batch
+    best = {b.name: 0.0 for b in backends}
+    for b in backends:
+        b.run(texts)
+    for _ in range(rounds):
+        for b in backends:
+            started = time.perf_counter()
+            b.run(texts)
+            best[b.name] = max(best[b.name], batch / (time.perf_counter() - started))
+    return best
+
+
 class ClassifierModel:
     def __init__(
         self,
@@ -106,6 +127,7 @@ class ClassifierModel:
         threads: int | None = None,
         ort_spinning: bool = True,
         workers: int = 1,
+        timing_batch: int | None = None,
     ):
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
@@ -118,6 +140,19 @@ class ClassifierModel:
             threads = 1
         extra = {"spinning": ort_spinning} if kind.startswith("onnx") else {}
         self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
+        self.timing: dict | None = None
+        if backend == "auto" and kind == "onnx-int8" and timing_batch:
+            fp32 = load_backend(self.artifact, "onnx", threads=threads, **extra)
+            self.timing = time_backends([self.backend, fp32], timing_batch)
+            if self.timing[fp32.name] > self.timing[self.backend.name]:
+                logger.info(
+                    "serving ONNX fp32: on this machine it classifies %.0f texts/s at a batch "
+                    "of %d against int8's %.0f (CLASSIFIER_AUTO_TIMING=false keeps int8)",
+                    self.timing[fp32.name],
+                    timing_batch,
+                    self.timing[self.backend.name],
+                )
+                self.backend = fp32
         self.version = self.artifact.version
         self.slots = self.artifact.slots
         self.tags = bio_tags(self.slots)
@@ -172,6 +207,8 @@ class ClassifierModel:
         return {
             "version": self.version,
             "backend": self.backend.name,
+            # auto's start-up timing of int8 against fp32 (texts/s at a full batch), if run
+            "backend_timing": self.timing,
             "base_model": m.get("base_model"),
             "preset": m.get("preset"),
             "created_at": m.get("created_at"),
