@@ -162,10 +162,10 @@ def usable_cores() -> int:
 
 def onnx_threads(workers: int) -> int:
     """ONNX Runtime's intra-op threads when none are set. Beside other workers, one each:
-    measured on 2 cores, two batches of 8 at once on one thread each gave 158 replies/s
-    against 85 for one thread and 80-87 for one batch on two. A single worker gets every
-    core but one, which the decoding loop's Python and the HTTP server use
-    (docs/results.md#decoding-backends)."""
+    measured on 2 cores, two batches at once on one thread each did nearly twice the replies
+    of one (benchmarks.generator's model rows), and one batch on two threads did no better
+    than on one. A single worker gets every core but one, which the decoding loop's Python
+    and the HTTP server use (docs/results.md#decoding-backends)."""
     return 1 if workers > 1 else max(1, usable_cores() - 1)
 
 
@@ -337,7 +337,7 @@ class GeneratorModel:
         beams = num_beams or self.num_beams
         if self._onnx is not None and beams == 1:
             # no torch on this path: its thread pool is per calling thread, and several
-            # workers calling it at once contend (measured: +6 ms a reply at one client)
+            # workers calling it at once contend (measured slower at one client)
             ids, mask = self.encode(sources)
             rows = self._onnx.generate(ids, mask, max(max_new_tokens))
             return [
