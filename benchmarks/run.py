@@ -115,7 +115,6 @@ def write_markdown(
     http: dict | None,
     artifact: str,
     path: Path,
-    backend: str,
     generator: tuple[str, dict] | None = None,
     gateway: dict | None = None,
 ) -> None:
@@ -284,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks import gateway as gw_bench
 
         gateway = gw_bench.run(args.artifact, args.seconds, args.gateway_before)
-    write_markdown(rows, http, args.artifact, Path(args.output), args.backend, generator, gateway)
+    write_markdown(rows, http, args.artifact, Path(args.output), generator, gateway)
     print(Path(args.output).read_text())
 
 

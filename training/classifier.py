@@ -963,11 +963,7 @@ def main(argv: list[str] | None = None) -> dict:
             manifest["backends"][kind] = export.int8_record(chosen, candidates)
         else:
             reports[kind] = evaluate_artifact(out_dir, data, kind)
-            manifest["backends"][kind] = {
-                k: reports[kind]["test"][k]
-                for k in ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
-                if k in reports[kind]["test"]
-            }
+            manifest["backends"][kind] = export.test_figures(reports[kind])
         manifest["backends"][kind]["agreement_with_torch"] = float(
             np.mean(reports[kind]["_pred"] == reports["torch"]["_pred"])
         )

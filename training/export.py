@@ -83,8 +83,9 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
     return path
 
 
-# What the artifact's int8 model is, recorded in its manifest (`backends.onnx-int8`); the
-# service serves int8 by default only when it is static (docs/results.md#backends).
+# What the artifact's int8 model is, recorded in its manifest (`backends.onnx-int8`, with
+# `batch_independent`); the service serves int8 by default only when a query's answer does
+# not depend on its batch (docs/results.md#backends).
 QUANTIZATION = "static per-channel u8s8, MinMax, FFN outputs fp32"
 WEIGHT_ONLY = "weight-only 8-bit, blocks of 32, activations per row"
 CALIBRATION_TEXTS = 512
@@ -259,13 +260,21 @@ def calibration_batches(
         yield {k: np.pad(a, ((0, 0), (0, width))) for k, a in arrays.items()}
 
 
-INT8_FIGURES = ("inscope_accuracy", "oos_recall", "slot_f1")
+# The figures a backend's manifest entry records from its test report.
+BACKEND_FIGURES = ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
+
+
+def test_figures(report: dict) -> dict:
+    """A backend's manifest entry: its test report's BACKEND_FIGURES."""
+    return {k: report["test"][k] for k in BACKEND_FIGURES if k in report["test"]}
 
 
 def int8_drop(fp32: dict, int8: dict) -> float:
     """int8's largest loss against fp32 over the figures the service's rule holds it to
     (in-scope accuracy, out-of-scope recall, slot F1 where there is a tagger), as fractions."""
-    return max(fp32[k] - int8[k] for k in INT8_FIGURES if k in fp32 and k in int8)
+    from services.classifier.model import INT8_RULE
+
+    return max(fp32[k] - int8[k] for k, _, _ in INT8_RULE if k in fp32 and k in int8)
 
 
 def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, dict]:
@@ -306,14 +315,15 @@ def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, di
 def int8_record(chosen: str, reports: dict[str, dict]) -> dict:
     """The manifest's `onnx-int8` entry: the chosen recipe's test figures (what the
     service's int8 rule reads) and every candidate's val and test figures."""
-    keys = ("inscope_accuracy", "oos_recall", "accuracy", "slot_f1")
+    from services.classifier.model import INT8_RULE
+
     return {
-        **{k: reports[chosen]["test"][k] for k in keys if k in reports[chosen]["test"]},
+        **test_figures(reports[chosen]),
         "quantization": chosen,
         "batch_independent": True,
         "candidates": {
             name: {
-                split: {k: report[split][k] for k in INT8_FIGURES if k in report[split]}
+                split: {k: report[split][k] for k, _, _ in INT8_RULE if k in report[split]}
                 for split in ("val", "test")
             }
             for name, report in reports.items()
