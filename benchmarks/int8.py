@@ -29,7 +29,6 @@ from training.export import (
     calibration_batches,
     calibration_texts,
     keeps_fp32,
-    quantize_int8,
     quantize_static_int8,
     quantize_weight_only,
 )
@@ -99,11 +98,18 @@ def _variants(fp32: Path, art: ClassifierArtifact, calib_texts: list[str]) -> di
             CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99}
         ),
         "static QOperator u8s8, per channel, MinMax": static(CalibrationMethod.MinMax, **u8),
-        "static QOperator u8s8, per channel, MinMax, FFN outputs fp32 (an export candidate)": (
-            lambda dst: quantize_int8(
-                fp32, dst, calibration_batches(tokenizer, calib_texts, art.max_seq_length)
-            )
+        "static QOperator u8s8, per channel, MinMax, FFN outputs fp32 (until 2026-12-07)": static(
+            CalibrationMethod.MinMax, keep=keeps_fp32, **u8
         ),
+        **{
+            f"static QOperator u8s8, per channel, MinMax, SmoothQuant {alpha}{tail}"
+            + (" (an export candidate)" if alpha == 0.5 and keep else ""): static(
+                CalibrationMethod.MinMax, keep=keep, smooth_alpha=alpha, **u8
+            )
+            # SmoothQuant's default alpha, and one that moves more of the range to weights
+            for alpha in (0.5, 0.75)
+            for tail, keep in (("", None), (", FFN outputs fp32", keeps_fp32))
+        },
         "static QOperator u8s8, per channel, percentile 99.999": static(
             CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.999}, **u8
         ),

@@ -362,6 +362,56 @@ def test_requantize_records_the_int8_figures_the_rule_reads(small_artifact, tmp_
         assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
 
 
+def test_smoothquant_keeps_the_fp32_model_and_flattens_its_activations(small_artifact):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from services.classifier.artifact import ClassifierArtifact
+    from services.classifier.backends import _onnx_tokenizer
+    from training.export import calibration_batches, smooth_activations
+
+    art = ClassifierArtifact.load(small_artifact)
+    texts = ["what is my balance", "book a table for two at 7", "how do i say hi in french"]
+    texts += [f"set an alarm for {h} am and also remind me to call mom" for h in range(1, 30)]
+    batches = list(calibration_batches(_onnx_tokenizer(art), texts, art.max_seq_length))
+    original = onnx.load(str(art.onnx_path(False)))
+    weights = {t.name for t in original.graph.initializer}
+    inputs = {
+        n.input[0]
+        for n in original.graph.node
+        if n.op_type == "MatMul" and n.input[1] in weights and n.input[0] not in weights
+    }
+    model = onnx.load(str(art.onnx_path(False)))
+    # query, key and value share one input: one scale per activation, not per MatMul
+    assert smooth_activations(model, batches, alpha=0.5) == len(inputs) > 0
+    muls = [n for n in model.graph.node if n.name.endswith("_smooth")]
+    assert {n.input[0] for n in muls} == inputs
+
+    def run(m, probe=()):
+        m = onnx.ModelProto.FromString(m.SerializeToString())
+        for name in probe:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, 1, None))
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {i.name for i in sess.get_inputs()}
+        return [sess.run(None, {k: v for k, v in b.items() if k in feeds}) for b in batches]
+
+    # the product is unchanged: the fp32 model's outputs, to float rounding
+    before, after = run(original), run(model)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-3)
+
+    def peaks(outputs, k):
+        return np.max([np.abs(o[k]).reshape(-1, o[k].shape[-1]).max(0) for o in outputs], 0)
+
+    # each smoothed activation's channel peaks are closer to one another than before
+    probed = run(model, [t for n in muls for t in (n.input[0], n.output[0])])
+    first = len(before[0])
+    for k in range(len(muls)):
+        raw, flat = peaks(probed, first + 2 * k), peaks(probed, first + 2 * k + 1)
+        assert flat.max() / flat.min() < raw.max() / raw.min()
+
+
 def test_auto_serves_int8_only_when_it_is_static_and_keeps_the_figures(small_artifact):
     from services.classifier.artifact import ClassifierArtifact
     from services.classifier.model import choose_backend

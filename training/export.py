@@ -87,6 +87,8 @@ def export_onnx(model: nn.Module, path: str | Path, opset: int = 17) -> Path:
 # `batch_independent`); the service serves int8 by default only when a query's answer does
 # not depend on its batch (docs/results.md#backends).
 QUANTIZATION = "static per-channel u8s8, MinMax, FFN outputs fp32"
+SMOOTHED = "static per-channel u8s8, MinMax, SmoothQuant 0.5, FFN outputs fp32"
+SMOOTH_ALPHA = 0.5
 WEIGHT_ONLY = "weight-only 8-bit, blocks of 32, activations per row"
 CALIBRATION_TEXTS = 512
 
@@ -102,10 +104,14 @@ class Int8Recipe:
 
 
 # The candidates an export builds and scores on val, in order of preference on a tie: the
-# static recipe is faster on CPUs without int8 dot-product instructions; on averaged
-# weights its fixed scales cost more (docs/results.md#backends).
+# static recipe is faster at a full batch (weight-only int8 is not, even with int8
+# dot-product instructions); SmoothQuant's scales keep the averaged weights' figures,
+# which plain fixed scales did not (docs/results.md#backends).
 INT8_RECIPES = (
-    Int8Recipe(QUANTIZATION, lambda src, dst, batches: quantize_int8(src, dst, batches())),
+    Int8Recipe(
+        SMOOTHED,
+        lambda src, dst, batches: quantize_int8(src, dst, batches(), smooth_alpha=SMOOTH_ALPHA),
+    ),
     Int8Recipe(
         WEIGHT_ONLY, lambda src, dst, batches: quantize_weight_only(src, dst, block_size=32)
     ),
@@ -171,12 +177,15 @@ def quantize_weight_only(
 
 
 def quantize_int8(
-    src: str | Path, dst: str | Path, batches: Iterable[dict[str, np.ndarray]]
+    src: str | Path,
+    dst: str | Path,
+    batches: Iterable[dict[str, np.ndarray]],
+    smooth_alpha: float | None = None,
 ) -> Path:
     """Static int8: activation scales fixed once from `batches` (tokenised calibration
     texts, `input_ids` and `attention_mask`), one weight scale per output channel, uint8
     activations and int8 weights (the u8s8 kernels x86 without VNNI has), QLinearMatMul
-    operators, the feed-forward outputs kept in fp32.
+    operators, the feed-forward outputs kept in fp32; `smooth_alpha`: SmoothQuant first.
 
     Static, not dynamic: dynamic quantisation computes each activation's scale over the
     whole batch, so a query's answer changed with the queries batched with it (0.5 % of
@@ -192,7 +201,69 @@ def quantize_int8(
         activation_type=QuantType.QUInt8,
         method=CalibrationMethod.MinMax,
         keep=keeps_fp32,
+        smooth_alpha=smooth_alpha,
     )
+
+
+def smooth_activations(model, batches: list[dict[str, np.ndarray]], alpha: float, keep=None) -> int:
+    """SmoothQuant (Xiao et al., 2023) on an ONNX model, in place: for each activation that
+    feeds MatMuls with constant weights, a per-channel scale s = max|X|^alpha /
+    max|W|^(1 - alpha) (channel maxima over the calibration `batches`) divides the
+    activation (an inserted Mul) and multiplies the weights' matching rows, so the product
+    is unchanged and one fixed int8 scale per tensor fits the activation's outlier channels
+    better. Returns how many activations were smoothed. Hand-written because ONNX Runtime's
+    own `SmoothQuant` option needs neural-compressor 2.x, which pins numpy below 2; the
+    scales are not folded into the producer, since in post-LayerNorm BERT that output also
+    feeds the residual."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        if (
+            node.op_type == "MatMul"
+            and node.input[1] in weights
+            and node.input[0] not in weights
+            and not (keep is not None and keep(node.name))
+        ):
+            consumers.setdefault(node.input[0], []).append(node)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in consumers:
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = list(consumers)
+    feeds = {i.name for i in session.get_inputs()}
+    peaks: dict[str, np.ndarray] = {}
+    for batch in batches:
+        outputs = session.run(names, {k: v for k, v in batch.items() if k in feeds})
+        for name, value in zip(names, outputs, strict=True):
+            peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            peaks[name] = peak if name not in peaks else np.maximum(peaks[name], peak)
+    for name, nodes in consumers.items():
+        matrices = [numpy_helper.to_array(weights[n.input[1]]) for n in nodes]
+        weight_peak = np.max([np.abs(w).max(axis=1) for w in matrices], axis=0)
+        scale = peaks[name] ** alpha / np.maximum(weight_peak, 1e-8) ** (1 - alpha)
+        scale = np.clip(scale, 1e-5, None).astype(np.float32)
+        for node, matrix in zip(nodes, matrices, strict=True):
+            weights[node.input[1]].CopyFrom(
+                numpy_helper.from_array(matrix * scale[:, None], node.input[1])
+            )
+        smoothed = f"{name}_smoothed"
+        graph.initializer.append(numpy_helper.from_array(1.0 / scale, f"{name}_smooth_scale"))
+        first = min(list(graph.node).index(n) for n in nodes)
+        graph.node.insert(
+            first,
+            helper.make_node(
+                "Mul", [name, f"{name}_smooth_scale"], [smoothed], name=f"{name}_smooth"
+            ),
+        )
+        for node in nodes:
+            node.input[0] = smoothed
+    return len(consumers)
 
 
 def quantize_static_int8(
@@ -204,16 +275,20 @@ def quantize_static_int8(
     activation_type,
     method,
     keep=None,
+    smooth_alpha: float | None = None,
     extra_options: dict | None = None,
 ) -> Path:
     """ONNX Runtime's static quantiser on the MatMuls, per-channel int8 weights, after its
-    shape-inference pre-processing; `keep(node_name)` names the MatMuls left in fp32. The
-    export's recipe is `quantize_int8`; benchmarks.int8 tries others through this."""
+    shape-inference pre-processing; `keep(node_name)` names the MatMuls left in fp32;
+    `smooth_alpha`: SmoothQuant first (`smooth_activations`). The export's recipes are in
+    INT8_RECIPES; benchmarks.int8 tries others through this."""
     import tempfile
 
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = list(batches)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -227,6 +302,10 @@ def quantize_static_int8(
     with _quiet_quantiser(), tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        if smooth_alpha is not None:
+            model = onnx.load(str(pre))
+            smooth_activations(model, batches, smooth_alpha, keep)
+            onnx.save(model, str(pre))
         kept = [
             n.name
             for n in onnx.load(str(pre)).graph.node
