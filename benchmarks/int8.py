@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ from training.export import (
     keeps_fp32,
     quantize_static_int8,
     quantize_weight_only,
+    quiet_quantiser,
 )
 
 
@@ -172,7 +172,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--output", default="docs/int8.json")
     args = p.parse_args(argv)
-    logging.getLogger().setLevel(logging.ERROR)  # the quantiser logs every tensor
     src = Path(args.artifact)
     art = ClassifierArtifact.load(src)
     _, data = evaluation_data(art, data_dir=args.data_dir)
@@ -204,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(src, copy, ignore=shutil.ignore_patterns("eval"))
             try:
-                quantise(copy / "onnx" / "model.int8.onnx")
+                with quiet_quantiser():  # the quantisers log every tensor at INFO
+                    quantise(copy / "onnx" / "model.int8.onnx")
                 row(name, copy, "onnx-int8")
             except Exception as e:  # noqa: BLE001 - a variant the quantiser cannot make
                 rows.append({"variant": name, "error": repr(e)[:200]})

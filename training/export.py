@@ -133,7 +133,7 @@ def keeps_fp32(node_name: str) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_quantiser():
+def quiet_quantiser():
     """ONNX Runtime's quantisers log every tensor or MatMul at INFO on the root logger: keep
     the training log readable while they run."""
     root = logging.getLogger()
@@ -170,7 +170,7 @@ def quantize_weight_only(
     quantizer = MatMulNBitsQuantizer(
         onnx.load(str(src)), algo_config=DefaultWeightOnlyQuantConfig(**settings), **settings
     )
-    with _quiet_quantiser():
+    with quiet_quantiser():
         quantizer.process()
     quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
     return Path(dst)
@@ -299,7 +299,7 @@ def quantize_static_int8(
             return None if b is None else {k: b[k] for k in ("input_ids", "attention_mask")}
 
     # The quantiser advises shape-inference pre-processing (done here).
-    with _quiet_quantiser(), tempfile.TemporaryDirectory() as tmp:
+    with quiet_quantiser(), tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         if smooth_alpha is not None:
