@@ -14,7 +14,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from benchmarks.http_load import checkout, free_port, rss_mb, server, wrk
+from benchmarks.http_load import checkout, cpu_seconds, free_port, rss_mb, server, wrk
 
 TEMPLATE_CORES = {
     "account_info",
@@ -40,15 +40,25 @@ def template_texts(n: int = 2000) -> list[str]:
     return texts[:n]
 
 
-def run(classifier_artifact: str, seconds: int = 10, before: str | None = None) -> dict:
+def run(
+    classifier_artifact: str,
+    seconds: int = 10,
+    before: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
     """`before`: a git revision whose gateway is measured too, in the same run, behind the
-    same classifier, the two loads interleaved."""
+    same classifier, the two loads interleaved. `env`: settings for both services (e.g.
+    CLASSIFIER_ORT_SPINNING). At one client it also records the CPU each process used per
+    request: on a small machine the two compete for the same cores."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(template_texts()))
         texts = Path(f.name)
     out: dict = {}
-    env = {"CLASSIFIER_LOG_LEVEL": "WARNING"}
-    with server(["services.classifier", "--artifact", classifier_artifact], env) as (clf, _):
+    clf_env = {"CLASSIFIER_LOG_LEVEL": "WARNING", **(env or {})}
+    with server(["services.classifier", "--artifact", classifier_artifact], clf_env) as (
+        clf,
+        clf_pid,
+    ):
         gw_env = {
             "CLASSIFIER_URL": clf,
             "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
@@ -57,6 +67,7 @@ def run(classifier_artifact: str, seconds: int = 10, before: str | None = None) 
             # closed-loop wrk at 64 connections measures throughput, not admission
             # control (docs/reliability.md covers overload)
             "GATEWAY_MAX_IN_FLIGHT": "1024",
+            **(env or {}),
         }
         with contextlib.ExitStack() as stack:
             gw, gw_pid = stack.enter_context(server(["services.gateway"], gw_env))
@@ -69,10 +80,19 @@ def run(classifier_artifact: str, seconds: int = 10, before: str | None = None) 
             wrk(clf, 2, 2, texts)
             for url in gateways.values():
                 wrk(url, 2, 2, texts, "/v1/chat", "chat")  # warm-up
+            pids = {"classifier": clf_pid, "gateway": gw_pid}
             for clients in (1, 64):
-                out[f"classifier_{clients}"] = wrk(clf, clients, seconds, texts)
-                for name, url in gateways.items():
-                    out[f"{name}_{clients}"] = wrk(url, clients, seconds, texts, "/v1/chat", "chat")
+                load = [("classifier", clf, "/v1/classify", "classify")]
+                load += [(name, url, "/v1/chat", "chat") for name, url in gateways.items()]
+                for name, url, path, body in load:
+                    used = {k: cpu_seconds(pid) for k, pid in pids.items()}
+                    r = out[f"{name}_{clients}"] = wrk(url, clients, seconds, texts, path, body)
+                    if clients == 1 and name in pids:
+                        served = r["requests"]
+                        r["cpu_ms_per_request"] = {
+                            k: 1000 * (cpu_seconds(pid) - used[k]) / served
+                            for k, pid in pids.items()
+                        }
             out["gateway_memory"] = rss_mb(gw_pid)
     texts.unlink()
     return out
@@ -108,22 +128,28 @@ def markdown(r: dict) -> list[str]:
             f"{x['p95_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |"
         )
     added = r["gateway_1"]["p50_ms"] - r["classifier_1"]["p50_ms"]
+    turn_cpu = r["gateway_1"]["cpu_ms_per_request"]
     lines += [
         "",
         "| check | measured | target |",
         "|---|---|---|",
         f"| p50 added by the gateway at 1 client (ms) | {added:.2f} | <= 1.0 |",
-        f"| chat turns/s at 64 clients | {r['gateway_64']['throughput']:.0f} | reported |",
-        f"| gateway peak resident memory (MB) | "
-        f"{r['gateway_memory']['peak_rss_mb']:.0f} | reported |",
     ]
     if before:
         was = r["before_1"]["p50_ms"] - r["classifier_1"]["p50_ms"]
-        lines.insert(
-            -2,
+        lines.append(
             f"| p50 added at 1 client by the gateway at {before} (same run) (ms) | "
-            f"{was:.2f} | reported |",
+            f"{was:.2f} | reported |"
         )
+    lines += [
+        f"| chat turns/s at 64 clients | {r['gateway_64']['throughput']:.0f} | reported |",
+        f"| CPU per chat turn at 1 client, gateway / classifier (ms) | "
+        f"{turn_cpu['gateway']:.2f} / {turn_cpu['classifier']:.2f} | reported |",
+        f"| classifier CPU per direct request at 1 client (ms) | "
+        f"{r['classifier_1']['cpu_ms_per_request']['classifier']:.2f} | reported |",
+        f"| gateway peak resident memory (MB) | "
+        f"{r['gateway_memory']['peak_rss_mb']:.0f} | reported |",
+    ]
     return lines
 
 
@@ -140,8 +166,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--before", default=None, metavar="REV", help="also measure the gateway of this revision"
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for both services, e.g. CLASSIFIER_ORT_SPINNING=false (repeatable)",
+    )
     args = p.parse_args(argv)
-    result = run(args.artifact, args.seconds, args.before)
+    env = dict(item.split("=", 1) for item in args.env)
+    result = run(args.artifact, args.seconds, args.before, env)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print("\n".join(markdown(result)))
