@@ -433,12 +433,21 @@ class Context:
 
     text: str
     now: datetime | None = None
-    digits: str = ""
-    back: list[int] = field(default_factory=list)
     taken: list[tuple[int, int]] = field(default_factory=list)
 
-    def __post_init__(self):
-        self.digits, self.back = _digits(self.text)
+    # Lazy: only the numeric types read the normalised text, and number-word parsing is
+    # the dearest step of a turn whose intent wants, say, a place.
+    @cached_property
+    def _normalised(self) -> tuple[str, list[int]]:
+        return _digits(self.text)
+
+    @property
+    def digits(self) -> str:
+        return self._normalised[0]
+
+    @property
+    def back(self) -> list[int]:
+        return self._normalised[1]
 
     def free(self, s: int, e: int) -> bool:
         return all(e <= ts or s >= te for ts, te in self.taken)
@@ -675,17 +684,35 @@ class Gazetteer(SlotType):
         self.case_sensitive = case_sensitive
 
     @cached_property
-    def patterns(self) -> list[tuple[re.Pattern, str]]:
+    def patterns(self) -> list[tuple[re.Pattern, str, str | None]]:
+        """(pattern, value, needle): `needle` is a plain substring every match contains
+        (the entry itself, lower-cased unless case-sensitive), so that a text without it
+        skips the regex; None where no such substring is certain (a non-ASCII entry under
+        Unicode case folding)."""
         flags = 0 if self.case_sensitive else re.I
         entries = sorted(self.table.items(), key=lambda kv: -len(kv[0]))
-        return [(re.compile(rf"(?<![\w/&]){re.escape(k)}(?![\w/&])", flags), v) for k, v in entries]
+        return [
+            (
+                re.compile(rf"(?<![\w/&]){re.escape(k)}(?![\w/&])", flags),
+                v,
+                k if self.case_sensitive else (k.lower() if k.isascii() else None),
+            )
+            for k, v in entries
+        ]
 
     def display(self, value: str) -> str:
         return value
 
     def find(self, ctx):
         out, claimed = [], []
-        for pattern, value in self.patterns:
+        # An ASCII text matches an ASCII entry case-insensitively only if its lower-cased
+        # form contains the lower-cased entry: a substring test is far cheaper than a regex
+        # scan, and a table has hundreds of entries.
+        haystack = ctx.text if self.case_sensitive else ctx.text.lower()
+        filtered = self.case_sensitive or ctx.text.isascii()
+        for pattern, value, needle in self.patterns:
+            if filtered and needle is not None and needle not in haystack:
+                continue
             for m in pattern.finditer(ctx.text):
                 if all(m.end() <= a or m.start() >= b for a, b in claimed):
                     claimed.append((m.start(), m.end()))

@@ -87,8 +87,24 @@ def test_open_routes_answer_without_a_key_and_keys_work_both_ways(gateway):
         )
     docs = httpx.get(gateway.url + "/openapi.json", headers={"X-API-Key": KEY}, timeout=10)
     assert docs.status_code == 200
-    schemes = docs.json()["components"]["securitySchemes"]
-    assert {"HTTPBearer", "APIKeyHeader"} <= set(schemes)
+    doc = docs.json()
+    schemes = doc["components"]["securitySchemes"]
+    # each route names the ways its key is presented, each scheme the header it reads
+    for path, method in (("/v1/chat", "post"), ("/v1/classify", "post"), ("/v1/labels", "get")):
+        named = {name for option in doc["paths"][path][method]["security"] for name in option}
+        assert named == {"ApiKeyBearer", "ApiKeyHeader"}, path
+    assert schemes["ApiKeyBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key",
+    }
+    assert (schemes["ApiKeyHeader"]["in"], schemes["ApiKeyHeader"]["name"]) == (
+        "header",
+        "X-API-Key",
+    )
+    review = doc["paths"]["/v1/review/items"]["get"]["security"]
+    assert review == [{"AdminKey": []}]
+    assert schemes["AdminKey"]["name"] == "X-Admin-Key"
 
 
 def test_keys_are_never_logged(gateway):

@@ -61,6 +61,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
             settings.threads,
             settings.ort_spinning,
             settings.workers,
+            ort_spin_between_runs=settings.ort_spin_between_runs,
             timing_batch=settings.max_batch_size if settings.auto_timing else None,
         )
 

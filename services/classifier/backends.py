@@ -123,6 +123,7 @@ class OnnxBackend:
         quantized: bool = False,
         threads: int | None = None,
         spinning: bool = True,
+        spin_between_runs: bool = True,
     ):
         import onnxruntime as ort
 
@@ -133,9 +134,15 @@ class OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
-        # Spinning worker threads cut batch-1 latency but burn CPU between runs, which a
-        # server's event loop on a small machine may need (CLASSIFIER_ORT_SPINNING).
+        # Worker threads that spin instead of sleeping pick up each parallel section of a
+        # run sooner (batch-1 latency) but burn CPU, which a server's event loop on a small
+        # machine may need (CLASSIFIER_ORT_SPINNING). Spinning on between runs costs the
+        # cores most, but stopping it after each run made single requests slower than the
+        # cores it freed made the HTTP side faster, the gateway's turns included
+        # (docs/benchmarks.md#gateway): kept on by default.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        if spinning and not spin_between_runs:
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.outputs = ["logits", "features"]

@@ -25,7 +25,14 @@ class ClassifierSettings(ModelServiceSettings):
     # (about a second) and serve the faster on this machine; false: int8 whatever its speed.
     auto_timing: bool = True
     threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
-    ort_spinning: bool = Field(True, description="ONNX Runtime worker threads spin when idle")
+    ort_spinning: bool = Field(
+        True, description="ONNX Runtime worker threads spin while they wait inside a run"
+    )
+    ort_spin_between_runs: bool = Field(
+        True,
+        description="...and keep spinning after a run returns, waiting for the next one "
+        "(false: they stop when a run returns, freeing the cores between requests)",
+    )
     # Batches run at once on the ONNX backends, a thread each, one intra-op thread each
     # unless `threads` says otherwise (services/common/batcher.py); torch: always 1.
     workers: int = Field(1, ge=1, le=64)

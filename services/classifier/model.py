@@ -128,6 +128,7 @@ class ClassifierModel:
         ort_spinning: bool = True,
         workers: int = 1,
         timing_batch: int | None = None,
+        ort_spin_between_runs: bool = True,
     ):
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
@@ -138,7 +139,11 @@ class ClassifierModel:
         self.workers = workers if kind.startswith("onnx") else 1
         if self.workers > 1 and threads is None:
             threads = 1
-        extra = {"spinning": ort_spinning} if kind.startswith("onnx") else {}
+        extra = (
+            {"spinning": ort_spinning, "spin_between_runs": ort_spin_between_runs}
+            if kind.startswith("onnx")
+            else {}
+        )
         self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
         self.timing: dict | None = None
         if backend == "auto" and kind == "onnx-int8" and timing_batch:

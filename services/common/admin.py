@@ -12,7 +12,10 @@ from pydantic import BaseModel, Field
 from services.common.errors import Forbidden, error_responses
 
 ADMIN_HEADER = APIKeyHeader(
-    name="X-Admin-Key", auto_error=False, description="the service's admin key"
+    name="X-Admin-Key",
+    scheme_name="AdminKey",  # apart from the gateway's API-key schemes in the OpenAPI doc
+    auto_error=False,
+    description="the service's admin key",
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import cache
 
 from starlette.exceptions import HTTPException
 
@@ -57,6 +58,17 @@ class RequestLedger:
             f"shut down: {self.started} {what} taken on, {self.answered} answered",
             {f"{what}_started": self.started, f"{what}_answered": self.answered},
         )
+
+
+@cache
+def _http_series(route: str, method: str, status_class: int):
+    """The request counter's and latency histogram's children for one label set, resolved
+    once: `labels()` takes a lock and builds its key on every call. The label sets are
+    bounded (route templates, HTTP methods, status classes), so is this cache."""
+    return (
+        metrics.HTTP_REQUESTS.labels(route, method, f"{status_class}xx"),
+        metrics.HTTP_LATENCY.labels(route, method),
+    )
 
 
 class ServiceMiddleware:
@@ -108,8 +120,9 @@ class ServiceMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
-            metrics.HTTP_REQUESTS.labels(path, method, f"{status['code'] // 100}xx").inc()
-            metrics.HTTP_LATENCY.labels(path, method).observe(time.perf_counter() - started)
+            count, latency = _http_series(path, method, status["code"] // 100)
+            count.inc()
+            latency.observe(time.perf_counter() - started)
 
     def _limited(self, receive, send):
         """Counts streamed (chunked) bodies too, which carry no Content-Length."""

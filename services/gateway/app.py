@@ -19,7 +19,7 @@ from services.common.logging import configure_logging
 from services.common.middleware import RequestLedger
 from services.gateway import metrics, review_api
 from services.gateway.actions import WebhookCaller
-from services.gateway.api import router
+from services.gateway.api import API_KEY_SCHEMES, router
 from services.gateway.capture import Recorder
 from services.gateway.config import GatewaySettings
 from services.gateway.dialogue import Dialogue
@@ -271,6 +271,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.guard = guard
     app.state.not_ready_reason = "waiting for the classifier"
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        schema = default_openapi()  # built once, then cached by FastAPI
+        schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(
+            API_KEY_SCHEMES
+        )
+        return schema
+
+    app.openapi = openapi
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

@@ -1,11 +1,11 @@
-"""Calls to the classifier and generator: one pooled aiohttp session each, per-call
-timeouts, retries only where safe (tenacity: a connection that never reached the upstream),
-and a circuit breaker per upstream (aiobreaker), so a dead upstream costs one fast failure
-per call instead of a timeout.
+"""Calls to the classifier and generator: pooled keep-alive connections
+(services.common.http_pool), per-call timeouts, retries only where safe (tenacity: a
+connection that never reached the upstream), and a circuit breaker per upstream
+(aiobreaker), so a dead upstream costs one fast failure per call instead of a timeout.
 
-aiohttp rather than httpx (which the gateway used before, and still uses for action
-webhooks): an upstream call is on every chat turn, and httpx's stack (httpcore, anyio, h11)
-cost about three times aiohttp's per call on this project's two-core machine
+Not httpx (which the gateway used first, and still uses for action webhooks) nor aiohttp
+(which it used next): an upstream call is on every chat turn, and their per-call machinery
+was the largest part of the gateway's CPU per turn on this project's two-core machine
 (docs/benchmarks.md#gateway has the figures and the command).
 """
 
@@ -15,13 +15,13 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-import aiohttp
 from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerState
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from services.common.http_pool import BadResponse, ConnectFailed, Disconnected, HttpPool
+from services.common.http_pool import Reply as UpstreamReply
 from services.common.request_id import upstream_headers
 from services.gateway import metrics
 
@@ -29,20 +29,20 @@ logger = logging.getLogger(__name__)
 
 _JSON = {"Content-Type": "application/json"}
 # Failures before any byte reached the upstream: safe to try again, even for a POST.
-_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+_NOT_SENT = (ConnectFailed,)
 
 
-@dataclass(frozen=True)
-class UpstreamReply:
-    """What an upstream answered: its status, headers (names in lower case, as HTTP reads
-    them: case-insensitive) and body (read whole)."""
-
-    status_code: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def json(self):
-        return json.loads(self.body)
+_STATE_NAME = {
+    CircuitBreakerState.CLOSED: "closed",
+    CircuitBreakerState.OPEN: "open",
+    CircuitBreakerState.HALF_OPEN: "half_open",
+}
+# The breaker-state gauge's values (docs/gateway.md).
+_STATE_VALUE = {
+    CircuitBreakerState.CLOSED: 0,
+    CircuitBreakerState.HALF_OPEN: 1,
+    CircuitBreakerState.OPEN: 2,
+}
 
 
 class UpstreamError(Exception):
@@ -102,16 +102,11 @@ class Upstream:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        # The pool's size is a semaphore of ours, so that waiting for a connection (load:
-        # a 429) is told apart from connecting (a failure): aiohttp's own pool wait counts
-        # as connecting. A small pool on purpose: the upstreams batch anyway.
+        # The pool's size is this semaphore, so that waiting for a connection (load: a 429)
+        # is told apart from connecting (a failure). A small pool on purpose: the upstreams
+        # batch anyway.
         self._slots = asyncio.Semaphore(connections)
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections),
-            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s),
-            # Service to service inside the deployment: no proxy from the environment.
-            trust_env=False,
-        )
+        self.pool = HttpPool(self.base_url, connect_timeout_s)
         self.retries = retries
         # A 4xx is the caller's fault and a full pool is load, not the upstream failing:
         # neither counts towards opening the breaker.
@@ -123,36 +118,36 @@ class Upstream:
                 lambda e: isinstance(e, _PoolTimeout),
             ],
         )
-        metrics.BREAKER_STATE.labels(name).set(0)
+        # Children resolved once: `labels()` takes a lock and builds a key on every call.
+        self._seconds = metrics.UPSTREAM_SECONDS.labels(name)
+        self._breaker_state = metrics.BREAKER_STATE.labels(name)
+        self._breaker_state.set(0)
 
     @property
     def state(self) -> str:
-        return {
-            CircuitBreakerState.CLOSED: "closed",
-            CircuitBreakerState.OPEN: "open",
-            CircuitBreakerState.HALF_OPEN: "half_open",
-        }.get(self.breaker.current_state, "closed")
+        return _STATE_NAME.get(self.breaker.current_state, "closed")
 
-    async def _send(self, method: str, url: str, data: bytes | None, headers: dict, timeout):
-        # (aiohttp reads timeout=None as "no timeout": the session's applies unless given)
-        extra = {} if timeout is None else {"timeout": timeout}
-        async with self.session.request(method, url, data=data, headers=headers, **extra) as r:
-            body = await r.read()
-            headers = {k.lower(): v for k, v in r.headers.items()} if r.status >= 400 else {}
-            return UpstreamReply(r.status, body, headers)
+    async def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict, timeout_s: float
+    ) -> UpstreamReply:
+        return await self.pool.request(method, path, data, headers, timeout_s)
 
     async def _post(self, path: str, body: dict) -> dict:
         headers = {**_JSON, **upstream_headers()}
         data = json.dumps(body, separators=(",", ":")).encode()
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
-        except TimeoutError:
-            raise _PoolTimeout() from None
+        if self._slots.locked():
+            try:
+                await asyncio.wait_for(self._slots.acquire(), self.timeout_s)
+            except TimeoutError:
+                raise _PoolTimeout() from None
+        else:
+            # A free slot is taken without suspending: wait_for would cost a task per call.
+            await self._slots.acquire()
         try:
             try:
                 # The first attempt runs bare: tenacity's machinery would cost every call,
                 # and only a connection that was never made is tried again.
-                reply = await self._send("POST", self.base_url + path, data, headers, None)
+                reply = await self._send("POST", path, data, headers, self.timeout_s)
             except _NOT_SENT:
                 if self.retries < 1:
                     raise
@@ -164,7 +159,7 @@ class Upstream:
                     reraise=True,
                 ):
                     with attempt:
-                        reply = await self._send("POST", self.base_url + path, data, headers, None)
+                        reply = await self._send("POST", path, data, headers, self.timeout_s)
         finally:
             self._slots.release()
         if reply.status_code >= 400:
@@ -191,27 +186,23 @@ class Upstream:
         except _NotJson:
             outcome = "not_json"
             raise UpstreamError(self.name, "answered something that is not JSON") from None
-        except TimeoutError:  # the call's total time, or connecting (aiohttp's are both)
+        except TimeoutError:  # the call's total time
             outcome = "timeout"
             raise UpstreamError(self.name, "timed out") from None
-        except aiohttp.ClientError as e:
+        except (ConnectFailed, Disconnected, BadResponse) as e:
             outcome = "unreachable"
             raise UpstreamError(self.name, f"unreachable ({type(e).__name__})") from None
         finally:
-            metrics.UPSTREAM_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            self._seconds.observe(time.perf_counter() - started)
             if outcome != "ok":
                 metrics.UPSTREAM_ERRORS.labels(self.name, outcome).inc()
-            metrics.BREAKER_STATE.labels(self.name).set(
-                {"closed": 0, "half_open": 1, "open": 2}[self.state]
-            )
+            self._breaker_state.set(_STATE_VALUE.get(self.breaker.current_state, 0))
 
     async def get(self, path: str, timeout_s: float) -> UpstreamReply | None:
         """A GET outside the breaker (health and model checks); None when unreachable."""
         try:
-            return await self._send(
-                "GET", self.base_url + path, None, {}, aiohttp.ClientTimeout(total=timeout_s)
-            )
-        except (aiohttp.ClientError, TimeoutError):
+            return await self._send("GET", path, None, {}, timeout_s)
+        except (ConnectionError, TimeoutError):
             return None
 
     async def ready(self) -> bool:
@@ -223,8 +214,8 @@ class Upstream:
         if ok and self.state != "closed":
             logger.info("%s ready again: closing its circuit breaker", self.name)
             self.breaker.close()
-            metrics.BREAKER_STATE.labels(self.name).set(0)
+            self._breaker_state.set(0)
         return ok
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.pool.close()
