@@ -38,7 +38,7 @@ class Server:
 
     async def __aenter__(self):
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.url = "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(self, *exc):
@@ -202,7 +202,7 @@ def test_chunked_bodies_are_joined_and_error_statuses_returned():
     chunked = (
         b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n"
         b"Retry-After: 7\r\n\r\n"
-        b"5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n"
+        b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
     )
 
     async def go():
