@@ -169,3 +169,42 @@ def test_fulfil_is_deterministic_and_uses_place_time_zones():
     assert fulfil("calculator", {"expression": "6 * 7"})["result"] == "42"
     assert fulfil("calculator", {"expression": "6 / 0"}) == {}
     assert fulfil("greeting", {}) == {}  # no action bound
+
+
+def _every_entry(gazetteer, ctx):
+    """The gazetteer's matching without its substring prefilter: every entry's regex."""
+    out, claimed = [], []
+    for pattern, value, _ in gazetteer.patterns:
+        for m in pattern.finditer(ctx.text):
+            if all(m.end() <= a or m.start() >= b for a, b in claimed):
+                claimed.append((m.start(), m.end()))
+                out.append((gazetteer.display(value), m.start(), m.end()))
+    return out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "what time is it in NEW YORK",
+        "directions to new york city from Paris",
+        "How do you say hello in FRENCH and in german",
+        "weather in Zürich, then in Paris",  # non-ASCII text: every entry is tried
+        "flights to the UK from la",
+        "is it raining in Tokyo?tokyo!",
+        "translate 'good night' to Español or to italian",
+    ],
+)
+def test_gazetteer_prefilter_finds_exactly_what_every_entry_finds(x, text):
+    """The substring test before each entry's regex skips work, never a match: the same
+    values and spans as trying every entry, in upper, lower and mixed case."""
+    from parlance.slots import Context, Gazetteer
+
+    gazetteers = [t for t in x.types.values() if isinstance(t, Gazetteer)]
+    assert {"place", "language"} <= {t.name for t in gazetteers}
+    matched = 0
+    for variant in (text, text.upper(), text.lower()):
+        for g in gazetteers:
+            found = [(s.value, s.start, s.end) for s in Gazetteer.find(g, Context(variant))]
+            assert found == _every_entry(g, Context(variant)), (g.name, variant)
+            matched += len(found)
+    assert matched  # each text names a place or a language: the comparison is not vacuous
