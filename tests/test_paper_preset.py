@@ -121,3 +121,9 @@ def test_paper_preset_with_a_silver_slot_tagger_exports_the_tagger(
     assert a.tag_logits.shape == b.tag_logits.shape
     np.testing.assert_allclose(a.tag_logits, b.tag_logits, atol=1e-4)
     assert a.words == b.words
+    # CLASSIFIER_ORT_SPIN_BETWEEN_RUNS=false: ONNX Runtime's own option, same answers
+    resting = OnnxBackend(art, spin_between_runs=False)
+    options = resting.session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    np.testing.assert_allclose(resting.run(texts).tag_logits, b.tag_logits, atol=1e-6)
