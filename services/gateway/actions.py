@@ -172,11 +172,19 @@ class WebhookCaller:
             )
         return self.breakers[hook.endpoint]
 
+    def refusal(self, name: str) -> ActionOutcome | None:
+        """The outcome of calling an action that has no usable hook (disabled at start-up or
+        unknown), counted as a call; None when it can be called. Lets a caller skip
+        building a request that would not be sent."""
+        if name in self.hooks:
+            return None
+        metrics.ACTION_CALLS.labels(name, "not_configured").inc()
+        return ActionOutcome("failed", reason="not_configured")
+
     async def call(self, name: str, request: ActionRequest) -> ActionOutcome:
         hook = self.hooks.get(name)
         if hook is None:
-            metrics.ACTION_CALLS.labels(name, "not_configured").inc()
-            return ActionOutcome("failed", reason="not_configured")
+            return self.refusal(name)
         started = time.perf_counter()
         breaker = self._breaker(hook)
         try:

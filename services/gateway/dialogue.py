@@ -320,12 +320,17 @@ class Dialogue:
     async def _call(
         self,
         action: str,
-        key: str,
+        key: str | None,
         form: str | None,
         slots: dict[str, str],
         p: Prediction | None,
         text: str,
     ) -> ActionOutcome:
+        """`key`: the call's idempotency key (None: a new one, for a one-off call)."""
+        refused = self.actions.refusal(action)
+        if refused is not None:
+            return refused  # nothing to send: no request built, no key drawn
+        key = key or uuid.uuid4().hex
         session_id = (_TURN.get() or ("",))[0]
         intent = (
             IntentRef(raw=p.raw, core=p.core, confidence=p.confidence)
@@ -500,7 +505,7 @@ class Dialogue:
         view = None
         if intent is not None and intent.action in self.pack.webhooks and self.actions:
             # One call per turn; its retries share the key.
-            out = await self._call(intent.action, uuid.uuid4().hex, None, dict(slots), p, text)
+            out = await self._call(intent.action, None, None, dict(slots), p, text)
             view = out.view(intent.action)
             if out.status != "ok":
                 reply = out.error.message if out.error else self.texts.actions.unavailable

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 from datetime import UTC, datetime
 
 from parlance.label_map import LabelMap, LabelMapError
@@ -122,7 +122,9 @@ async def chat(
     check_text("text", req.text, settings.max_text_chars)
     if req.session_id is not None and not _SESSION_ID.match(req.session_id):
         raise InvalidInput("session_id: 1-128 characters of letters, digits and ._:-")
-    session_id = req.session_id or uuid.uuid4().hex
+    # Unguessable (a session id is all it takes to continue a conversation), 32 hex digits
+    # like the uuid4 it replaces, without building a UUID object.
+    session_id = req.session_id or secrets.token_hex(16)
     if settings.log_user_text:
         logger.info("turn", extra={"session_id": session_id, "text": req.text})
     async with store.lock(session_id):
