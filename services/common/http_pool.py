@@ -8,8 +8,10 @@ the rest of a turn together (docs/benchmarks.md#gateway). These calls need none 
 known host, small JSON bodies, no cookies, redirects, proxies or compression.
 
 What it does do: a pool of persistent connections (the caller bounds how many are in use),
-a connect timeout and a per-call timeout, http and https, and the two ways a kept-alive
-connection goes stale (see `HttpPool.request`). A failure to connect raises `ConnectFailed`
+a connect timeout and a per-call timeout, http and https, answers with `Content-Length` or
+chunked bodies (what uvicorn sends; an answer delimited by closing the connection reads as
+`Disconnected`), and the two ways a kept-alive connection goes stale (see
+`HttpPool.request`). A failure to connect raises `ConnectFailed`
 (nothing was sent: safe to try again); a connection lost before the answer was complete
 raises `Disconnected`; a malformed answer `BadResponse`; the timeout `TimeoutError`.
 """
