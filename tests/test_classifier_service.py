@@ -294,6 +294,61 @@ def test_torch_backend_agrees_with_onnx(small_artifact):
         assert x.confidence == pytest.approx(y.confidence, abs=1e-4)
 
 
+def test_a_lone_batch_runs_on_every_core_and_side_by_side_batches_on_one_each(small_artifact):
+    """Two workers: a batch that runs alone uses the solo session (ONNX Runtime's default
+    threads); batches that overlap use the shared one-thread session. Same answers."""
+    import threading
+
+    from services.classifier.model import ClassifierModel
+
+    model = ClassifierModel(str(small_artifact), "onnx", workers=2)
+    assert model.workers == 2 and model.solo is not None
+    assert model.info()["workers"] == 2
+    used: list[str] = []
+    overlap = threading.Barrier(2, timeout=10)
+    sessions = {"solo": model.solo, "shared": model.backend}
+    for name, backend in sessions.items():
+        run = backend.run
+
+        def spy(texts, run=run, name=name):
+            used.append(name)
+            if name == "shared":
+                overlap.wait()  # hold both batches inside their runs at once
+            return run(texts)
+
+        backend.run = spy
+    texts = ["what is my balance", "set a timer for 5 minutes", "book a flight to rome"]
+    alone = model.predict_batch([(t, 3) for t in texts])
+    assert used == ["solo"]
+    # With a batch already running, the next two are not alone: both run on the shared
+    # session, at once (the barrier holds each until the other is inside its run).
+    model._running = 1
+    out: list = [None, None]
+
+    def side(i):
+        out[i] = model.predict_batch([(t, 3) for t in texts])
+
+    threads = [threading.Thread(target=side, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert used == ["solo", "shared", "shared"]
+    for answers in out:
+        for x, y in zip(answers, alone, strict=True):
+            assert (x.intent, x.oos) == (y.intent, y.oos)
+            assert x.confidence == pytest.approx(y.confidence, abs=1e-5)
+    assert model._running == 1
+    one = ClassifierModel(str(small_artifact), "onnx", workers=1)
+    assert one.solo is None
+    fixed = ClassifierModel(str(small_artifact), "onnx", workers=2, threads=2)
+    options = {
+        name: b.session.get_session_options().intra_op_num_threads
+        for name, b in (("solo", fixed.solo), ("shared", fixed.backend))
+    }
+    assert options == {"solo": 2, "shared": 1}  # `threads` is the lone batch's
+
+
 def test_int8_is_refused_when_it_loses_accuracy(small_artifact):
     from services.classifier.artifact import ClassifierArtifact
     from services.classifier.model import choose_backend

@@ -24,7 +24,12 @@ class ClassifierSettings(ModelServiceSettings):
     # auto, when int8 keeps the figures: time it against fp32 at a full batch at start-up
     # (about a second) and serve the faster on this machine; false: int8 whatever its speed.
     auto_timing: bool = True
-    threads: int | None = Field(None, ge=1, description="intra-op threads (default: all cores)")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="intra-op threads of a batch that runs alone (default: all cores); "
+        "batches side by side (workers > 1) get one each",
+    )
     ort_spinning: bool = Field(
         True, description="ONNX Runtime worker threads spin while they wait inside a run"
     )
@@ -34,8 +39,9 @@ class ClassifierSettings(ModelServiceSettings):
         "(false: they stop when a run returns, freeing the cores between requests)",
     )
     # Batches run at once on the ONNX backends, a thread each, one intra-op thread each
-    # unless `threads` says otherwise (services/common/batcher.py); torch: always 1.
-    workers: int = Field(1, ge=1, le=64)
+    # (services/common/batcher.py); a batch that runs alone gets `threads`. Default: one
+    # per core. torch: always 1.
+    workers: int | None = Field(None, ge=1, le=64)
     max_batch_size: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     max_queue: int = Field(512, ge=1)

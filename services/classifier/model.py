@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,6 +11,7 @@ from datetime import datetime
 from services.classifier.artifact import ClassifierArtifact
 from services.classifier.backends import Backend, load_backend
 from services.classifier.tagging import bio_tags, decode, snap_to_words
+from services.common.batcher import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +128,7 @@ class ClassifierModel:
         int8_max_drop: float = 0.003,
         threads: int | None = None,
         ort_spinning: bool = True,
-        workers: int = 1,
+        workers: int | None = None,
         timing_batch: int | None = None,
         ort_spin_between_runs: bool = True,
     ):
@@ -135,9 +137,11 @@ class ClassifierModel:
         self.labels = self.artifact.labels
         kind = choose_backend(self.artifact, backend, int8_max_drop)
         # Batches run side by side on ONNX sessions only (torch's thread pool is per calling
-        # thread); each worker then gets one intra-op thread unless told otherwise.
-        self.workers = workers if kind.startswith("onnx") else 1
-        if self.workers > 1 and threads is None:
+        # thread), by default one per core, on one intra-op thread each; a batch that runs
+        # alone gets `threads` (`solo` below).
+        self.workers = (workers or usable_cores()) if kind.startswith("onnx") else 1
+        solo_threads = threads
+        if self.workers > 1:
             threads = 1
         extra = (
             {"spinning": ort_spinning, "spin_between_runs": ort_spin_between_runs}
@@ -158,6 +162,16 @@ class ClassifierModel:
                     self.timing[self.backend.name],
                 )
                 self.backend = fp32
+        # Under load, batches run side by side on one thread each: more texts per second
+        # than one batch on every core. A lone batch (one client) on one thread would wait
+        # longer than it must, so it runs on a second session with `threads` threads, by
+        # default ONNX Runtime's (one per physical core, placed by it).
+        self.solo: Backend | None = None
+        if self.workers > 1:
+            solo_kind = "onnx-int8" if self.backend.name == "onnx-int8" else "onnx"
+            self.solo = load_backend(self.artifact, solo_kind, threads=solo_threads, **extra)
+        self._running = 0
+        self._running_lock = threading.Lock()
         self.version = self.artifact.version
         self.slots = self.artifact.slots
         self.tags = bio_tags(self.slots)
@@ -167,15 +181,33 @@ class ClassifierModel:
     def warmup(self, rounds: int = 3) -> float:
         started = time.perf_counter()
         for n in (1, 8, 32)[:rounds]:
-            self.predict_batch([(f"warm up query number {i}", 1) for i in range(n)])
+            texts = [f"warm up query number {i}" for i in range(n)]
+            self.predict_batch([(t, 1) for t in texts])
+            if self.solo is not None:  # predict_batch, alone, ran the solo session
+                self.backend.run(texts)
         return time.perf_counter() - started
+
+    def _run(self, texts: list[str]):
+        """The batch on the solo session when no other batch is running, else on the
+        workers' shared one-thread session."""
+        if self.solo is None:
+            return self.backend.run(texts)
+        with self._running_lock:
+            self._running += 1
+            alone = self._running == 1
+        try:
+            return (self.solo if alone else self.backend).run(texts)
+        finally:
+            with self._running_lock:
+                self._running -= 1
 
     def predict_batch(self, items: list[tuple]) -> list[Prediction]:
         """`items`: (text, top_k) or (text, top_k, now) tuples, run as one batch; one
-        Prediction each. `now` (the request's clock) anchors relative dates in entities."""
+        Prediction each. `now` (the request's clock) anchors relative dates in entities.
+        Thread-safe: the batcher's workers call it at once."""
         texts = [item[0] for item in items]
         max_k = max(item[1] for item in items)
-        run = self.backend.run(texts)
+        run = self._run(texts)
         p = self.scorer.predict(run.logits, run.features, top_k=max_k)
         out = []
         for i, (text, k, *rest) in enumerate(items):
@@ -219,6 +251,7 @@ class ClassifierModel:
             "created_at": m.get("created_at"),
             "git_commit": m.get("git_commit"),
             "labels": len(self.labels),
+            "workers": self.workers,
             "slots": list(self.slots),
             # chosen on val at training time: the slots whose rules only read answers
             "slots_left_to_tagger": list((m.get("slot_policy") or {}).get("left_to_tagger") or []),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - item
 O = TypeVar("O")  # noqa: E741 - output
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    return len(os.sched_getaffinity(0))
 
 
 def model_executor(name: str, workers: int = 1) -> ThreadPoolExecutor:

@@ -9,7 +9,6 @@ so a client never sees an invented number or a bare placeholder.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from services.common.batcher import usable_cores
 from services.common.files import read_manifest as common_read_manifest
 from services.generator.text import (
     ReplyDomain,
@@ -154,10 +154,6 @@ def agreement_holds(manifest: dict) -> bool:
     validation requests): what `auto` needs to serve ONNX at all."""
     agreement = manifest.get("backends", {}).get("onnx", {}).get("agreement", {})
     return agreement.get("compared", 0) > 0 and agreement.get("identical", 0) >= AGREEMENT
-
-
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 def onnx_threads(workers: int) -> int:
