@@ -248,3 +248,16 @@ def test_a_closed_pool_refuses_calls_and_urls_are_checked():
     run(go())
     with pytest.raises(ValueError, match="not an http"):
         HttpPool("ftp://example.org", connect_timeout_s=1)
+
+
+@pytest.mark.parametrize("url", ["ftp://classifier:8001", "classifier:8001", "http://"])
+def test_the_gateway_refuses_upstream_urls_it_cannot_call(monkeypatch, url):
+    from pydantic import ValidationError
+
+    from services.gateway.config import GatewaySettings
+
+    monkeypatch.setenv("CLASSIFIER_URL", url)
+    with pytest.raises(ValidationError, match="CLASSIFIER_URL"):  # the variable named
+        GatewaySettings()
+    monkeypatch.setenv("CLASSIFIER_URL", "https://classifier.internal:8443/v2")
+    assert GatewaySettings().classifier_url.endswith("/v2")

@@ -8,18 +8,23 @@ from pydantic_settings import SettingsConfigDict
 
 from services.common.settings import ServiceSettings
 
+_UPSTREAM_URL = r"^https?://[^\s/?#]+(/\S*)?$"
+
 
 class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     port: int = Field(8000, ge=1, le=65535)
+    # http(s), checked here so that a wrong URL stops the start with a readable message
     classifier_url: str = Field(
         "http://127.0.0.1:8001",
         validation_alias=AliasChoices("CLASSIFIER_URL", "GATEWAY_CLASSIFIER_URL"),
+        pattern=_UPSTREAM_URL,
     )
     generator_url: str = Field(
         "http://127.0.0.1:8002",
         validation_alias=AliasChoices("GENERATOR_URL", "GATEWAY_GENERATOR_URL"),
+        pattern=_UPSTREAM_URL,
     )
     # Per-call timeouts (seconds). The generator's is short on purpose: a slow generator
     # means a template reply now, not a slow answer.
