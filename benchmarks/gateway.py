@@ -41,7 +41,7 @@ def template_texts(n: int = 2000) -> list[str]:
 
 
 def run(
-    classifier_artifact: str,
+    classifier_artifact: str | None,
     seconds: int = 10,
     before: str | None = None,
     env: dict[str, str] | None = None,
@@ -49,16 +49,22 @@ def run(
     """`before`: a git revision whose gateway is measured too, in the same run, behind the
     same classifier, the two loads interleaved. `env`: settings for both services (e.g.
     CLASSIFIER_ORT_SPINNING). At one client it also records the CPU each process used per
-    request: on a small machine the two compete for the same cores."""
+    request: on a small machine the two compete for the same cores. `classifier_artifact`
+    None: the keyword stand-in classifier of the tests (tests/standin_classifier.py), which
+    answers at once, so that the gateways' CPU per turn is theirs alone (its turns take
+    other dialogue paths than the real classifier's: compare gateways within one run)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write("\n".join(template_texts()))
         texts = Path(f.name)
     out: dict = {}
     clf_env = {"CLASSIFIER_LOG_LEVEL": "WARNING", **(env or {})}
-    with server(["services.classifier", "--artifact", classifier_artifact], clf_env) as (
-        clf,
-        clf_pid,
-    ):
+    classifier = (
+        ["services.classifier", "--artifact", classifier_artifact]
+        if classifier_artifact
+        else ["tests.standin_classifier"]
+    )
+    out["classifier"] = classifier_artifact or "stand-in"
+    with server(classifier, clf_env) as (clf, clf_pid):
         gw_env = {
             "CLASSIFIER_URL": clf,
             "GENERATOR_URL": f"http://127.0.0.1:{free_port()}",
@@ -72,15 +78,16 @@ def run(
         with contextlib.ExitStack() as stack:
             gw, gw_pid = stack.enter_context(server(["services.gateway"], gw_env))
             gateways = {"gateway": gw}
+            pids = {"classifier": clf_pid, "gateway": gw_pid}
             if before:
                 tree = stack.enter_context(checkout(before))
-                old, _ = stack.enter_context(server(["services.gateway"], gw_env, cwd=tree))
+                old, old_pid = stack.enter_context(server(["services.gateway"], gw_env, cwd=tree))
                 gateways["before"] = old
+                pids["before"] = old_pid
                 out["before_revision"] = before
             wrk(clf, 2, 2, texts)
             for url in gateways.values():
                 wrk(url, 2, 2, texts, "/v1/chat", "chat")  # warm-up
-            pids = {"classifier": clf_pid, "gateway": gw_pid}
             for clients in (1, 64):
                 load = [("classifier", clf, "/v1/classify", "classify")]
                 load += [(name, url, "/v1/chat", "chat") for name, url in gateways.items()]
@@ -141,6 +148,11 @@ def markdown(r: dict) -> list[str]:
             f"| p50 added at 1 client by the gateway at {before} (same run) (ms) | "
             f"{was:.2f} | reported |"
         )
+        if "before" in r["before_1"].get("cpu_ms_per_request", {}):
+            lines.append(
+                f"| CPU per chat turn at 1 client, the gateway at {before} (ms) | "
+                f"{r['before_1']['cpu_ms_per_request']['before']:.2f} | reported |"
+            )
     lines += [
         f"| chat turns/s at 64 clients | {r['gateway_64']['throughput']:.0f} | reported |",
         f"| CPU per chat turn at 1 client, gateway / classifier (ms) | "
@@ -160,7 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     import json
 
     p = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-    p.add_argument("--artifact", required=True, help="classifier artifact directory")
+    p.add_argument("--artifact", default=None, help="classifier artifact directory")
+    p.add_argument(
+        "--standin",
+        action="store_true",
+        help="behind the tests' keyword stand-in classifier instead (the gateways' own CPU)",
+    )
     p.add_argument("--seconds", type=int, default=10, help="wrk duration per load level")
     p.add_argument("--json", default=None, help="also write the raw figures here")
     p.add_argument(
@@ -174,8 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         help="a setting for both services, e.g. CLASSIFIER_ORT_SPINNING=false (repeatable)",
     )
     args = p.parse_args(argv)
+    if bool(args.artifact) == args.standin:
+        p.error("give --artifact or --standin")
     env = dict(item.split("=", 1) for item in args.env)
-    result = run(args.artifact, args.seconds, args.before, env)
+    result = run(None if args.standin else args.artifact, args.seconds, args.before, env)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print("\n".join(markdown(result)))
