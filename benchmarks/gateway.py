@@ -125,6 +125,14 @@ def markdown(r: dict) -> list[str]:
         "gateway's own work (in-memory session store, dialogue policy). wrk, one client "
         "thread, real CLINC150 test utterances of those intents, a new session per "
         "request.",
+    ]
+    if r.get("classifier") == "stand-in":
+        lines[-1] += (
+            " Behind the tests' keyword stand-in classifier (`--standin`), not a model: its "
+            "answers send most turns down other dialogue paths than the real classifier's, so "
+            "compare the gateways within this table only."
+        )
+    lines += [
         "",
         "| path | connections | requests/s | p50 ms | p95 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|---|",

@@ -3,9 +3,9 @@
 Hand-written on asyncio and httptools (uvicorn's C parser, already in every serving image)
 rather than a general client library: each gateway turn makes one such call, and inside
 the gateway aiohttp's per-request machinery (request and response objects, header
-multidicts, timer contexts, tracing hooks) cost about 0.4 ms of CPU per call, as much as
-the rest of a turn together (docs/benchmarks.md#gateway). These calls need none of it: one
-known host, small JSON bodies, no cookies, redirects, proxies or compression.
+multidicts, timer contexts, tracing hooks) was the largest part of a turn's CPU
+(docs/benchmarks.md#gateway). These calls need none of it: one known host, small JSON
+bodies, no cookies, redirects, proxies or compression.
 
 What it does do: a pool of persistent connections (the caller bounds how many are in use),
 a connect timeout and a per-call timeout, http and https, answers with `Content-Length` or
