@@ -24,7 +24,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import httpx
-from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerState
+from aiobreaker import CircuitBreaker, CircuitBreakerError
 from pydantic import ValidationError
 
 from parlance.pack import Pack
@@ -200,8 +200,7 @@ class WebhookCaller:
         elapsed = time.perf_counter() - started
         metrics.ACTION_SECONDS.labels(name).observe(elapsed)
         metrics.ACTION_CALLS.labels(name, outcome.reason or outcome.status).inc()
-        state = {CircuitBreakerState.OPEN: 2, CircuitBreakerState.HALF_OPEN: 1}
-        metrics.ACTION_BREAKER.labels(name).set(state.get(breaker.current_state, 0))
+        metrics.ACTION_BREAKER.labels(name).set(metrics.BREAKER_VALUE.get(breaker.current_state, 0))
         if outcome.status == "failed":
             logger.warning("action %s failed: %s (%.0f ms)", name, outcome.reason, elapsed * 1e3)
         return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiobreaker import CircuitBreakerState
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.metrics import PREFIX
@@ -54,6 +55,12 @@ BREAKER_STATE = Gauge(
     "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open",
     ["upstream"],
 )
+# The two breaker gauges' values (an unknown state reads as closed).
+BREAKER_VALUE = {
+    CircuitBreakerState.CLOSED: 0,
+    CircuitBreakerState.HALF_OPEN: 1,
+    CircuitBreakerState.OPEN: 2,
+}
 ACTIVE_SESSIONS = Gauge(f"{PREFIX}_gateway_active_sessions", "Sessions in the store")
 RATE_LIMITED = Counter(f"{PREFIX}_gateway_rate_limited_total", "Requests refused with 429")
 RATE_LIMIT_ERRORS = Counter(

@@ -37,12 +37,6 @@ _STATE_NAME = {
     CircuitBreakerState.OPEN: "open",
     CircuitBreakerState.HALF_OPEN: "half_open",
 }
-# The breaker-state gauge's values (docs/gateway.md).
-_STATE_VALUE = {
-    CircuitBreakerState.CLOSED: 0,
-    CircuitBreakerState.HALF_OPEN: 1,
-    CircuitBreakerState.OPEN: 2,
-}
 
 
 class UpstreamError(Exception):
@@ -196,7 +190,7 @@ class Upstream:
             self._seconds.observe(time.perf_counter() - started)
             if outcome != "ok":
                 metrics.UPSTREAM_ERRORS.labels(self.name, outcome).inc()
-            self._breaker_state.set(_STATE_VALUE.get(self.breaker.current_state, 0))
+            self._breaker_state.set(metrics.BREAKER_VALUE.get(self.breaker.current_state, 0))
 
     async def get(self, path: str, timeout_s: float) -> UpstreamReply | None:
         """A GET outside the breaker (health and model checks); None when unreachable."""
