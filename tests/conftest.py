@@ -70,6 +70,7 @@ def small_artifact(tmp_path_factory, clinc_path) -> Path:
             learning_rate="2e-4",
             per_device_train_batch_size=16,
             seed=13,
+            soup_runs=1,  # the soup has its own test; one run keeps the fixture quick
             disable_tqdm=True,
         )
     )

@@ -50,6 +50,7 @@ def bike_artifacts(tmp_path_factory) -> Path:
             learning_rate="2e-4",
             per_device_train_batch_size=16,
             seed=13,
+            soup_runs=1,
             disable_tqdm=True,
         ),
     )

@@ -144,3 +144,55 @@ def test_cli_trains_from_a_hub_format_dataset(tmp_path, monkeypatch):
     assert m["data"]["source"] == f"hub:{tmp_path / 'hub'}/plus"
     assert m["labels"] == ["balance", "timer", "oos"]
     assert (out / "model" / "head.safetensors").is_file()
+
+
+def test_a_soup_of_runs_from_one_initialisation_with_frozen_word_embeddings(tmp_path, clinc_path):
+    """--soup_runs: two runs on different data orders, the served weights chosen on val among
+    the best run and their soup; --freeze_word_embeddings leaves the pretrained matrix as it
+    was in every run and in the soup."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from training import classifier
+
+    out = tmp_path / "soup"
+    m = classifier.main(
+        flags(
+            preset="cpu",
+            data_dir=clinc_path,
+            variant="full",
+            min_train_steps=0,
+            output_dir=out,
+            intents=",".join(SMALL_INTENTS[:4]),
+            max_train_per_intent=20,
+            num_train_epochs=2,
+            average_last_epochs=0,
+            soup_runs=2,
+            freeze_word_embeddings=True,
+            per_device_train_batch_size=16,
+            seed=13,
+            disable_tqdm=True,
+            export_onnx=False,
+        )
+    )
+    soup = m["training"]["soup"]
+    assert len(soup["runs_val"]) == 2
+    assert soup["chosen"] in soup["val"]
+    assert soup["val"][soup["chosen"]] == max(soup["val"].values())
+    # the figures recorded for the artifact are those of the chosen weights
+    assert m["training"]["val_argmax"]["eval_accuracy"] == pytest.approx(
+        soup["val"][soup["chosen"]]
+    )
+    per_epoch = -(-m["data"]["sizes"]["train"] // 16)
+    assert m["training"]["steps"] == 2 * 2 * per_epoch  # 2 runs of 2 epochs
+    pretrained = AutoModel.from_pretrained(classifier.resolve_model_path(classifier.OFFLINE_MINILM))
+    served = load_file(out / "model" / "model.safetensors")
+    embedding = next(k for k in served if k.endswith("word_embeddings.weight"))
+    assert np.array_equal(
+        served[embedding].numpy(), pretrained.embeddings.word_embeddings.weight.detach().numpy()
+    )
+    encoder_layer = next(k for k in served if k.endswith("layer.0.attention.self.query.weight"))
+    assert not np.array_equal(
+        served[encoder_layer].numpy(),
+        pretrained.encoder.layer[0].attention.self.query.weight.detach().numpy(),
+    )

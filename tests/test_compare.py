@@ -270,6 +270,7 @@ def train(out: Path, **overrides) -> Path:
         learning_rate="2e-4",
         per_device_train_batch_size=16,
         seed=13,
+        soup_runs=1,
         disable_tqdm=True,
     )
     classifier.main(flags(**{**options, **overrides}))

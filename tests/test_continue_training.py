@@ -30,6 +30,7 @@ SMALL = dict(
     learning_rate="2e-4",
     per_device_train_batch_size=16,
     seed=13,
+    soup_runs=1,
     disable_tqdm=True,
     export_onnx=False,
 )

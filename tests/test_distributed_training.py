@@ -44,6 +44,7 @@ def test_torchrun_two_processes_write_one_artifact(clinc_path, tmp_path):
                 export_onnx=False,
                 disable_tqdm=True,
                 seed=7,
+                soup_runs=1,
                 use_cpu=True,  # without a GPU, accelerate needs this for multi-process CPU
                 output_dir=out,
             ),

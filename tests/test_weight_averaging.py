@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from training.weight_averaging import EpochSnapshots, choose, mean_of
+from training.weight_averaging import EpochSnapshots, choose, choose_soup, mean_of
 
 
 class Evaluating:
@@ -94,3 +94,37 @@ def test_a_metric_to_minimise_is_minimised():
     summary = choose(trainer, snaps, "loss", trainer.evaluate(), greater_is_better=False)
     assert summary["chosen"] == "mean of epochs 1-2"
     assert summary["val"] == {"best epoch": 0.5, "mean of epochs 1-2": 0.0}
+
+
+def run(weight) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A soup ingredient as `choose_soup` takes it: its val metrics and its weights."""
+    trainer = two_class_trainer()
+    with torch.no_grad():
+        trainer.model.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+    return trainer.evaluate(), {"weight": trainer.model.weight.detach().clone()}
+
+
+def test_the_greedy_soup_keeps_only_the_runs_that_help_on_val():
+    # Runs 1 and 2 each get half of val wrong and their mean all of it right; run 3 gets
+    # half wrong and spoils any mean it joins (the uniform soup of all three gets 0.5).
+    runs = [
+        run([[2.0, 1.0], [0.0, 0.0]]),
+        run([[0.0, 0.0], [1.0, 2.0]]),
+        run([[0.0, 6.0], [0.0, 0.0]]),
+    ]
+    trainer = two_class_trainer()
+    summary = choose_soup(trainer, runs, "accuracy")
+    assert summary["runs_val"] == [0.5, 0.5, 0.5]
+    assert summary["chosen"] == "greedy soup of runs 1,2"
+    assert summary["val"] == {"run 1": 0.5, "greedy soup of runs 1,2": 1.0, "uniform soup": 0.5}
+    assert torch.allclose(trainer.model.weight, torch.tensor([[1.0, 0.5], [0.5, 1.0]]))
+
+
+def test_a_soup_no_better_than_the_best_run_is_not_served():
+    runs = [run(torch.eye(2) * 3.0), run([[2.0, 1.0], [0.0, 0.0]])]
+    trainer = two_class_trainer()
+    summary = choose_soup(trainer, runs, "accuracy")
+    assert summary["chosen"] == "run 1"
+    # the soup ties with run 1 on val (so the greedy soup takes run 2 in): the run is served
+    assert summary["val"] == {"run 1": 1.0, "greedy soup of runs 1,2": 1.0}
+    assert torch.allclose(trainer.model.weight, torch.eye(2) * 3.0)

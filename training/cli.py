@@ -4,6 +4,7 @@ transformers' examples) with presets that change defaults only."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from transformers import HfArgumentParser
@@ -21,6 +22,19 @@ TRAINER_DEFAULTS = dict(
     dataloader_num_workers=0,
     dataloader_pin_memory=torch.cuda.is_available(),
 )
+
+
+def native_bf16() -> bool:
+    """Whether this machine computes in bfloat16 natively: a GPU that supports it, or a CPU
+    with bfloat16 instructions (AVX512-BF16 or AMX, Linux's /proc/cpuinfo flags). Elsewhere
+    bfloat16 is emulated and mixed precision would be slower than float32."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def quiet_libraries() -> None:

@@ -82,3 +82,65 @@ def choose(
         "val": {label: round(m[key], 6) for label, (m, _) in candidates.items()},
         "val_metrics": metrics,
     }
+
+
+def choose_soup(
+    trainer, runs: list[tuple[dict, dict[str, torch.Tensor]]], metric: str, greater: bool = True
+) -> dict:
+    """A model soup (Wortsman et al., 2022) of runs fine-tuned from the same initial weights
+    on different data orders: the best single run, the uniform mean of all runs and the
+    greedy soup (runs added best first, each kept only if val does not drop) are evaluated
+    on val, and the model is left with the best. Runs fine-tuned from one pretrained model
+    stay in one basin of the loss, so their mean is a model of its own that tends to behave
+    like their ensemble at the cost of one. `runs`: (val metrics, trainable weights) per run.
+    Returns a summary for the manifest, with the chosen val metrics."""
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    model = trainer.model
+    sign = 1 if greater else -1
+
+    def value(metrics: dict) -> float:
+        return sign * metrics[key]
+
+    order = sorted(range(len(runs)), key=lambda i: -value(runs[i][0]))
+    best = order[0]
+    candidates = {f"run {best + 1}": runs[best]}
+
+    def evaluate(members: list[int]) -> tuple[dict, dict[str, torch.Tensor]]:
+        weights = mean_of([runs[i][1] for i in members])
+        load_weights(model, weights)
+        return trainer.evaluate(), weights
+
+    greedy, greedy_metrics = [best], runs[best]
+    tried: dict[frozenset, tuple[dict, dict[str, torch.Tensor]]] = {}
+    for i in order[1:]:
+        trial = tried[frozenset([*greedy, i])] = evaluate([*greedy, i])
+        logger.info(
+            "soup of runs %s: val %s %.4f",
+            ",".join(str(r + 1) for r in sorted([*greedy, i])),
+            metric,
+            trial[0][key],
+        )
+        if value(trial[0]) >= value(greedy_metrics[0]):
+            greedy, greedy_metrics = [*greedy, i], trial
+    if len(greedy) > 1:
+        candidates[f"greedy soup of runs {','.join(str(r + 1) for r in sorted(greedy))}"] = (
+            greedy_metrics
+        )
+    if len(greedy) < len(runs):  # with every run in the greedy soup it is the uniform one
+        everyone = frozenset(range(len(runs)))
+        if everyone not in tried:
+            tried[everyone] = evaluate(sorted(everyone))
+            logger.info("uniform soup: val %s %.4f", metric, tried[everyone][0][key])
+        candidates["uniform soup"] = tried[everyone]
+    # ties go to the simpler model (the single run, then the smaller soup)
+    chosen = max(candidates, key=lambda c: value(candidates[c][0]))
+    metrics, weights = candidates[chosen]
+    load_weights(model, weights)
+    logger.info("weights: %s (val %s %.4f)", chosen, metric, metrics[key])
+    return {
+        "chosen": chosen,
+        "metric": key,
+        "val": {label: round(m[key], 6) for label, (m, _) in candidates.items()},
+        "runs_val": [round(m[key], 6) for m, _ in runs],
+        "val_metrics": metrics,
+    }
