@@ -70,8 +70,16 @@ def choose(
         label = f"mean of epochs {last[0][0]:g}-{last[-1][0]:g}"
         candidates[label] = (trainer.evaluate(), weights)
         logger.info("%s: val %s %.4f", label, metric, candidates[label][0][key])
-    # ties go to the simpler model (dicts keep insertion order; max and min keep the first)
-    pick = max if greater_is_better else min
+    return serve_best(model, candidates, metric, key, greater_is_better)
+
+
+def serve_best(
+    model: torch.nn.Module, candidates: dict, metric: str, key: str, greater: bool
+) -> dict:
+    """Load the candidate best on val into `model`; ties go to the simpler model, the one
+    listed first (dicts keep insertion order; max and min keep the first). `candidates`:
+    label -> (val metrics, weights). Returns the summary for the manifest."""
+    pick = max if greater else min
     chosen = pick(candidates, key=lambda c: candidates[c][0][key])
     metrics, weights = candidates[chosen]
     load_weights(model, weights)
@@ -132,15 +140,6 @@ def choose_soup(
             tried[everyone] = evaluate(sorted(everyone))
             logger.info("uniform soup: val %s %.4f", metric, tried[everyone][0][key])
         candidates["uniform soup"] = tried[everyone]
-    # ties go to the simpler model (the single run, then the smaller soup)
-    chosen = max(candidates, key=lambda c: value(candidates[c][0]))
-    metrics, weights = candidates[chosen]
-    load_weights(model, weights)
-    logger.info("weights: %s (val %s %.4f)", chosen, metric, metrics[key])
-    return {
-        "chosen": chosen,
-        "metric": key,
-        "val": {label: round(m[key], 6) for label, (m, _) in candidates.items()},
-        "runs_val": [round(m[key], 6) for m, _ in runs],
-        "val_metrics": metrics,
-    }
+    # listed simplest first: the single run, then the smaller soup
+    summary = serve_best(model, candidates, metric, key, greater)
+    return {**summary, "runs_val": [round(m[key], 6) for m, _ in runs]}
