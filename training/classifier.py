@@ -90,8 +90,8 @@ _CPU = {
     # at the threshold, +0.2 of OOS recall (docs/results.md#checkpoint-averaging).
     "average_last_epochs": 7,
     # Speed (docs/results.md#training-speed): batches of similar lengths (less padding), and
-    # bfloat16 mixed precision where the machine has bfloat16 instructions (emulated and
-    # slower than float32 elsewhere): the same val accuracy at half the time a step. Frozen
+    # bfloat16 mixed precision where the machine has bfloat16 instructions (elsewhere it is
+    # emulated; not measured): the same val accuracy at half the time a step. Frozen
     # word embeddings lost val accuracy, and soups of runs (--soup_runs) did not beat one
     # run on val: neither is in the preset.
     "train_sampling_strategy": "group_by_length",
