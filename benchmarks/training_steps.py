@@ -21,6 +21,7 @@ import time
 
 import torch
 from transformers import AutoTokenizer
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from services.classifier.modeling import HeadConfig, IntentClassifier, build_encoder
 from training.classifier import OFFLINE_MINILM, resolve_model_path
@@ -37,24 +38,22 @@ SETTINGS = {
 }
 
 
-def batches(texts: list[str], labels: list[int], grouped: bool, n: int, seed: int = 0):
-    """`n` batches of 32: random ones, or (as transformers' LengthGroupedSampler does)
-    random megabatches of 50 batches, each sorted by length and cut into batches."""
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
+def batches(lengths: list[int], grouped: bool, n: int, seed: int) -> list[list[int]]:
+    """`n` batches of 32 drawn at random from one epoch's order: a random permutation, or
+    the order transformers' LengthGroupedSampler trains on (random megabatches, each sorted
+    by length and cut into batches)."""
+    generator = torch.Generator().manual_seed(seed)
     if grouped:
-        mega = 50 * 32
-        order = [
-            i
-            for start in range(0, len(order), mega)
-            for i in sorted(order[start : start + mega], key=lambda i: len(texts[i]))
-        ]
-    chunks = [order[i : i + 32] for i in range(0, 32 * n * 4, 32)]
-    random.Random(seed).shuffle(chunks)  # whole batches in random order, as the sampler does
-    return chunks[:n]
+        order = get_length_grouped_indices(lengths, 32, generator=generator)
+    else:
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+    epoch = [order[i : i + 32] for i in range(0, len(order) - 31, 32)]
+    return random.Random(seed).sample(epoch, n)
 
 
-def seconds_per_step(setting: dict, data, tokenizer, steps: int, seed: int) -> float:
+def seconds_per_step(
+    setting: dict, data, lengths: list[int], tokenizer, steps: int, seed: int
+) -> float:
     torch.manual_seed(seed)
     encoder = build_encoder(resolve_model_path(OFFLINE_MINILM))
     head = HeadConfig(len(data.labels), pooling="mean", head="cosine", scale=30.0, margin=0.2)
@@ -66,9 +65,8 @@ def seconds_per_step(setting: dict, data, tokenizer, steps: int, seed: int) -> f
     texts, labels = data.train.texts, [ids[i] for i in data.train.intents]
     warm = 3
     times = []
-    for index, chunk in enumerate(
-        batches(texts, labels, setting.get("grouped", False), steps + warm, seed)
-    ):
+    grouped = setting.get("grouped", False)
+    for index, chunk in enumerate(batches(lengths, grouped, steps + warm, seed)):
         enc = tokenizer([texts[i] for i in chunk], padding=True, return_tensors="pt")
         target = torch.tensor([labels[i] for i in chunk])
         start = time.perf_counter()
@@ -91,10 +89,13 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_libraries()
     data = load_from_dir(args.data_dir or os.environ["CLINC150_DIR"], "plus")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(OFFLINE_MINILM))
+    lengths = [len(ids) for ids in tokenizer(data.train.texts)["input_ids"]]  # as the sampler
     found: dict[str, list[float]] = {name: [] for name in SETTINGS}
     for round_ in range(args.rounds):
         for name, setting in SETTINGS.items():
-            found[name].append(seconds_per_step(setting, data, tokenizer, args.steps, round_))
+            found[name].append(
+                seconds_per_step(setting, data, lengths, tokenizer, args.steps, round_)
+            )
     result = {
         "torch_threads": torch.get_num_threads(),
         "native_bf16": native_bf16(),

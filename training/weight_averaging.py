@@ -60,7 +60,7 @@ def choose(
     Returns a summary for the manifest, with the chosen val metrics. With LoRA the factors
     are averaged one by one (the mean of products is not the product of means): a
     candidate like any other, judged on val."""
-    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    key = val_key(metric)
     model = trainer.model
     candidates = {"best epoch": (best, trainable_weights(model))}
     for k in range(2, len(snapshots.snapshots) + 1):
@@ -71,6 +71,11 @@ def choose(
         candidates[label] = (trainer.evaluate(), weights)
         logger.info("%s: val %s %.4f", label, metric, candidates[label][0][key])
     return serve_best(model, candidates, metric, key, greater_is_better)
+
+
+def val_key(metric: str) -> str:
+    """The key of `metric` in `Trainer.evaluate()`'s answer, as the Trainer picks its epoch."""
+    return metric if metric.startswith("eval_") else f"eval_{metric}"
 
 
 def serve_best(
@@ -102,7 +107,7 @@ def choose_soup(
     stay in one basin of the loss, so their mean is a model of its own that tends to behave
     like their ensemble at the cost of one. `runs`: (val metrics, trainable weights) per run.
     Returns a summary for the manifest, with the chosen val metrics."""
-    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    key = val_key(metric)
     model = trainer.model
     sign = 1 if greater else -1
 
