@@ -187,13 +187,23 @@ def test_metrics_expose_the_named_series(service):
     assert "what's my account balance" not in text  # never user text in labels
 
 
-def test_model_info_and_openapi(service):
+def test_model_info_and_openapi(service, small_artifact):
+    from services.classifier.artifact import ClassifierArtifact
+    from services.classifier.model import INT8_MAX_DROP, usable_int8_alternates
+
     info = httpx.get(service.url + "/v1/model").json()
     # the default (auto): int8 keeps the figures on this artifact, so it was timed against
-    # fp32 at a full batch on this machine, and the faster serves
+    # fp32, and against the other int8 recipes kept beside it that keep them too, at a full
+    # batch on this machine, and the fastest serves
+    alternates = usable_int8_alternates(ClassifierArtifact.load(small_artifact), INT8_MAX_DROP)
     timing = info["backend_timing"]
-    assert set(timing) == {"onnx-int8", "onnx-fp32"} and min(timing.values()) > 0
+    assert set(timing) == {"onnx-int8", "onnx-fp32"} | {
+        "onnx-int8:" + alt.path.name.removeprefix("model.int8.").removesuffix(".onnx")
+        for alt in alternates
+    }
+    assert min(timing.values()) > 0
     assert info["backend"] == max(timing, key=timing.get) and info["labels"] == 9
+    assert (info["int8_recipe"] is None) == (info["backend"] == "onnx-fp32")
     spec = httpx.get(service.url + "/openapi.json").json()
     assert "/v1/classify" in spec["paths"]
 
@@ -381,9 +391,10 @@ def test_requantize_records_the_int8_figures_the_rule_reads(small_artifact, tmp_
     import shutil
 
     from services.classifier.artifact import ClassifierArtifact
-    from services.classifier.model import ClassifierModel
+    from services.classifier.model import INT8_MAX_DROP, ClassifierModel
     from training.export import INT8_RECIPES, int8_drop, requantize
 
+    slug = {r.name: r.slug for r in INT8_RECIPES}
     copy = tmp_path / "clf"
     shutil.copytree(small_artifact, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
@@ -402,6 +413,13 @@ def test_requantize_records_the_int8_figures_the_rule_reads(small_artifact, tmp_
     assert int8["inscope_accuracy"] == candidates[int8["quantization"]]["test"]["inscope_accuracy"]
     assert int8["batch_independent"] is True
     assert abs(fp32["inscope_accuracy"] - int8["inscope_accuracy"]) < 0.05
+    # the other recipes within the rule on val are kept beside it, each in its own file
+    assert candidates[int8["quantization"]]["file"] == "model.int8.onnx"
+    for name, candidate in candidates.items():
+        if name != int8["quantization"]:
+            kept = int8_drop(fp32_val, candidate["val"]) <= INT8_MAX_DROP
+            assert ("file" in candidate) == kept
+            assert (copy / "onnx" / f"model.int8.{slug[name]}.onnx").is_file() == kept
     art = ClassifierArtifact.load(copy)
     assert art.manifest["backends"]["onnx-int8"] == int8
     served = ClassifierModel(str(copy), "onnx-int8", int8_max_drop=1.0)
@@ -495,6 +513,55 @@ def test_auto_serves_int8_only_when_it_is_static_and_keeps_the_figures(small_art
         "batch_independent": True,
     }
     assert choose_backend(art, "auto", 0.003) == "onnx-int8"
+
+
+def test_auto_times_the_int8_alternates_that_keep_the_figures(small_artifact, tmp_path):
+    import json
+    import shutil
+
+    from services.classifier.model import ClassifierModel
+
+    copy = tmp_path / "clf"
+    shutil.copytree(small_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    fp32, int8 = manifest["backends"]["onnx"], manifest["backends"]["onnx-int8"]
+    int8.update(inscope_accuracy=fp32["inscope_accuracy"], oos_recall=fp32["oos_recall"])
+    for candidate in int8["candidates"].values():  # the export's own alternates left out
+        if candidate.get("file") != "model.int8.onnx":
+            candidate.pop("file", None)
+    # an alternate recipe kept beside the chosen one (here the same graph, another file)
+    shutil.copyfile(copy / "onnx" / "model.int8.onnx", copy / "onnx" / "model.int8.other.onnx")
+    int8["candidates"]["other recipe"] = {
+        "val": {},
+        "test": {"oos_recall": fp32["oos_recall"]},
+        "file": "model.int8.other.onnx",
+    }
+
+    def served(int8_test: float, alt_test: float) -> ClassifierModel:
+        int8["inscope_accuracy"] = int8_test
+        int8["candidates"]["other recipe"]["test"]["inscope_accuracy"] = alt_test
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        return ClassifierModel(str(copy), "auto", timing_batch=8, workers=2)
+
+    ok, lost = fp32["inscope_accuracy"], fp32["inscope_accuracy"] - 0.01
+    model = served(ok, ok)
+    assert set(model.timing) == {"onnx-fp32", "onnx-int8", "onnx-int8:other"}
+    assert model.backend.name == max(model.timing, key=model.timing.get)
+    # the lone batch's session runs the same model as the workers'
+    assert model.solo.path == model.backend.path and model.solo.name == model.backend.name
+    recipe = {
+        "onnx-fp32": None,
+        "onnx-int8": int8["quantization"],
+        "onnx-int8:other": "other recipe",
+    }
+    assert model.info()["int8_recipe"] == recipe[model.backend.name]
+    # an alternate whose test figures break the rule is not a candidate
+    assert set(served(ok, lost).timing) == {"onnx-fp32", "onnx-int8"}
+    # nor is the chosen int8 model when it breaks the rule; a kept alternate still is
+    assert set(served(lost, ok).timing) == {"onnx-fp32", "onnx-int8:other"}
+    # nothing left to compare with fp32: no timing
+    fp32_only = served(lost, lost)
+    assert fp32_only.timing is None and fp32_only.backend.name == "onnx-fp32"
 
 
 def test_missing_artifact_setting_is_a_clear_error(tmp_path):

@@ -101,6 +101,7 @@ class Int8Recipe:
 
     name: str
     make: Callable[[Path, Path, Callable[[], Iterable[dict]]], Path]
+    slug: str  # the file of a kept alternate: onnx/model.int8.<slug>.onnx
 
 
 # The candidates an export builds and scores on val, in order of preference on a tie: the
@@ -111,9 +112,12 @@ INT8_RECIPES = (
     Int8Recipe(
         SMOOTHED,
         lambda src, dst, batches: quantize_int8(src, dst, batches(), smooth_alpha=SMOOTH_ALPHA),
+        "static-smoothquant",
     ),
     Int8Recipe(
-        WEIGHT_ONLY, lambda src, dst, batches: quantize_weight_only(src, dst, block_size=32)
+        WEIGHT_ONLY,
+        lambda src, dst, batches: quantize_weight_only(src, dst, block_size=32),
+        "weight-only-b32",
     ),
 )
 
@@ -357,12 +361,16 @@ def int8_drop(fp32: dict, int8: dict) -> float:
 
 
 def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, dict]:
-    """Build each recipe of INT8_RECIPES into the artifact's int8 path, evaluate it as
-    served (the artifact's score and threshold) on val and test, and keep the one whose
-    larger loss against fp32's val figures (`fp32_val`) is smallest; test is recorded,
-    never used to choose. Returns (the recipe's name, each recipe's report by name)."""
-    from services.classifier.artifact import ClassifierArtifact
+    """Build each recipe of INT8_RECIPES, evaluate it as served (the artifact's score and
+    threshold) on val and test, and keep the one whose larger loss against fp32's val
+    figures (`fp32_val`) is smallest in the artifact's int8 path; test is recorded, never
+    used to choose. The other recipes within INT8_MAX_DROP of fp32 on val stay beside it
+    as alternates (`onnx/model.int8.<slug>.onnx`): which int8 kernels are fastest depends
+    on the CPU, and the service's `auto` times them all where it runs. Returns (the kept
+    recipe's name, each recipe's report by name, with `file` where one was written)."""
+    from services.classifier.artifact import ClassifierArtifact, int8_alternate_name
     from services.classifier.backends import _onnx_tokenizer
+    from services.classifier.model import INT8_MAX_DROP
     from training.evaluate import evaluate_artifact
 
     art = ClassifierArtifact.load(artifact_dir)
@@ -373,6 +381,8 @@ def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, di
         return calibration_batches(tokenizer, texts, art.max_seq_length)
 
     target = art.onnx_path(True)
+    for stale in target.parent.glob(int8_alternate_name("*")):
+        stale.unlink()  # a requantised artifact: the alternates of its last export
     reports: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         built = {}
@@ -386,14 +396,22 @@ def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, di
                 100 * reports[recipe.name]["val"]["inscope_accuracy"],
                 100 * reports[recipe.name]["val"]["oos_recall"],
             )
-        chosen = min(reports, key=lambda name: int8_drop(fp32_val, reports[name]["val"]))
+        losses = {name: int8_drop(fp32_val, report["val"]) for name, report in reports.items()}
+        chosen = min(reports, key=losses.get)
         shutil.copyfile(built[chosen], target)
+        reports[chosen]["file"] = target.name
+        for recipe in INT8_RECIPES:
+            if recipe.name != chosen and losses[recipe.name] <= INT8_MAX_DROP:
+                alternate = target.parent / int8_alternate_name(recipe.slug)
+                shutil.copyfile(built[recipe.name], alternate)
+                reports[recipe.name]["file"] = alternate.name
     return chosen, reports
 
 
 def int8_record(chosen: str, reports: dict[str, dict]) -> dict:
     """The manifest's `onnx-int8` entry: the chosen recipe's test figures (what the
-    service's int8 rule reads) and every candidate's val and test figures."""
+    service's int8 rule reads) and every candidate's val and test figures, with the file
+    (in the artifact's onnx/) of each one kept."""
     from services.classifier.model import INT8_RULE
 
     return {
@@ -402,8 +420,11 @@ def int8_record(chosen: str, reports: dict[str, dict]) -> dict:
         "batch_independent": True,
         "candidates": {
             name: {
-                split: {k: report[split][k] for k, _, _ in INT8_RULE if k in report[split]}
-                for split in ("val", "test")
+                **{
+                    split: {k: report[split][k] for k, _, _ in INT8_RULE if k in report[split]}
+                    for split in ("val", "test")
+                },
+                **({"file": report["file"]} if "file" in report else {}),
             }
             for name, report in reports.items()
         },
@@ -436,7 +457,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(
         description="Make a classifier artifact's int8 model again (each recipe of "
-        "INT8_RECIPES, the one that loses least on val kept) and record its test figures: "
+        "INT8_RECIPES, the one that loses least on val kept, the others within the rule on "
+        "val beside it) and record their test figures: "
         "python -m training.export --requantize ARTIFACT"
     )
     parser.add_argument("--requantize", required=True, metavar="ARTIFACT")
@@ -446,10 +468,10 @@ if __name__ == "__main__":
     int8 = backends["onnx-int8"]
     for name, figures in int8["candidates"].items():
         shown = {
-            split: {k: round(100 * v, 2) for k, v in by_split.items()}
-            for split, by_split in figures.items()
+            split: {k: round(100 * v, 2) for k, v in figures[split].items()}
+            for split in ("val", "test")
         }
-        mark = "kept" if name == int8["quantization"] else "    "
+        mark = "kept" if name == int8["quantization"] else "alt " if "file" in figures else "    "
         sys.stdout.write(f"{mark} {name}: {shown}\n")
     for kind in ("onnx", "onnx-int8"):
         figures = {

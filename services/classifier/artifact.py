@@ -7,7 +7,9 @@ Layout (written by `training.classifier`, read by the service and `training.eval
       model/                   merged encoder (HF format) + tokenizer + head.safetensors
       adapter/                 LoRA adapter + head (only when trained with LoRA)
       onnx/model.onnx          fp32 export: input_ids, attention_mask -> logits, features
-      onnx/model.int8.onnx     dynamic int8 quantisation of the same graph
+      onnx/model.int8.onnx     int8 model of the same graph (the recipe chosen on val)
+      onnx/model.int8.*.onnx   other int8 recipes within the rule on val (the service's
+                               `auto` times them all)
       ood_stats.npz            feature statistics for distance-based out-of-scope scores
       slots.json               a joint model: each tagged slot's type, and those types
       eval/                    test report (JSON), per-split metrics, plots
@@ -32,6 +34,20 @@ ONNX_INT8 = "model.int8.onnx"
 OOD_STATS = "ood_stats.npz"
 SLOTS = "slots.json"
 EVAL_DIR = "eval"
+
+
+def int8_alternate_name(slug: str) -> str:
+    """The file, in onnx/, of an int8 recipe kept beside the chosen one."""
+    return f"model.int8.{slug}.onnx"
+
+
+@dataclass(frozen=True)
+class Int8Model:
+    """One int8 model of an artifact: its recipe, file and recorded figures (val, test)."""
+
+    recipe: str
+    path: Path
+    figures: dict
 
 
 class ArtifactError(ValueError):
@@ -73,6 +89,17 @@ class ClassifierArtifact:
 
     def onnx_path(self, quantized: bool = False) -> Path:
         return self.path / ONNX_DIR / (ONNX_INT8 if quantized else ONNX_FP32)
+
+    def int8_alternates(self) -> list[Int8Model]:
+        """The int8 models kept beside the chosen one (artifacts before alternates: none);
+        `figures` holds each one's recorded val and test figures."""
+        record = (self.manifest.get("backends") or {}).get("onnx-int8") or {}
+        out = []
+        for recipe, figures in (record.get("candidates") or {}).items():
+            path = self.path / ONNX_DIR / str(figures.get("file", ""))
+            if recipe != record.get("quantization") and figures.get("file") and path.is_file():
+                out.append(Int8Model(recipe, path, figures))
+        return out
 
     @property
     def slots(self) -> list[str]:

@@ -8,6 +8,7 @@ artifact's own (fast) tokenizer and dynamic padding to the longest text in the b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -124,10 +125,14 @@ class OnnxBackend:
         threads: int | None = None,
         spinning: bool = True,
         spin_between_runs: bool = True,
+        path: Path | None = None,
+        name: str | None = None,
     ):
+        """`path` and `name`: another of the artifact's ONNX models (an int8 alternate)."""
         import onnxruntime as ort
 
-        path = artifact.onnx_path(quantized)
+        path = path or artifact.onnx_path(quantized)
+        self.path = path
         if not path.is_file():
             raise ArtifactError(f"{path} not found (artifact has no ONNX export)")
         opts = ort.SessionOptions()
@@ -154,7 +159,7 @@ class OnnxBackend:
                 f"{artifact.model_dir}: a slot tagger needs the fast tokenizer's "
                 "tokenizer.json (character offsets); it is missing"
             )
-        self.name = "onnx-int8" if quantized else "onnx-fp32"
+        self.name = name or ("onnx-int8" if quantized else "onnx-fp32")
 
     def run(self, texts: list[str]) -> BackendOutput:
         words = None

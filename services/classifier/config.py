@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.classifier.model import INT8_MAX_DROP
 from services.common.settings import ModelServiceSettings
 
 
@@ -16,13 +17,16 @@ class ClassifierSettings(ModelServiceSettings):
     # "auto" (the default): ONNX int8 when the artifact's int8 model is batch-independent
     # (a query's answer does not depend on its batch), its recorded test figures, in-scope
     # accuracy, out-of-scope recall and slot F1, are within `int8_max_drop` of fp32's, and
-    # (`auto_timing`) it is the faster of the two at a full batch on this machine; else ONNX
-    # fp32. "onnx-int8": int8 under the same figures rule, even dynamic (an older
-    # artifact). "onnx": fp32. "torch": CUDA when present (docs/results.md#backends).
+    # (`auto_timing`) it is the fastest at a full batch on this machine of fp32 and the
+    # int8 models that keep the figures (the one chosen on val and the alternates kept
+    # beside it); else ONNX fp32. "onnx-int8": the int8 model chosen on val under the same
+    # figures rule, even dynamic (an older artifact). "onnx": fp32. "torch": CUDA when
+    # present (docs/results.md#backends).
     backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch)$")
-    int8_max_drop: float = Field(0.003, ge=0.0, le=1.0)
-    # auto, when int8 keeps the figures: time it against fp32 at a full batch at start-up
-    # (about a second) and serve the faster on this machine; false: int8 whatever its speed.
+    int8_max_drop: float = Field(INT8_MAX_DROP, ge=0.0, le=1.0)
+    # auto: time the ONNX models that keep the figures at a full batch at start-up (about a
+    # second each) and serve the fastest on this machine; false: the int8 model chosen on
+    # val when it keeps the figures, whatever its speed, else fp32.
     auto_timing: bool = True
     threads: int | None = Field(
         None,

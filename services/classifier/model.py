@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.classifier.artifact import ClassifierArtifact
-from services.classifier.backends import Backend, load_backend
+from services.classifier.artifact import ClassifierArtifact, Int8Model
+from services.classifier.backends import Backend, OnnxBackend, load_backend
 from services.classifier.tagging import bio_tags, decode, snap_to_words
 from services.common.batcher import usable_cores
 
@@ -46,6 +46,25 @@ INT8_RULE = (
     ("oos_recall", "out-of-scope recall", False),
     ("slot_f1", "slot F1", False),
 )
+# The default `int8_max_drop` (CLASSIFIER_INT8_MAX_DROP), as a fraction: 0.3 points.
+INT8_MAX_DROP = 0.003
+
+
+def int8_rule_failure(fp32: dict, int8: dict, max_drop: float) -> str | None:
+    """Why recorded int8 figures fail INT8_RULE against fp32's, or None when they pass."""
+    for key, name, required in INT8_RULE:
+        if fp32.get(key) is None:
+            if required:
+                return f"the artifact records no fp32 {name}"
+            continue
+        if int8.get(key) is None:
+            return f"the artifact records no int8 {name}"
+        if fp32[key] - int8[key] > max_drop:
+            return (
+                f"int8 loses {100 * (fp32[key] - int8[key]):.2f} points of {name} "
+                f"(limit {100 * max_drop:.2f})"
+            )
+    return None
 
 
 def batch_independent_int8(artifact: ClassifierArtifact) -> bool:
@@ -77,26 +96,28 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
     if wanted != "onnx-int8":
         return wanted
     recorded = artifact.manifest.get("backends", {})
-    fp32, int8 = recorded.get("onnx", {}), recorded.get("onnx-int8", {})
-    for key, name, required in INT8_RULE:
-        if fp32.get(key) is None:
-            if required:
-                logger.warning("artifact records no fp32 %s; serving ONNX fp32", name)
-                return "onnx"
-            continue
-        if int8.get(key) is None:
-            logger.warning("artifact records no int8 %s; serving ONNX fp32", name)
-            return "onnx"
-        if fp32[key] - int8[key] > int8_max_drop:
-            logger.warning(
-                "int8 loses %.2f points of %s (limit %.2f); serving fp32 "
-                "(python -m training.export --requantize ARTIFACT may fix an older artifact)",
-                100 * (fp32[key] - int8[key]),
-                name,
-                100 * int8_max_drop,
-            )
-            return "onnx"
+    failure = int8_rule_failure(
+        recorded.get("onnx", {}), recorded.get("onnx-int8", {}), int8_max_drop
+    )
+    if failure:
+        logger.warning(
+            "%s; serving fp32 (python -m training.export --requantize ARTIFACT may fix an "
+            "older artifact)",
+            failure,
+        )
+        return "onnx"
     return "onnx-int8"
+
+
+def usable_int8_alternates(artifact: ClassifierArtifact, int8_max_drop: float) -> list[Int8Model]:
+    """The int8 models kept beside the chosen one whose recorded test figures pass the
+    same rule (an export keeps those within it on val)."""
+    fp32 = artifact.manifest.get("backends", {}).get("onnx", {})
+    return [
+        alt
+        for alt in artifact.int8_alternates()
+        if int8_rule_failure(fp32, alt.figures.get("test", {}), int8_max_drop) is None
+    ]
 
 
 TIMING_TEXT = "please tell me what the balance of my checking account is right now"
@@ -125,7 +146,7 @@ class ClassifierModel:
         self,
         artifact_dir: str,
         backend: str = "auto",
-        int8_max_drop: float = 0.003,
+        int8_max_drop: float = INT8_MAX_DROP,
         threads: int | None = None,
         ort_spinning: bool = True,
         workers: int | None = None,
@@ -150,26 +171,21 @@ class ClassifierModel:
         )
         self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
         self.timing: dict | None = None
-        if backend == "auto" and kind == "onnx-int8" and timing_batch:
-            fp32 = load_backend(self.artifact, "onnx", threads=threads, **extra)
-            self.timing = time_backends([self.backend, fp32], timing_batch)
-            if self.timing[fp32.name] > self.timing[self.backend.name]:
-                logger.info(
-                    "serving ONNX fp32: on this machine it classifies %.0f texts/s at a batch "
-                    "of %d against int8's %.0f (CLASSIFIER_AUTO_TIMING=false keeps int8)",
-                    self.timing[fp32.name],
-                    timing_batch,
-                    self.timing[self.backend.name],
-                )
-                self.backend = fp32
+        if backend == "auto" and kind.startswith("onnx") and timing_batch:
+            self.backend = self._fastest(kind, int8_max_drop, timing_batch, threads, extra)
         # Under load, batches run side by side on one thread each: more texts per second
         # than one batch on every core. A lone batch (one client) on one thread would wait
         # longer than it must, so it runs on a second session with `threads` threads, by
-        # default ONNX Runtime's (one per physical core, placed by it).
+        # default ONNX Runtime's (one per physical core, placed by it), on the same model.
         self.solo: Backend | None = None
         if self.workers > 1:
-            solo_kind = "onnx-int8" if self.backend.name == "onnx-int8" else "onnx"
-            self.solo = load_backend(self.artifact, solo_kind, threads=solo_threads, **extra)
+            self.solo = OnnxBackend(
+                self.artifact,
+                path=self.backend.path,
+                name=self.backend.name,
+                threads=solo_threads,
+                **extra,
+            )
         self._running = 0
         self._running_lock = threading.Lock()
         self.version = self.artifact.version
@@ -177,6 +193,35 @@ class ClassifierModel:
         self.tags = bio_tags(self.slots)
         if self.slots:
             self.slot_type, self.extractor = self.artifact.slot_types()
+
+    def _fastest(
+        self, kind: str, int8_max_drop: float, batch: int, threads: int | None, extra: dict
+    ) -> Backend:
+        """`auto`'s start-up timing: the ONNX models that keep the figures (fp32, the int8
+        model chosen on val when it passes the rule, and the int8 alternates that pass it)
+        at a full batch on this machine; the fastest serves. Which int8 kernels are fastest
+        depends on the CPU (docs/results.md#backends)."""
+        options = [self.backend]
+        if kind == "onnx-int8":
+            options.append(load_backend(self.artifact, "onnx", threads=threads, **extra))
+        for alt in usable_int8_alternates(self.artifact, int8_max_drop):
+            name = "onnx-int8:" + alt.path.name.removeprefix("model.int8.").removesuffix(".onnx")
+            options.append(
+                OnnxBackend(self.artifact, path=alt.path, name=name, threads=threads, **extra)
+            )
+        if len(options) == 1:
+            return self.backend
+        self.timing = time_backends(options, batch)
+        fastest = max(options, key=lambda b: self.timing[b.name])
+        logger.info(
+            "serving %s: the fastest at a batch of %d on this machine (texts/s: %s; "
+            "CLASSIFIER_AUTO_TIMING=false serves %s)",
+            fastest.name,
+            batch,
+            ", ".join(f"{name} {rate:.0f}" for name, rate in self.timing.items()),
+            self.backend.name,
+        )
+        return fastest
 
     def warmup(self, rounds: int = 3) -> float:
         started = time.perf_counter()
@@ -239,6 +284,16 @@ class ClassifierModel:
             out.append(Entity(span.slot, value, said, span.start, span.end, span.confidence))
         return out
 
+    def int8_recipe(self) -> str | None:
+        """The quantisation recipe of the int8 model served (None: not int8)."""
+        if not self.backend.name.startswith("onnx-int8"):
+            return None
+        record = self.artifact.manifest.get("backends", {}).get("onnx-int8", {})
+        for recipe, figures in (record.get("candidates") or {}).items():
+            if figures.get("file") == self.backend.path.name:
+                return recipe
+        return record.get("quantization")
+
     def info(self) -> dict:
         m = self.artifact.manifest
         return {
@@ -246,6 +301,7 @@ class ClassifierModel:
             "backend": self.backend.name,
             # auto's start-up timing of int8 against fp32 (texts/s at a full batch), if run
             "backend_timing": self.timing,
+            "int8_recipe": self.int8_recipe(),
             "base_model": m.get("base_model"),
             "preset": m.get("preset"),
             "created_at": m.get("created_at"),
