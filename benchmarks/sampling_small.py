@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from training.cli import quiet_libraries
+
 FIXTURE_INTENTS = "balance,transactions,timer,alarm,weather,translate,book_flight,greeting"
 
 DATA_SETS: dict[str, list[str]] = {
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, help="JSON file for every run's figures")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_libraries()  # the probes load each model here: no weight-loading bars
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for data_set in args.data_sets.split(","):

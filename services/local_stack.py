@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -315,6 +316,9 @@ class Stack:
 
 def serve_forever(stack: Stack, *, banner: bool = True) -> int:
     """Start, print where to go, block until a stop signal or a dead child; always clean up."""
+    # The readiness polls go through httpx, which logs every request at INFO: dozens of
+    # "GET /readyz 503" lines in the user's terminal while the models load.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stopping = {"signal": None}
 
     def on_signal(signum, _frame):

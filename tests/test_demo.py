@@ -114,6 +114,8 @@ def test_make_demo_serves_a_real_chat_reply_and_stops_on_ctrl_c(
         url = line.split()[-1]
         assert url == f"http://127.0.0.1:{port}/"
         assert not any("training the" in s for s in seen)
+        # a short status, not a log line per readiness poll
+        assert not any("HTTP Request" in s for s in seen), seen
 
         page = httpx.get(url, timeout=5)
         assert page.status_code == 200 and "<html" in page.text.lower()

@@ -370,7 +370,7 @@ def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, di
     recipe's name, each recipe's report by name, with `file` where one was written)."""
     from services.classifier.artifact import ClassifierArtifact, int8_alternate_name
     from services.classifier.backends import _onnx_tokenizer
-    from services.classifier.model import INT8_MAX_DROP
+    from services.classifier.model import INT8_MAX_DROP, within_drop
     from training.evaluate import evaluate_artifact
 
     art = ClassifierArtifact.load(artifact_dir)
@@ -401,7 +401,7 @@ def choose_int8(artifact_dir: str | Path, data, fp32_val: dict) -> tuple[str, di
         shutil.copyfile(built[chosen], target)
         reports[chosen]["file"] = target.name
         for recipe in INT8_RECIPES:
-            if recipe.name != chosen and losses[recipe.name] <= INT8_MAX_DROP:
+            if recipe.name != chosen and within_drop(losses[recipe.name], INT8_MAX_DROP):
                 alternate = target.parent / int8_alternate_name(recipe.slug)
                 shutil.copyfile(built[recipe.name], alternate)
                 reports[recipe.name]["file"] = alternate.name
