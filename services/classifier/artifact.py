@@ -49,6 +49,11 @@ class Int8Model:
     path: Path
     figures: dict
 
+    @property
+    def backend_name(self) -> str:
+        """Its name among the service's backends (`backend_timing`): onnx-int8:<slug>."""
+        return "onnx-int8:" + self.path.name.removeprefix("model.int8.").removesuffix(".onnx")
+
 
 class ArtifactError(ValueError):
     """The directory is not a usable classifier artifact."""
@@ -96,8 +101,10 @@ class ClassifierArtifact:
         record = (self.manifest.get("backends") or {}).get("onnx-int8") or {}
         out = []
         for recipe, figures in (record.get("candidates") or {}).items():
-            path = self.path / ONNX_DIR / str(figures.get("file", ""))
-            if recipe != record.get("quantization") and figures.get("file") and path.is_file():
+            if recipe == record.get("quantization") or not figures.get("file"):
+                continue
+            path = self.path / ONNX_DIR / figures["file"]
+            if path.is_file():
                 out.append(Int8Model(recipe, path, figures))
         return out
 

@@ -213,9 +213,10 @@ class ClassifierModel:
         if kind == "onnx-int8":
             options.append(load_backend(self.artifact, "onnx", threads=threads, **extra))
         for alt in usable_int8_alternates(self.artifact, int8_max_drop):
-            name = "onnx-int8:" + alt.path.name.removeprefix("model.int8.").removesuffix(".onnx")
             options.append(
-                OnnxBackend(self.artifact, path=alt.path, name=name, threads=threads, **extra)
+                OnnxBackend(
+                    self.artifact, path=alt.path, name=alt.backend_name, threads=threads, **extra
+                )
             )
         if len(options) == 1:
             return self.backend
@@ -307,7 +308,8 @@ class ClassifierModel:
         return {
             "version": self.version,
             "backend": self.backend.name,
-            # auto's start-up timing of int8 against fp32 (texts/s at a full batch), if run
+            # auto's start-up timing of the ONNX models that keep the figures (texts/s at a
+            # full batch), if run
             "backend_timing": self.timing,
             "int8_recipe": self.int8_recipe(),
             "base_model": m.get("base_model"),
