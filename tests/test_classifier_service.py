@@ -546,7 +546,8 @@ def test_auto_times_the_int8_alternates_that_keep_the_figures(small_artifact, tm
         int8["inscope_accuracy"] = int8_test
         int8["candidates"]["other recipe"]["test"]["inscope_accuracy"] = alt_test
         (copy / "manifest.json").write_text(json.dumps(manifest))
-        return ClassifierModel(str(copy), "auto", timing_batch=8, workers=2)
+        # (torch-bf16 left out: whether it is timed depends on the CPU; its own test below)
+        return ClassifierModel(str(copy), "auto", timing_batch=8, workers=2, auto_bf16=False)
 
     ok, lost = fp32["inscope_accuracy"], fp32["inscope_accuracy"] - 0.01
     model = served(ok, ok)
@@ -567,6 +568,115 @@ def test_auto_times_the_int8_alternates_that_keep_the_figures(small_artifact, tm
     # nothing left to compare with fp32: no timing
     fp32_only = served(lost, lost)
     assert fp32_only.timing is None and fp32_only.backend.name == "onnx-fp32"
+
+
+def test_bf16_backend_answers_as_fp32_does(small_artifact):
+    import numpy as np
+
+    from services.classifier.artifact import ClassifierArtifact
+    from services.classifier.backends import load_backend
+    from services.classifier.model import BF16, ClassifierModel
+
+    art = ClassifierArtifact.load(small_artifact)
+    # the export evaluated it as served and recorded its figures beside fp32's
+    recorded = art.manifest["backends"]
+    assert recorded[BF16]["inscope_accuracy"] == pytest.approx(
+        recorded["torch"]["inscope_accuracy"], abs=0.02
+    )
+    fp32, bf16 = load_backend(art, "torch"), load_backend(art, BF16)
+    assert bf16.name == BF16
+    texts = [
+        "what's my account balance",
+        "set an alarm for 6 am",
+        "how's the weather in paris tomorrow",
+        "book a flight to rome",
+        "hello there",
+        "how do i say thank you in german",
+        "show me my last five transactions please",
+        "start a timer for ten minutes",
+    ]
+    # one graph for every batch size and length (traced on two texts)
+    for size in (1, 3, len(texts)):
+        for start in range(0, len(texts), size):
+            a, b = fp32.run(texts[start : start + size]), bf16.run(texts[start : start + size])
+            assert b.logits.dtype == np.float32 and b.logits.shape == a.logits.shape
+            assert (a.logits.argmax(-1) == b.logits.argmax(-1)).all()
+            assert np.abs(a.logits - b.logits).max() < 1.0  # scale-30 cosine logits
+    served = ClassifierModel(str(small_artifact), BF16, int8_max_drop=1.0)
+    assert served.backend.name == BF16 and served.workers == 1 and served.solo is None
+    reference = ClassifierModel(str(small_artifact), "torch")
+    answers = [(p.intent, p.oos) for p in served.predict_batch([(t, 1) for t in texts])]
+    assert answers == [(p.intent, p.oos) for p in reference.predict_batch([(t, 1) for t in texts])]
+    assert [a for a, _ in answers[:3]] == ["balance", "alarm", "weather"]
+    # asked for, but its recorded figures break the rule: fp32 serves
+    art_copy = ClassifierArtifact.load(small_artifact)
+    art_copy.manifest["backends"][BF16]["inscope_accuracy"] = (
+        recorded["onnx"]["inscope_accuracy"] - 0.01
+    )
+    from services.classifier.model import choose_backend
+
+    assert choose_backend(art_copy, BF16, 0.003) == "onnx"
+    del art_copy.manifest["backends"][BF16]  # an artifact from before torch-bf16
+    assert choose_backend(art_copy, BF16, 0.003) == "onnx"
+
+
+def test_auto_times_bf16_only_where_the_cpu_has_it(small_artifact, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from services.classifier import model as served_model
+    from services.classifier.model import BF16, ClassifierModel
+
+    copy = tmp_path / "clf"
+    shutil.copytree(small_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    fp32 = manifest["backends"]["onnx"]
+    for kind in ("onnx-int8", BF16):  # both keep the figures here
+        manifest["backends"][kind].update(
+            inscope_accuracy=fp32["inscope_accuracy"], oos_recall=fp32["oos_recall"]
+        )
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    real_timing = served_model.time_backends
+    timed = {}
+
+    def timing_favouring(name):
+        def time_backends(backends, batch, rounds=3, side_by_side=None):
+            timed["side_by_side"] = side_by_side
+            rates = real_timing(backends, batch, 1, side_by_side)
+            return {**rates, name: max(rates.values()) + 1} if name in rates else rates
+
+        return time_backends
+
+    def served(**kw) -> ClassifierModel:
+        return ClassifierModel(str(copy), "auto", timing_batch=8, workers=2, **kw)
+
+    # a CPU without bfloat16 instructions: not timed
+    monkeypatch.setattr(served_model, "native_bf16_cpu", lambda: False)
+    assert BF16 not in served().timing
+    monkeypatch.setattr(served_model, "native_bf16_cpu", lambda: True)
+    # timed with the ONNX models, those run two batches at once as their two workers would
+    monkeypatch.setattr(served_model, "time_backends", timing_favouring(BF16))
+    fastest = served()
+    assert set(fastest.timing) >= {"onnx-fp32", "onnx-int8", BF16}
+    assert timed["side_by_side"] == {name: 2 for name in fastest.timing if name != BF16}
+    # the fastest serves: torch runs one batch at a time, on every core
+    assert fastest.backend.name == BF16 and fastest.workers == 1 and fastest.solo is None
+    assert fastest.info()["backend"] == BF16 and fastest.info()["int8_recipe"] is None
+    reference = ClassifierModel(str(copy), "onnx")
+    texts = ["what's my account balance", "set an alarm for 6 am", "book a flight to rome"]
+    assert [p.intent for p in fastest.predict_batch([(t, 1) for t in texts])] == [
+        p.intent for p in reference.predict_batch([(t, 1) for t in texts])
+    ]
+    # slower than an ONNX model: that one serves, with its workers
+    monkeypatch.setattr(served_model, "time_backends", timing_favouring("onnx-int8"))
+    slower = served()
+    assert slower.backend.name == "onnx-int8" and slower.workers == 2
+    assert slower.solo is not None
+    # left out by the setting, or when its figures break the rule
+    assert BF16 not in served(auto_bf16=False).timing
+    manifest["backends"][BF16]["inscope_accuracy"] = fp32["inscope_accuracy"] - 0.01
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert BF16 not in served().timing
 
 
 def test_missing_artifact_setting_is_a_clear_error(tmp_path):

@@ -43,6 +43,7 @@ from transformers import (
 
 from services.classifier import artifact as layout
 from services.classifier.backends import TorchBackend, forward_batched
+from services.classifier.model import BF16
 from services.classifier.modeling import (
     CONFIG_FILE,
     HEAD_FILE,
@@ -1022,7 +1023,10 @@ def main(argv: list[str] | None = None) -> dict:
     (out_dir / layout.MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     # -- evaluate the saved artifact exactly as it will be served ---------------------------
-    backends = ["torch"] + (["onnx", "onnx-int8"] if oargs.export_onnx else [])
+    # torch-bf16: the service's `auto` may serve it where the CPU has bfloat16 instructions,
+    # under the int8 figures rule; evaluated here whatever this machine has (emulated
+    # bfloat16 is slower, not different).
+    backends = ["torch", BF16] + (["onnx", "onnx-int8"] if oargs.export_onnx else [])
     reports = {}
     for kind in backends:
         if kind == "onnx-int8":

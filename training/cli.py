@@ -4,10 +4,11 @@ transformers' examples) with presets that change defaults only."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 from transformers import HfArgumentParser
+
+from services.common.cpu import native_bf16_cpu
 
 # What every training run wants from Trainer unless a flag says otherwise. Pinned memory
 # only helps copies to a GPU (without one, torch warns on every epoch).
@@ -26,15 +27,11 @@ TRAINER_DEFAULTS = dict(
 
 def native_bf16() -> bool:
     """Whether this machine computes in bfloat16 natively: a GPU that supports it, or a CPU
-    with bfloat16 instructions (AVX512-BF16 or AMX, Linux's /proc/cpuinfo flags). Elsewhere
-    bfloat16 is emulated, and mixed precision was not measured to gain anything."""
+    with bfloat16 instructions (AVX512-BF16 or AMX). Elsewhere bfloat16 is emulated, and
+    mixed precision was not measured to gain anything."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return native_bf16_cpu()
 
 
 def quiet_libraries() -> None:

@@ -555,7 +555,12 @@ def add_arguments(parser: argparse.ArgumentParser, artifacts: bool = True) -> No
         default=None,
         help="oos-eval JSON directory (default $CLINC150_DIR, else the hub)",
     )
-    parser.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"])
+    parser.add_argument(
+        "--backend",
+        default="onnx",
+        # services.classifier.backends.KINDS, spelled out: stdlib only at module level
+        choices=["onnx", "onnx-int8", "torch", "torch-bf16"],
+    )
     parser.add_argument(
         "--oos-probes",
         default=None,

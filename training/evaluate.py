@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from services.classifier.artifact import EVAL_DIR, ClassifierArtifact
-from services.classifier.backends import forward_batched, load_backend, run_batched
+from services.classifier.backends import KINDS, forward_batched, load_backend, run_batched
 from services.classifier.tagging import bio_tags, decode, snap_to_words
 from training.data import ClincData, load_pack_data
 from training.metrics import band_report, by_length, classification_report, reliability_bins
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="oos-eval JSON directory (default $CLINC150_DIR, else the hub)",
     )
     parser.add_argument("--variant", default=None, help="default: the one the model saw")
-    parser.add_argument("--backend", default="onnx", choices=["onnx", "onnx-int8", "torch"])
+    parser.add_argument("--backend", default="onnx", choices=KINDS)
     parser.add_argument("--report-dir", default=None, help="default: ARTIFACT/eval")
     parser.add_argument(
         "--oos-probes",

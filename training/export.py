@@ -435,10 +435,11 @@ def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
     """An artifact's int8 model made again from its fp32 one (an artifact trained before
     the current recipes), chosen on val as an export chooses it, and its recorded int8
     figures measured again on the pack's test split, which is what the service's int8
-    rule reads."""
+    rule reads; the model's figures in bfloat16 (torch-bf16) are recorded too."""
     import json
 
     from services.classifier.artifact import MANIFEST, ClassifierArtifact
+    from services.classifier.model import BF16
     from training.evaluate import evaluate_artifact, evaluation_data
 
     art = ClassifierArtifact.load(artifact_dir)
@@ -447,6 +448,8 @@ def requantize(artifact_dir: str | Path, data_dir: str | None = None) -> dict:
     chosen, reports = choose_int8(artifact_dir, data, fp32_val)
     manifest = json.loads((Path(artifact_dir) / MANIFEST).read_text())
     manifest.setdefault("backends", {})["onnx-int8"] = int8_record(chosen, reports)
+    # the model in bfloat16 (torch-bf16), which artifacts before it do not record
+    manifest["backends"][BF16] = test_figures(evaluate_artifact(artifact_dir, data, BF16))
     (Path(artifact_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest["backends"]
 
@@ -458,7 +461,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description="Make a classifier artifact's int8 model again (each recipe of "
         "INT8_RECIPES, the one that loses least on val kept, the others within the rule on "
-        "val beside it) and record their test figures: "
+        "val beside it) and record their test figures, and those of the model in "
+        "bfloat16: "
         "python -m training.export --requantize ARTIFACT"
     )
     parser.add_argument("--requantize", required=True, metavar="ARTIFACT")
@@ -473,7 +477,7 @@ if __name__ == "__main__":
         }
         mark = "kept" if name == int8["quantization"] else "alt " if "file" in figures else "    "
         sys.stdout.write(f"{mark} {name}: {shown}\n")
-    for kind in ("onnx", "onnx-int8"):
+    for kind in ("onnx", "onnx-int8", "torch-bf16"):
         figures = {
             k: round(100 * v, 2) for k, v in backends.get(kind, {}).items() if isinstance(v, float)
         }

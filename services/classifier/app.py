@@ -63,6 +63,7 @@ def create_app(settings: ClassifierSettings | None = None) -> FastAPI:
             settings.workers,
             ort_spin_between_runs=settings.ort_spin_between_runs,
             timing_batch=settings.max_batch_size if settings.auto_timing else None,
+            auto_bf16=settings.auto_bf16,
         )
 
     def on_ready(model: ClassifierModel) -> None:

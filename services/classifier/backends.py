@@ -178,8 +178,15 @@ class OnnxBackend:
 
 class TorchBackend:
     def __init__(
-        self, artifact: ClassifierArtifact, device: str | None = None, threads: int | None = None
+        self,
+        artifact: ClassifierArtifact,
+        device: str | None = None,
+        threads: int | None = None,
+        bf16: bool = False,
     ):
+        """`bf16`: the weights and every operation in bfloat16 (`torch-bf16`): on a CPU with
+        bfloat16 instructions (AMX, AVX512-BF16) about twice float32's texts per second at a
+        full batch (docs/results.md#backends); elsewhere emulated, and slower."""
         import torch
 
         from services.classifier.modeling import IntentClassifier
@@ -188,7 +195,13 @@ class TorchBackend:
             torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = IntentClassifier.from_pretrained(artifact.model_dir).to(device)
+        if bf16:
+            model = model.to(torch.bfloat16)
         self._init(model, _tokenizer(artifact), artifact.max_seq_length)
+        if bf16:
+            self.name = "torch-bf16"
+            if self.device.type == "cpu":
+                self._trace()
 
     @classmethod
     def from_model(cls, model, tokenizer, max_length: int) -> TorchBackend:
@@ -206,6 +219,39 @@ class TorchBackend:
         self.tokenizer = _TransformersTokenizer(tokenizer, max_length, tensors="pt")
         self.max_length = max_length
         self.name = f"torch-{self.device.type}"
+        self._graph = None  # the traced forward (CPU bfloat16), or None: eager
+
+    def _trace(self) -> None:
+        """The forward traced and frozen (TorchScript): oneDNN then fuses the bfloat16 ops,
+        which at one text roughly halves eager mode's time (per-op overhead dominates there;
+        docs/results.md#backends). Traced once on a two-text batch; the graph takes any
+        batch size and length, because the encoder's mask handling that the tracer reports
+        as fixed (no extra padding, not causal) is fixed for an encoder."""
+        import warnings
+
+        torch = self.torch
+        model = self.model
+        tagged = getattr(model, "tagger", None) is not None
+
+        class Outputs(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+                if tagged:
+                    return out.logits, out.features, out.tag_logits
+                return out.logits, out.features
+
+        enc = self.tokenizer(["trace the classifier", "a longer text to trace it with"])
+        example = (enc["input_ids"], enc["attention_mask"])
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # freezing probes every attribute of the model, deprecated ones included
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(Outputs().eval(), example, check_trace=False)
+            self._graph = torch.jit.freeze(traced)
 
     def run(self, texts: list[str]) -> BackendOutput:
         words = None
@@ -213,14 +259,18 @@ class TorchBackend:
             enc, words = self.tokenizer.words(texts)
         else:
             enc = self.tokenizer(texts)
+        ids = enc["input_ids"].to(self.device)
+        mask = enc["attention_mask"].to(self.device)
         with self.torch.inference_mode():
-            out = self.model(
-                input_ids=enc["input_ids"].to(self.device),
-                attention_mask=enc["attention_mask"].to(self.device),
-            )
-        tags = out.tag_logits.float().cpu().numpy() if out.tag_logits is not None else None
+            if self._graph is not None:
+                logits, features, *tagged = self._graph(ids, mask)
+                tag_logits = tagged[0] if tagged else None
+            else:
+                out = self.model(input_ids=ids, attention_mask=mask)
+                logits, features, tag_logits = out.logits, out.features, out.tag_logits
+        tags = tag_logits.float().cpu().numpy() if tag_logits is not None else None
         return BackendOutput(
-            out.logits.float().cpu().numpy(), out.features.float().cpu().numpy(), tags, words
+            logits.float().cpu().numpy(), features.float().cpu().numpy(), tags, words
         )
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -228,15 +278,21 @@ class TorchBackend:
         return out.logits, out.features
 
 
+# What `load_backend` takes (and the evaluation scripts' --backend).
+KINDS = ("onnx", "onnx-int8", "torch", "torch-bf16")
+
+
 def load_backend(artifact: ClassifierArtifact, kind: str = "onnx", **kwargs) -> Backend:
-    """`kind`: "onnx" (fp32), "onnx-int8", or "torch"."""
+    """`kind`: "onnx" (fp32), "onnx-int8", "torch" or "torch-bf16"."""
     if kind == "onnx":
         return OnnxBackend(artifact, quantized=False, **kwargs)
     if kind == "onnx-int8":
         return OnnxBackend(artifact, quantized=True, **kwargs)
     if kind == "torch":
         return TorchBackend(artifact, **kwargs)
-    raise ValueError(f"unknown backend {kind!r}; choose onnx, onnx-int8 or torch")
+    if kind == "torch-bf16":
+        return TorchBackend(artifact, bf16=True, **kwargs)
+    raise ValueError(f"unknown backend {kind!r}; choose onnx, onnx-int8, torch or torch-bf16")
 
 
 def forward_batched(

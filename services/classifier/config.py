@@ -21,13 +21,19 @@ class ClassifierSettings(ModelServiceSettings):
     # int8 models that keep the figures (the one chosen on val and the alternates kept
     # beside it); else ONNX fp32. "onnx-int8": the int8 model chosen on val under the same
     # figures rule, even dynamic (an older artifact). "onnx": fp32. "torch": CUDA when
-    # present (docs/results.md#backends).
-    backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch)$")
+    # present (docs/results.md#backends). "torch-bf16": the model in bfloat16 through torch,
+    # under the same figures rule (fast only on a CPU with bfloat16 instructions, where
+    # `auto` times it too unless `auto_bf16` is false).
+    backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch|torch-bf16)$")
     int8_max_drop: float = Field(INT8_MAX_DROP, ge=0.0, le=1.0)
     # auto: time the ONNX models that keep the figures at a full batch at start-up (about a
     # second each) and serve the fastest on this machine; false: the int8 model chosen on
     # val when it keeps the figures, whatever its speed, else fp32.
     auto_timing: bool = True
+    # auto, on a CPU with bfloat16 instructions: also time the model in bfloat16 through
+    # torch (about twice ONNX int8's texts/s there at full batches, slower at one text);
+    # false keeps torch out of the process (less memory, docs/benchmarks.md).
+    auto_bf16: bool = True
     threads: int | None = Field(
         None,
         ge=1,

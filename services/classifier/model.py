@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,6 +14,7 @@ from services.classifier.artifact import ClassifierArtifact, Int8Model
 from services.classifier.backends import Backend, OnnxBackend, load_backend
 from services.classifier.tagging import bio_tags, decode, snap_to_words
 from services.common.batcher import usable_cores
+from services.common.cpu import native_bf16_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,8 @@ class Prediction:
     entities: list[Entity] = field(default_factory=list)
 
 
-# What int8 must keep within `int8_max_drop` of fp32 (recorded at training time on test):
+# What int8 (and bfloat16) must keep within `int8_max_drop` of fp32 (recorded at training
+# time on test):
 # (manifest key, what to call it, needed when fp32 records it).
 INT8_RULE = (
     ("inscope_accuracy", "in-scope accuracy", True),
@@ -51,6 +55,9 @@ INT8_MAX_DROP = 0.003
 # Differences of recorded fractions carry float rounding (0.863 - 0.860 is a hair above
 # 0.003): a loss of exactly the limit is within it.
 _ROUNDING = 1e-9
+# The artifact's model in bfloat16 through torch: the manifest's `backends` entry and the
+# backend's name.
+BF16 = "torch-bf16"
 
 
 def within_drop(loss: float, max_drop: float) -> bool:
@@ -58,21 +65,34 @@ def within_drop(loss: float, max_drop: float) -> bool:
     return loss <= max_drop + _ROUNDING
 
 
-def int8_rule_failure(fp32: dict, int8: dict, max_drop: float) -> str | None:
-    """Why recorded int8 figures fail INT8_RULE against fp32's, or None when they pass."""
+def int8_rule_failure(fp32: dict, int8: dict, max_drop: float, what: str = "int8") -> str | None:
+    """Why recorded int8 figures (or another reduced precision's, named by `what`) fail
+    INT8_RULE against fp32's, or None when they pass."""
     for key, name, required in INT8_RULE:
         if fp32.get(key) is None:
             if required:
                 return f"the artifact records no fp32 {name}"
             continue
         if int8.get(key) is None:
-            return f"the artifact records no int8 {name}"
+            return f"the artifact records no {what} {name}"
         if not within_drop(fp32[key] - int8[key], max_drop):
             return (
-                f"int8 loses {100 * (fp32[key] - int8[key]):.2f} points of {name} "
+                f"{what} loses {100 * (fp32[key] - int8[key]):.2f} points of {name} "
                 f"(limit {100 * max_drop:.2f})"
             )
     return None
+
+
+def bf16_rule_failure(artifact: ClassifierArtifact, max_drop: float) -> str | None:
+    """Why the artifact's model in bfloat16 may not serve (its recorded test figures against
+    fp32's, the int8 rule), or None."""
+    recorded = artifact.manifest.get("backends", {})
+    if BF16 not in recorded:
+        return (
+            "the artifact records no bfloat16 figures (trained before torch-bf16; python -m "
+            "training.export --requantize ARTIFACT records them)"
+        )
+    return int8_rule_failure(recorded.get("onnx", {}), recorded[BF16], max_drop, "bfloat16")
 
 
 def batch_independent_int8(artifact: ClassifierArtifact) -> bool:
@@ -101,6 +121,12 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
             )
             return "onnx"
         wanted = "onnx-int8"
+    if wanted == BF16:
+        failure = bf16_rule_failure(artifact, int8_max_drop)
+        if failure:
+            logger.warning("%s; serving ONNX fp32", failure)
+            return "onnx"
+        return BF16
     if wanted != "onnx-int8":
         return wanted
     recorded = artifact.manifest.get("backends", {})
@@ -131,22 +157,49 @@ def usable_int8_alternates(artifact: ClassifierArtifact, int8_max_drop: float) -
 TIMING_TEXT = "please tell me what the balance of my checking account is right now"
 
 
-def time_backends(backends: list[Backend], batch: int, rounds: int = 3) -> dict[str, float]:
+def time_backends(
+    backends: list[Backend], batch: int, rounds: int = 3, side_by_side: dict[str, int] | None = None
+) -> dict[str, float]:
     """Texts per second of each backend at a full batch of a typical query, the best of
     `rounds` interleaved rounds (after one warm-up each): what decides the throughput of a
     loaded service, measured on the machine that serves. int8 kernels that keep the figures
     are not faster everywhere (weight-only int8 is slower than fp32 at batch 32 on an
-    AVX-512 VNNI Xeon, faster at batch 1; docs/results.md#backends)."""
+    AVX-512 VNNI Xeon, faster at batch 1; docs/results.md#backends). `side_by_side`: the
+    backends that serve that many batches at once (ONNX sessions of one thread, one per
+    worker) run that many at once here too, so that they are compared with a backend that
+    runs one batch on every core (torch) as the service would run them."""
     texts = [TIMING_TEXT] * batch
+    side_by_side = side_by_side or {}
     best = {b.name: 0.0 for b in backends}
-    for b in backends:
-        b.run(texts)
-    for _ in range(rounds):
+    pool = ThreadPoolExecutor(max(side_by_side.values(), default=1))
+    try:
         for b in backends:
-            started = time.perf_counter()
             b.run(texts)
-            best[b.name] = max(best[b.name], batch / (time.perf_counter() - started))
+        for _ in range(rounds):
+            for b in backends:
+                copies = side_by_side.get(b.name, 1)
+                started = time.perf_counter()
+                if copies > 1:
+                    list(pool.map(b.run, [texts] * copies))
+                else:
+                    b.run(texts)
+                rate = copies * batch / (time.perf_counter() - started)
+                best[b.name] = max(best[b.name], rate)
+    finally:
+        pool.shutdown()
     return best
+
+
+def bf16_left_out(artifact: ClassifierArtifact, int8_max_drop: float) -> str | None:
+    """Why `auto` leaves torch-bf16 out of its timing on this machine, or None when it
+    times it: only where the CPU has bfloat16 instructions (elsewhere bfloat16 is emulated
+    and slower than fp32), torch is installed (the Lambda image has none), and the
+    recorded bfloat16 figures keep fp32's."""
+    if not native_bf16_cpu():
+        return "the CPU has no bfloat16 instructions"
+    if importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    return bf16_rule_failure(artifact, int8_max_drop)
 
 
 class ClassifierModel:
@@ -160,7 +213,10 @@ class ClassifierModel:
         workers: int | None = None,
         timing_batch: int | None = None,
         ort_spin_between_runs: bool = True,
+        auto_bf16: bool = True,
     ):
+        """`auto_bf16`: `auto` also times the model in bfloat16 through torch where the CPU
+        has bfloat16 instructions (it then imports torch, whichever backend wins)."""
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
         self.labels = self.artifact.labels
@@ -180,7 +236,11 @@ class ClassifierModel:
         self.backend: Backend = load_backend(self.artifact, kind, threads=threads, **extra)
         self.timing: dict | None = None
         if backend == "auto" and kind.startswith("onnx") and timing_batch:
-            self.backend = self._fastest(kind, int8_max_drop, timing_batch, threads, extra)
+            self.backend = self._fastest(
+                kind, int8_max_drop, timing_batch, threads, extra, auto_bf16, solo_threads
+            )
+        if not self.backend.name.startswith("onnx"):
+            self.workers = 1  # torch: one batch at a time, on every core
         # Under load, batches run side by side on one thread each: more texts per second
         # than one batch on every core. A lone batch (one client) on one thread would wait
         # longer than it must, so it runs on a second session with `threads` threads, by
@@ -203,12 +263,20 @@ class ClassifierModel:
             self.slot_type, self.extractor = self.artifact.slot_types()
 
     def _fastest(
-        self, kind: str, int8_max_drop: float, batch: int, threads: int | None, extra: dict
+        self,
+        kind: str,
+        int8_max_drop: float,
+        batch: int,
+        threads: int | None,
+        extra: dict,
+        auto_bf16: bool,
+        bf16_threads: int | None,
     ) -> Backend:
-        """`auto`'s start-up timing: the ONNX models that keep the figures (fp32, the int8
-        model chosen on val when it passes the rule, and the int8 alternates that pass it)
-        at a full batch on this machine; the fastest serves. Which int8 kernels are fastest
-        depends on the CPU (docs/results.md#backends)."""
+        """`auto`'s start-up timing: the models that keep the figures (ONNX fp32, the int8
+        model chosen on val when it passes the rule, the int8 alternates that pass it, and
+        where the CPU has bfloat16 instructions the model in bfloat16 through torch) at a
+        full batch on this machine, each run as the service would run it; the fastest
+        serves. Which kernels are fastest depends on the CPU (docs/results.md#backends)."""
         options = [self.backend]
         if kind == "onnx-int8":
             options.append(load_backend(self.artifact, "onnx", threads=threads, **extra))
@@ -218,12 +286,19 @@ class ClassifierModel:
                     self.artifact, path=alt.path, name=alt.backend_name, threads=threads, **extra
                 )
             )
+        if auto_bf16:
+            left_out = bf16_left_out(self.artifact, int8_max_drop)
+            if left_out is None:
+                options.append(load_backend(self.artifact, BF16, threads=bf16_threads))
+            else:
+                logger.info("auto leaves %s out: %s", BF16, left_out)
         if len(options) == 1:
             return self.backend
-        self.timing = time_backends(options, batch)
+        side_by_side = {b.name: self.workers for b in options if b.name.startswith("onnx")}
+        self.timing = time_backends(options, batch, side_by_side=side_by_side)
         fastest = max(options, key=lambda b: self.timing[b.name])
         logger.info(
-            "serving %s: the fastest at a batch of %d on this machine (texts/s: %s; "
+            "serving %s: the fastest at batches of %d on this machine (texts/s: %s; "
             "CLASSIFIER_AUTO_TIMING=false serves %s)",
             fastest.name,
             batch,
@@ -308,8 +383,8 @@ class ClassifierModel:
         return {
             "version": self.version,
             "backend": self.backend.name,
-            # auto's start-up timing of the ONNX models that keep the figures (texts/s at a
-            # full batch), if run
+            # auto's start-up timing of the models that keep the figures (texts/s at full
+            # batches, run as served: ONNX workers side by side), if run
             "backend_timing": self.timing,
             "int8_recipe": self.int8_recipe(),
             "base_model": m.get("base_model"),
