@@ -54,7 +54,9 @@ def machine() -> str:
 
 def bench_backends(artifact: str, batch_sizes: list[int]) -> list[dict]:
     rows = []
-    for kind in ("torch", "onnx", "onnx-int8"):
+    # torch-bf16 too on a CPU without bfloat16 instructions: emulated, and the table shows
+    # what that costs
+    for kind in ("torch", "torch-bf16", "onnx", "onnx-int8"):
         # Each backend in a fresh subprocess so its resident memory is its own.
         out = subprocess.run(
             [
@@ -149,7 +151,8 @@ def write_markdown(
     if http:
         # what the service served (auto: the figures rule, then the start-up timing)
         backend = {"onnx-fp32": "onnx"}.get(http["served"], http["served"])
-        served = raw[backend]
+        # an int8 alternate (onnx-int8:<recipe>) has no row of its own: the chosen one's
+        served = raw.get(backend) or raw[backend.split(":")[0]]
         best_raw = max(served["throughput"].values())
         torch_b32 = raw.get("torch", {}).get("throughput", {}).get("32")
         lines += [
@@ -204,8 +207,9 @@ def write_markdown(
             timing = ", ".join(f"{k} {v:.0f}" for k, v in http["backend_timing"].items())
             lines += [
                 "",
-                "The service's `auto` timed the backends that keep the figures at a full batch "
-                f"at start-up (texts/s: {timing}) and served {http['served']}.",
+                "The service's `auto` timed the backends that keep the figures at full batches, "
+                "each run as served (an ONNX model as many batches at once as it has workers), at "
+                f"start-up (texts/s: {timing}) and served {http['served']}.",
             ]
     lines += [
         "",

@@ -183,10 +183,13 @@ class TorchBackend:
         device: str | None = None,
         threads: int | None = None,
         bf16: bool = False,
+        trace: bool = True,
     ):
         """`bf16`: the weights and every operation in bfloat16 (`torch-bf16`): on a CPU with
         bfloat16 instructions (AMX, AVX512-BF16) about twice float32's texts per second at a
-        full batch (docs/results.md#backends); elsewhere emulated, and slower."""
+        full batch (docs/results.md#bfloat16-through-torch-2026-12-08); elsewhere emulated,
+        and slower. `trace`: on a CPU, run it as a traced graph (False: eager, for
+        comparison)."""
         import torch
 
         from services.classifier.modeling import IntentClassifier
@@ -200,7 +203,7 @@ class TorchBackend:
         self._init(model, _tokenizer(artifact), artifact.max_seq_length)
         if bf16:
             self.name = "torch-bf16"
-            if self.device.type == "cpu":
+            if trace and self.device.type == "cpu":
                 self._trace()
 
     @classmethod
@@ -227,6 +230,7 @@ class TorchBackend:
         docs/results.md#backends). Traced once on a two-text batch; the graph takes any
         batch size and length, because the encoder's mask handling that the tracer reports
         as fixed (no extra padding, not causal) is fixed for an encoder."""
+        import logging
         import warnings
 
         torch = self.torch
@@ -246,12 +250,19 @@ class TorchBackend:
 
         enc = self.tokenizer(["trace the classifier", "a longer text to trace it with"])
         example = (enc["input_ids"], enc["attention_mask"])
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            # freezing probes every attribute of the model, deprecated ones included
-            warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(Outputs().eval(), example, check_trace=False)
-            self._graph = torch.jit.freeze(traced)
+        # Freezing probes every attribute of the model, deprecated ones (a FutureWarning)
+        # and `loss_function` (a "loss_type=None" notice) included: neither concerns serving.
+        hf_logger = logging.getLogger("transformers")
+        level = hf_logger.level
+        hf_logger.setLevel(logging.ERROR)
+        try:
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", FutureWarning)
+                traced = torch.jit.trace(Outputs().eval(), example, check_trace=False)
+                self._graph = torch.jit.freeze(traced)
+        finally:
+            hf_logger.setLevel(level)
 
     def run(self, texts: list[str]) -> BackendOutput:
         words = None
