@@ -23,7 +23,7 @@ class ClassifierSettings(ModelServiceSettings):
     # figures rule, even dynamic (an older artifact). "onnx": fp32. "torch": CUDA when
     # present (docs/results.md#backends). "torch-bf16": the model in bfloat16 through torch,
     # under the same figures rule (fast only on a CPU with bfloat16 instructions, where
-    # `auto` times it too unless `auto_bf16` is false).
+    # `auto` times it too when `auto_bf16` is true).
     backend: str = Field("auto", pattern="^(auto|onnx|onnx-int8|torch|torch-bf16)$")
     int8_max_drop: float = Field(INT8_MAX_DROP, ge=0.0, le=1.0)
     # auto: time the ONNX models that keep the figures at a full batch at start-up (about a
@@ -31,9 +31,10 @@ class ClassifierSettings(ModelServiceSettings):
     # val when it keeps the figures, whatever its speed, else fp32.
     auto_timing: bool = True
     # auto, on a CPU with bfloat16 instructions: also time the model in bfloat16 through
-    # torch (about twice ONNX int8's texts/s there at full batches, slower at one text);
-    # false keeps torch out of the process (less memory, docs/benchmarks.md).
-    auto_bf16: bool = True
+    # torch. Off by default: on an AMX Xeon it ran twice ONNX int8's texts/s as a raw model
+    # but the service no faster, with 60 % more memory and slower single requests
+    # (docs/results.md#bfloat16-through-torch-2026-12-08).
+    auto_bf16: bool = False
     threads: int | None = Field(
         None,
         ge=1,

@@ -213,10 +213,12 @@ class ClassifierModel:
         workers: int | None = None,
         timing_batch: int | None = None,
         ort_spin_between_runs: bool = True,
-        auto_bf16: bool = True,
+        auto_bf16: bool = False,
     ):
         """`auto_bf16`: `auto` also times the model in bfloat16 through torch where the CPU
-        has bfloat16 instructions (it then imports torch, whichever backend wins)."""
+        has bfloat16 instructions (it then imports torch, whichever backend wins). Off by
+        default: twice ONNX int8's texts/s in the raw model did not make the service
+        faster (docs/results.md#bfloat16-through-torch-2026-12-08)."""
         self.artifact = ClassifierArtifact.load(artifact_dir)
         self.scorer = self.artifact.scorer()
         self.labels = self.artifact.labels
