@@ -71,6 +71,7 @@ def small_artifact(tmp_path_factory, clinc_path) -> Path:
             per_device_train_batch_size=16,
             seed=13,
             soup_runs=1,  # the soup has its own test; one run keeps the fixture quick
+            evaluate_bf16=True,  # on any CPU (a few dozen texts even where emulated)
             disable_tqdm=True,
         )
     )

@@ -302,6 +302,15 @@ class OODArguments:
         },
     )
     export_onnx: bool = field(default=True, metadata={"help": "write ONNX fp32 and int8"})
+    evaluate_bf16: bool = field(
+        default=NATIVE_BF16,
+        metadata={
+            "help": "record the model's figures in bfloat16 (torch-bf16), which the service "
+            "may serve; default: where this machine computes bfloat16 natively (elsewhere it "
+            "is emulated and slower than float32; `python -m training.export --requantize` "
+            "records them later)"
+        },
+    )
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "keep Trainer checkpoints in OUT/checkpoints"}
     )
@@ -1023,10 +1032,10 @@ def main(argv: list[str] | None = None) -> dict:
     (out_dir / layout.MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     # -- evaluate the saved artifact exactly as it will be served ---------------------------
-    # torch-bf16: the service's `auto` may serve it where the CPU has bfloat16 instructions,
-    # under the int8 figures rule; evaluated here whatever this machine has (emulated
-    # bfloat16 is slower, not different).
-    backends = ["torch", BF16] + (["onnx", "onnx-int8"] if oargs.export_onnx else [])
+    # torch-bf16: the service may serve it under the int8 figures rule (its figures are
+    # the same on any machine; emulated bfloat16 only takes longer).
+    backends = ["torch"] + ([BF16] if oargs.evaluate_bf16 else [])
+    backends += ["onnx", "onnx-int8"] if oargs.export_onnx else []
     reports = {}
     for kind in backends:
         if kind == "onnx-int8":
