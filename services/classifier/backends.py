@@ -186,10 +186,9 @@ class TorchBackend:
         trace: bool = True,
     ):
         """`bf16`: the weights and every operation in bfloat16 (`torch-bf16`): on a CPU with
-        bfloat16 instructions (AMX, AVX512-BF16) about twice float32's texts per second at a
-        full batch (docs/results.md#bfloat16-through-torch-2026-12-08); elsewhere emulated,
-        and slower. `trace`: on a CPU, run it as a traced graph (False: eager, for
-        comparison)."""
+        bfloat16 instructions (AMX, AVX512-BF16) faster than float32 at full batches
+        (docs/results.md#bfloat16-through-torch-2026-12-08); elsewhere emulated, and slower.
+        `trace`: on a CPU, run it as a traced graph (False: eager, for comparison)."""
         import torch
 
         from services.classifier.modeling import IntentClassifier
@@ -226,10 +225,11 @@ class TorchBackend:
 
     def _trace(self) -> None:
         """The forward traced and frozen (TorchScript): oneDNN then fuses the bfloat16 ops,
-        which at one text roughly halves eager mode's time (per-op overhead dominates there;
-        docs/results.md#backends). Traced once on a two-text batch; the graph takes any
-        batch size and length, because the encoder's mask handling that the tracer reports
-        as fixed (no extra padding, not causal) is fixed for an encoder."""
+        which shortens a single text's run most, where per-op overhead dominates
+        (docs/results.md#bfloat16-through-torch-2026-12-08). Traced once on a two-text
+        batch; the graph takes any batch size and length, because the encoder's mask
+        handling that the tracer reports as fixed (no extra padding, not causal) is fixed for
+        an encoder."""
         import logging
         import warnings
 
