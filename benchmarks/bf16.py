@@ -18,10 +18,8 @@ import time
 import numpy as np
 
 from services.classifier.artifact import ClassifierArtifact
-from services.classifier.backends import TorchBackend, forward_batched, load_backend
+from services.classifier.backends import KINDS, TorchBackend, forward_batched, load_backend
 from services.common.cpu import native_bf16_cpu
-
-KINDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
 
 
 def eager_bf16(art: ClassifierArtifact) -> TorchBackend:
@@ -73,8 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
         backends = {k: load_backend(art, k, threads=threads) for k in KINDS}
         backends["torch-bf16 eager"] = eager_bf16(art)
         result["threads"][threads] = rates(backends, data.test.texts, args.rounds)
-    fp32, _ = forward_batched(load_backend(art, "torch"), data.val.texts)
-    bf16, _ = forward_batched(load_backend(art, "torch-bf16"), data.val.texts)
+    # (the last round's models, on one thread)
+    fp32, _ = forward_batched(backends["torch"], data.val.texts)
+    bf16, _ = forward_batched(backends["torch-bf16"], data.val.texts)
     result["val_argmax_changed"] = int((fp32.argmax(-1) != bf16.argmax(-1)).sum())
     result["val_texts"] = len(data.val.texts)
     result["val_max_logit_difference"] = round(float(np.abs(fp32 - bf16).max()), 3)

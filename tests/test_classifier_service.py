@@ -623,6 +623,16 @@ def test_bf16_backend_answers_as_fp32_does(small_artifact):
     from services.classifier.model import choose_backend
 
     assert choose_backend(art_copy, BF16, 0.003) == "onnx"
+    # an artifact trained without an ONNX export: held to torch's fp32 figures, and torch
+    # fp32 serves in its place
+    manifest = ClassifierArtifact.load(small_artifact).manifest
+    del manifest["backends"]["onnx"]
+    no_onnx = ClassifierArtifact(small_artifact / "without-onnx", manifest)  # no onnx/ there
+    torch_fp32 = no_onnx.manifest["backends"]["torch"]["inscope_accuracy"]
+    no_onnx.manifest["backends"][BF16]["inscope_accuracy"] = torch_fp32
+    assert choose_backend(no_onnx, BF16, 0.003) == BF16
+    no_onnx.manifest["backends"][BF16]["inscope_accuracy"] = torch_fp32 - 0.01
+    assert choose_backend(no_onnx, BF16, 0.003) == "torch"
     del art_copy.manifest["backends"][BF16]  # an artifact from before torch-bf16
     assert choose_backend(art_copy, BF16, 0.003) == "onnx"
 

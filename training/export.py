@@ -458,6 +458,8 @@ if __name__ == "__main__":
     import argparse
     import sys
 
+    from services.classifier.model import BF16
+
     parser = argparse.ArgumentParser(
         description="Make a classifier artifact's int8 model again (each recipe of "
         "INT8_RECIPES, the one that loses least on val kept, the others within the rule on "
@@ -477,7 +479,7 @@ if __name__ == "__main__":
         }
         mark = "kept" if name == int8["quantization"] else "alt " if "file" in figures else "    "
         sys.stdout.write(f"{mark} {name}: {shown}\n")
-    for kind in ("onnx", "onnx-int8", "torch-bf16"):
+    for kind in ("onnx", "onnx-int8", BF16):
         figures = {
             k: round(100 * v, 2) for k, v in backends.get(kind, {}).items() if isinstance(v, float)
         }

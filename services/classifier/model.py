@@ -92,7 +92,9 @@ def bf16_rule_failure(artifact: ClassifierArtifact, max_drop: float) -> str | No
             "the artifact records no bfloat16 figures (trained before torch-bf16; python -m "
             "training.export --requantize ARTIFACT records them)"
         )
-    return int8_rule_failure(recorded.get("onnx", {}), recorded[BF16], max_drop, "bfloat16")
+    # fp32 through ONNX, or through torch for an artifact trained without an ONNX export
+    fp32 = recorded.get("onnx") or recorded.get("torch", {})
+    return int8_rule_failure(fp32, recorded[BF16], max_drop, "bfloat16")
 
 
 def batch_independent_int8(artifact: ClassifierArtifact) -> bool:
@@ -124,8 +126,9 @@ def choose_backend(artifact: ClassifierArtifact, wanted: str, int8_max_drop: flo
     if wanted == BF16:
         failure = bf16_rule_failure(artifact, int8_max_drop)
         if failure:
-            logger.warning("%s; serving ONNX fp32", failure)
-            return "onnx"
+            fp32 = "onnx" if artifact.onnx_path(False).is_file() else "torch"
+            logger.warning("%s; serving %s fp32", failure, fp32)
+            return fp32
         return BF16
     if wanted != "onnx-int8":
         return wanted
@@ -171,8 +174,7 @@ def time_backends(
     texts = [TIMING_TEXT] * batch
     side_by_side = side_by_side or {}
     best = {b.name: 0.0 for b in backends}
-    pool = ThreadPoolExecutor(max(side_by_side.values(), default=1))
-    try:
+    with ThreadPoolExecutor(max(side_by_side.values(), default=1)) as pool:
         for b in backends:
             b.run(texts)
         for _ in range(rounds):
@@ -185,8 +187,6 @@ def time_backends(
                     b.run(texts)
                 rate = copies * batch / (time.perf_counter() - started)
                 best[b.name] = max(best[b.name], rate)
-    finally:
-        pool.shutdown()
     return best
 
 
